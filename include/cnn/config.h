@@ -1,0 +1,100 @@
+/* cnn/config.h - the INI file that describes data, training and network.
+ *
+ * A config is an ordered list of sections. [data], [train] and [optimizer]
+ * may appear once each; layer sections ([input], [conv2d], [maxpool2d],
+ * [avgpool2d], [dense], [dropout], [flatten]) appear in network order, as
+ * many times as needed. Parsing (inih) rejects unknown sections and
+ * duplicate keys. Consumers read keys with the typed getters below, which
+ * mark a key as used; cnn_config_check_unused() then rejects every key that
+ * nothing consumed, so a misspelt key is an error, never silently ignored.
+ *
+ * Every error message has the form "FILE:LINE: [section] key: problem"
+ * (or "--set section.key: problem" for command-line overrides).
+ */
+#ifndef CNN_CONFIG_H
+#define CNN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnn/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cnn_kv {
+    char *key;
+    char *value;
+    int line; /* line in the file; 0 for a --set override */
+    int used; /* set by the getters */
+} cnn_kv;
+
+typedef struct cnn_section {
+    char *name; /* section name as written: "conv2d" */
+    int line;   /* line of the [header] */
+    int ordinal; /* 0,1,2... among sections of the same name */
+    cnn_kv *kv;
+    int nkv;
+    const struct cnn_config *cfg; /* back pointer for messages */
+} cnn_section;
+
+typedef struct cnn_config {
+    char *path; /* file name used in messages */
+    char *text; /* the full text as read (kept for checkpoints) */
+    cnn_section *sec;
+    int nsec;
+} cnn_config;
+
+/* Parses the INI file at path. On success *out owns a new config that the
+ * caller frees with cnn_config_free(). */
+cnn_status cnn_config_load(cnn_config **out, const char *path, cnn_error *err);
+
+/* Same, from text in memory; name is used in messages. */
+cnn_status cnn_config_parse_string(cnn_config **out, const char *text, const char *name,
+                                   cnn_error *err);
+
+void cnn_config_free(cnn_config *cfg);
+
+/* Applies "section.key=value". section is a singleton section name
+ * (data, train, optimizer) or a layer: its `name` key, its default name
+ * (conv2d, conv2d_1, dense_2, ...), or its type when there is only one. */
+cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_error *err);
+
+/* First section with this name, or NULL. */
+cnn_section *cnn_config_find(const cnn_config *cfg, const char *name);
+
+/* Key lookup; marks the key used. NULL if absent. */
+const char *cnn_section_get(const cnn_section *s, const char *key);
+cnn_kv *cnn_section_find(const cnn_section *s, const char *key);
+
+/* Typed getters: absent key -> *out = def and CNN_OK. A present but
+ * malformed or out-of-range value -> CNN_ERR_CONFIG with file:line. s may be
+ * NULL (section absent): the default is used. */
+cnn_status cnn_cfg_int(const cnn_section *s, const char *key, long def, long min, long max,
+                       long *out, cnn_error *err);
+cnn_status cnn_cfg_float(const cnn_section *s, const char *key, double def, double min,
+                         double max, double *out, cnn_error *err);
+cnn_status cnn_cfg_bool(const cnn_section *s, const char *key, int def, int *out,
+                        cnn_error *err);
+/* Value must be one of the NULL-terminated choices; *out is its index. */
+cnn_status cnn_cfg_enum(const cnn_section *s, const char *key, int def,
+                        const char *const *choices, int *out, cnn_error *err);
+/* A string value (NULL if absent and def is NULL). Pointer owned by cfg. */
+cnn_status cnn_cfg_string(const cnn_section *s, const char *key, const char *def,
+                          const char **out, cnn_error *err);
+/* "N" or "HxW" (also "N,M"): two positive integers, a single N means NxN. */
+cnn_status cnn_cfg_pair(const cnn_section *s, const char *key, int def_h, int def_w,
+                        int *h, int *w, cnn_error *err);
+
+/* Formats the location of a key for messages: "file:12: [conv2d] filters". */
+void cnn_cfg_where(const cnn_section *s, const cnn_kv *kv, const char *key, char *buf,
+                   size_t n);
+
+/* Error for the first key nothing consumed. */
+cnn_status cnn_config_check_unused(const cnn_config *cfg, cnn_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNN_CONFIG_H */

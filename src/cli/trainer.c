@@ -1,0 +1,388 @@
+/* trainer.c - data-parallel training loop.
+ *
+ * Step s of epoch e takes the global batch perm[s*B .. s*B+B) of a
+ * permutation that depends only on (seed, e). Rank r processes the slice
+ * [Bg*r/world, Bg*(r+1)/world) of it, its loss gradient scaled by 1/Bg, so
+ * the allreduced sum of gradients is the mean over the global batch, and
+ * every rank applies the same update. Dropout draws from (seed, epoch,
+ * global sample index). The result does not depend on the number of ranks
+ * beyond float summation order.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cnn/rng.h"
+#include "trainer.h"
+#include "../engine/tensor.h"
+
+enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_N };
+
+/* This rank fails because another one did, which reports it: no message. */
+static void quiet(cnn_error *err, cnn_status st)
+{
+    err->status = st;
+    err->msg[0] = 0;
+}
+
+cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const progress[] = {"auto", "bar", "lines", "none", NULL};
+    const cnn_section *s = cnn_config_find(cfg, "train");
+    long seed;
+    int loss;
+    cnn_status st;
+    memset(tc, 0, sizeof *tc);
+    if ((st = cnn_cfg_int(s, "epochs", 1, 0, 1000000, &tc->epochs, err)) ||
+        (st = cnn_cfg_int(s, "batch_size", 32, 1, 1 << 24, &tc->batch_size, err)) ||
+        (st = cnn_cfg_int(s, "max_steps", 0, 0, (long)1 << 40, &tc->max_steps, err)) ||
+        (st = cnn_cfg_int(s, "eval_batch_size", 500, 1, 1 << 20, &tc->eval_batch_size, err)) ||
+        (st = cnn_cfg_int(s, "threads", 0, 0, 4096, &tc->threads, err)) ||
+        (st = cnn_cfg_int(s, "log_every", 100, 1, (long)1 << 40, &tc->log_every, err)) ||
+        (st = cnn_cfg_int(s, "seed", 42, 0, (long)((1ULL << 62) - 1), &seed, err)) ||
+        (st = cnn_cfg_enum(s, "loss", CNN_LOSS_SPARSE_CCE, cnn_loss_names, &loss, err)) ||
+        (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
+        (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)))
+        return st;
+    tc->seed = (uint64_t)seed;
+    tc->loss = (cnn_loss)loss;
+    return CNN_OK;
+}
+
+cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
+{
+    memset(run, 0, sizeof *run);
+    run->cfg = cfg;
+    cnn_status st;
+    if ((st = cnn_train_config_read(&run->tc, cfg, err)) ||
+        (st = cnn_data_config_read(&run->dc, cfg, err)) ||
+        (st = cnn_optim_hparams_from_config(&run->hp, cfg, err)) ||
+        (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
+        (st = cnn_config_check_unused(cfg, err)))
+        return st;
+    return CNN_OK;
+}
+
+void cnn_run_free(cnn_run *run)
+{
+    cnn_model_free(run->model);
+    cnn_config_free(run->cfg);
+    memset(run, 0, sizeof *run);
+}
+
+/* Buffers for one rank's share of a batch. */
+typedef struct batch_buf {
+    float *x;       /* (cap, input) */
+    int32_t *y;     /* (cap) */
+    int64_t *idx;   /* (cap) dataset rows */
+    int cap;
+} batch_buf;
+
+static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_error *err)
+{
+    b->cap = cap;
+    b->x = malloc((size_t)cap * cnn_shape_size(m->input) * sizeof *b->x);
+    b->y = malloc((size_t)cap * sizeof *b->y);
+    b->idx = malloc((size_t)cap * sizeof *b->idx);
+    if (!b->x || !b->y || !b->idx)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
+    return CNN_OK;
+}
+
+static void batch_free(batch_buf *b)
+{
+    free(b->x);
+    free(b->y);
+    free(b->idx);
+}
+
+/* Loss and accuracy over a dataset, split across ranks, summed exactly:
+ * each sample is evaluated by exactly one rank. Collective. */
+static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d, float rescale,
+                           batch_buf *bb, double *loss, double *acc, long *correct,
+                           cnn_error *err)
+{
+    int64_t lo = ds->n * d->rank / d->world, hi = ds->n * (d->rank + 1) / d->world;
+    double st[STAT_N] = {0};
+    cnn_status status = CNN_OK;
+    cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
+    for (int64_t i = lo; i < hi && status == CNN_OK; i += bb->cap) {
+        int B = (int)(hi - i < bb->cap ? hi - i : bb->cap);
+        for (int b = 0; b < B; b++)
+            bb->idx[b] = i + b;
+        cnn_dataset_gather(ds, bb->idx, B, rescale, bb->x, bb->y);
+        cnn_model_forward(m, bb->x, B, &ctx);
+        cnn_batch_stats bs = {0};
+        status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
+        st[STAT_LOSS] += bs.loss_sum;
+        st[STAT_CORRECT] += (double)bs.correct;
+        st[STAT_COUNT] += (double)bs.count;
+    }
+    st[STAT_FAILED] = status != CNN_OK;
+    cnn_dist_allreduce_f64(d, st, STAT_N);
+    if (st[STAT_FAILED] > 0) {
+        int s = status;
+        int who = cnn_dist_agree(d, &s);
+        if (who != d->rank)
+            quiet(err, (cnn_status)s);
+        return (cnn_status)s;
+    }
+    *loss = st[STAT_COUNT] > 0 ? st[STAT_LOSS] / st[STAT_COUNT] : NAN;
+    *acc = st[STAT_COUNT] > 0 ? st[STAT_CORRECT] / st[STAT_COUNT] : NAN;
+    if (correct)
+        *correct = (long)st[STAT_CORRECT];
+    return CNN_OK;
+}
+
+/* Progress of an epoch on rank 0: a line redrawn in place on a terminal,
+ * plain lines every log_every steps otherwise (batch logs, SLURM). */
+static void progress(FILE *out, int mode, long step, long steps, double loss, double acc,
+                     double elapsed, double imgs, int final)
+{
+    if (mode == CNN_PROGRESS_NONE)
+        return;
+    double ips = elapsed > 0 ? imgs / elapsed : 0;
+    if (mode == CNN_PROGRESS_BAR) {
+        char bar[31];
+        int fill = steps ? (int)(30 * step / steps) : 30;
+        for (int i = 0; i < 30; i++)
+            bar[i] = i < fill ? '=' : (i == fill ? '>' : '.');
+        bar[30] = 0;
+        fprintf(out, "\r%6ld/%-6ld [%s] - %.0fs - loss: %.4f - accuracy: %.4f - %.0f img/s\033[K",
+                step, steps, bar, elapsed, loss, acc, ips);
+        if (final)
+            fputc('\r', out);
+    } else {
+        fprintf(out, "  step %ld/%ld - %.1fs - loss: %.4f - accuracy: %.4f - %.0f img/s\n", step,
+                steps, elapsed, loss, acc, ips);
+    }
+    fflush(out);
+}
+
+static cnn_status open_history(const char *path, FILE **f, cnn_error *err)
+{
+    *f = fopen(path, "w");
+    if (!*f)
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write history: %s", path,
+                             strerror(errno));
+    fprintf(*f, "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_sec\n");
+    fflush(*f);
+    return CNN_OK;
+}
+
+/* Sets BLAS threads: [train] threads, else OPENBLAS_NUM_THREADS if the user
+ * set it, else the node's cores shared among its ranks. */
+static void setup_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *out)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = (int)tc->threads;
+    if (n == 0 && !getenv("OPENBLAS_NUM_THREADS")) {
+        n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
+        if (n < 1)
+            n = 1;
+    }
+    cnn_blas_set_threads(n);
+    int used = cnn_blas_get_threads();
+    if (d->rank == 0 && (long)used * d->local_size > cores)
+        fprintf(out,
+                "warning: %d ranks x %d BLAS threads on a node with %ld cores oversubscribe it; "
+                "set [train] threads or OPENBLAS_NUM_THREADS\n",
+                d->local_size, used, cores);
+}
+
+cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *err)
+{
+    const cnn_train_config *tc = &run->tc;
+    cnn_model *m = run->model;
+    const int root = d->rank == 0;
+    cnn_dataset *train = NULL, *val = NULL, *test = NULL;
+    cnn_optim *opt = NULL;
+    FILE *hist = NULL;
+    int64_t *perm = NULL;
+    batch_buf bb = {0}, eb = {0};
+    cnn_status st;
+    int s, who;
+
+    setup_threads(tc, d, out);
+    int progress_mode = tc->progress;
+    if (progress_mode == CNN_PROGRESS_AUTO)
+        progress_mode = isatty(fileno(out)) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
+
+    /* Phase 1: every rank loads data and allocates; then all agree. */
+    int local_max = (int)((tc->batch_size + d->world - 1) / d->world);
+    int reserve = local_max > tc->eval_batch_size ? local_max : (int)tc->eval_batch_size;
+    st = cnn_data_load(&run->dc, d->rank, d->world, &train, &val, &test, err);
+    if (!st && (train->shape.c != m->input.c || train->shape.h != m->input.h ||
+                train->shape.w != m->input.w))
+        st = cnn_error_set(err, CNN_ERR_SHAPE,
+                           "%s holds %dx%dx%d images but [input] shape is %dx%dx%d (HxWxC)",
+                           train->source, train->shape.h, train->shape.w, train->shape.c,
+                           m->input.h, m->input.w, m->input.c);
+    if (!st && m->loss != CNN_LOSS_BCE && train->nclasses > m->nclasses)
+        st = cnn_error_set(err, CNN_ERR_SHAPE,
+                           "%s has %d classes but the last layer '%s' has %d units",
+                           train->source, train->nclasses, m->layers[m->nlayers - 1].name,
+                           m->nclasses);
+    if (!st && m->loss == CNN_LOSS_BCE && train->nclasses > 2)
+        st = cnn_error_set(err, CNN_ERR_SHAPE,
+                           "%s has %d classes; binary_crossentropy needs labels 0 and 1",
+                           train->source, train->nclasses);
+    if (!st)
+        st = cnn_model_reserve(m, reserve, err);
+    if (!st)
+        st = cnn_optim_create(&opt, &run->hp, m->nparams, err);
+    if (!st)
+        st = batch_alloc(&bb, m, local_max, err);
+    if (!st)
+        st = batch_alloc(&eb, m, (int)tc->eval_batch_size, err);
+    if (!st && !(perm = malloc((size_t)train->n * sizeof *perm)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
+    if (!st && root && tc->history)
+        st = open_history(tc->history, &hist, err);
+    s = st;
+    if ((who = cnn_dist_agree(d, &s)) >= 0) {
+        st = (cnn_status)s;
+        if (who != d->rank)
+            quiet(err, st);
+        goto done;
+    }
+
+    cnn_model_init_params(m, tc->seed);
+    if (!cnn_dist_identical(d, m->params, m->nparams)) {
+        st = cnn_error_set(err, CNN_ERR_DIST,
+                           "initial parameters differ between ranks (different builds or "
+                           "configs?)");
+        if (!root)
+            quiet(err, st);
+        goto done;
+    }
+    if (root) {
+        fprintf(out,
+                "cnn-train: %d rank%s, global batch %ld, %lld training samples, %lld validation, "
+                "%lld test, %zu parameters, %d BLAS thread%s per rank\n",
+                d->world, d->world > 1 ? "s" : "", tc->batch_size, (long long)train->n,
+                (long long)(val ? val->n : 0), (long long)test->n, m->nparams,
+                cnn_blas_get_threads(), cnn_blas_get_threads() > 1 ? "s" : "");
+        fflush(out);
+    }
+
+    const long B = tc->batch_size;
+    const long steps_per_epoch = (long)((train->n + B - 1) / B);
+    long global_step = 0;
+    double total_imgs = 0, total_time = 0;
+    for (long epoch = 0; epoch < tc->epochs; epoch++) {
+        if (tc->max_steps && global_step >= tc->max_steps)
+            break;
+        cnn_rng_permutation(perm, train->n, tc->seed, (uint64_t)epoch);
+        double t0 = cnn_dist_time(), ep[STAT_N] = {0};
+        long step;
+        if (root && progress_mode != CNN_PROGRESS_NONE)
+            fprintf(out, "Epoch %ld/%ld\n", epoch + 1, tc->epochs);
+        for (step = 0; step < steps_per_epoch; step++) {
+            if (tc->max_steps && global_step >= tc->max_steps)
+                break;
+            int64_t g0 = step * B;
+            int Bg = (int)(train->n - g0 < B ? train->n - g0 : B);
+            int lo = (int)((int64_t)Bg * d->rank / d->world);
+            int hi = (int)((int64_t)Bg * (d->rank + 1) / d->world);
+            int Bl = hi - lo;
+            double stats[STAT_N] = {0};
+            cnn_model_zero_grad(m);
+            st = CNN_OK;
+            if (Bl > 0) {
+                memcpy(bb.idx, perm + g0 + lo, (size_t)Bl * sizeof *bb.idx);
+                cnn_dataset_gather(train, bb.idx, Bl, run->dc.rescale, bb.x, bb.y);
+                cnn_ctx ctx = cnn_model_ctx(m, 1, tc->seed, (uint64_t)epoch, bb.idx);
+                cnn_model_forward(m, bb.x, Bl, &ctx);
+                cnn_batch_stats bs = {0};
+                st = cnn_model_loss(m, bb.y, Bl, 1.0f / (float)Bg, 1, &bs, err);
+                if (st == CNN_OK)
+                    cnn_model_backward(m, bb.x, Bl, &ctx);
+                else
+                    cnn_model_zero_grad(m);
+                stats[STAT_LOSS] = bs.loss_sum;
+                stats[STAT_CORRECT] = (double)bs.correct;
+                stats[STAT_COUNT] = (double)bs.count;
+            }
+            stats[STAT_FAILED] = st != CNN_OK;
+            cnn_dist_allreduce_f32(d, m->grads, m->nparams);
+            cnn_dist_allreduce_f64(d, stats, STAT_N);
+            if (stats[STAT_FAILED] > 0) {
+                s = st;
+                who = cnn_dist_agree(d, &s);
+                st = (cnn_status)s;
+                if (who == d->rank) {
+                    char msg[CNN_ERROR_MSG_MAX];
+                    snprintf(msg, sizeof msg, "%s", err->msg);
+                    cnn_error_set(err, st, "epoch %ld step %ld (global step %ld): %s", epoch + 1,
+                                  step + 1, global_step + 1, msg);
+                } else {
+                    quiet(err, st);
+                }
+                goto done;
+            }
+            cnn_optim_step(opt, m);
+            global_step++;
+            for (int k = 0; k < STAT_FAILED; k++)
+                ep[k] += stats[k];
+            if (root && (progress_mode == CNN_PROGRESS_BAR || (step + 1) % tc->log_every == 0))
+                progress(out, progress_mode, step + 1, steps_per_epoch,
+                         ep[STAT_LOSS] / ep[STAT_COUNT], ep[STAT_CORRECT] / ep[STAT_COUNT],
+                         cnn_dist_time() - t0, ep[STAT_COUNT], 0);
+        }
+        double train_time = cnn_dist_time() - t0;
+        double vloss = NAN, vacc = NAN;
+        if (val && (st = evaluate(m, val, d, run->dc.rescale, &eb, &vloss, &vacc, NULL, err)))
+            goto done;
+        double secs = cnn_dist_time() - t0;
+        double loss = ep[STAT_LOSS] / ep[STAT_COUNT], acc = ep[STAT_CORRECT] / ep[STAT_COUNT];
+        double ips = ep[STAT_COUNT] / train_time;
+        total_imgs += ep[STAT_COUNT];
+        total_time += train_time;
+        if (root) {
+            if (progress_mode == CNN_PROGRESS_BAR)
+                fprintf(out, "\r\033[K");
+            fprintf(out, "%ld/%ld - %.1fs - loss: %.4f - accuracy: %.4f", step, steps_per_epoch,
+                    secs, loss, acc);
+            if (val)
+                fprintf(out, " - val_loss: %.4f - val_accuracy: %.4f", vloss, vacc);
+            fprintf(out, " - lr: %g - %.0f img/s\n", run->hp.lr, ips);
+            fflush(out);
+            if (hist) {
+                fprintf(hist, "%ld,%.6f,%.6f,", epoch, loss, acc);
+                if (val)
+                    fprintf(hist, "%.6f,%.6f,", vloss, vacc);
+                else
+                    fprintf(hist, ",,");
+                fprintf(hist, "%g,%.3f,%.1f\n", run->hp.lr, secs, ips);
+                fflush(hist);
+            }
+        }
+    }
+    double tloss, tacc;
+    long correct;
+    if ((st = evaluate(m, test, d, run->dc.rescale, &eb, &tloss, &tacc, &correct, err)))
+        goto done;
+    if (root) {
+        if (total_time > 0)
+            fprintf(out, "training: %ld steps, %.0f images in %.2fs, %.0f img/s\n", global_step,
+                    total_imgs, total_time, total_imgs / total_time);
+        fprintf(out, "test: loss=%.4f accuracy=%.4f correct=%ld incorrect=%lld\n", tloss, tacc,
+                correct, (long long)test->n - correct);
+        fflush(out);
+    }
+done:
+    if (hist)
+        fclose(hist);
+    batch_free(&bb);
+    batch_free(&eb);
+    free(perm);
+    cnn_optim_free(opt);
+    if (val && val != test)
+        cnn_dataset_free(val);
+    cnn_dataset_free(train);
+    cnn_dataset_free(test);
+    return st;
+}

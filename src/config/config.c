@@ -1,0 +1,561 @@
+/* config.c - INI configuration parsed with inih.
+ *
+ * inih tokenises key = value lines, comments and continuation lines. Two
+ * things it does not report are needed here: the line number of each key
+ * (for messages) and the start of each section (layer sections repeat, and
+ * [flatten] may have no keys at all). Both come from feeding inih through
+ * our own line reader, which counts lines and records [headers] as it
+ * hands them over.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn/config.h"
+#include "cnn/model.h"
+
+/* Sections that may appear at most once; everything else must be a layer. */
+static const char *const singleton_sections[] = {"data", "train", "optimizer", NULL};
+
+static int is_singleton(const char *name)
+{
+    for (int i = 0; singleton_sections[i]; i++)
+        if (strcmp(singleton_sections[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+typedef struct parse_state {
+    cnn_config *cfg;
+    const char *text; /* reader position */
+    int line;         /* number of the line last handed to inih */
+    int line_indented;
+    cnn_error *err;
+    int failed;
+} parse_state;
+
+static cnn_section *add_section(cnn_config *cfg, const char *name, int line)
+{
+    cnn_section *grown = realloc(cfg->sec, (size_t)(cfg->nsec + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    cfg->sec = grown;
+    /* kv arrays hold back pointers only to cfg, so realloc is safe. */
+    cnn_section *s = &cfg->sec[cfg->nsec];
+    memset(s, 0, sizeof *s);
+    s->name = dup_str(name);
+    if (!s->name)
+        return NULL;
+    s->line = line;
+    s->cfg = cfg;
+    for (int i = 0; i < cfg->nsec; i++)
+        if (strcmp(cfg->sec[i].name, name) == 0)
+            s->ordinal++;
+    cfg->nsec++;
+    return s;
+}
+
+static cnn_kv *add_kv(cnn_section *s, const char *key, const char *value, int line)
+{
+    cnn_kv *grown = realloc(s->kv, (size_t)(s->nkv + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    s->kv = grown;
+    cnn_kv *kv = &s->kv[s->nkv];
+    kv->key = dup_str(key);
+    kv->value = dup_str(value);
+    kv->line = line;
+    kv->used = 0;
+    if (!kv->key || !kv->value) {
+        free(kv->key);
+        free(kv->value);
+        return NULL;
+    }
+    s->nkv++;
+    return kv;
+}
+
+/* Validates a section header seen by the reader and opens the section. */
+static void open_section(parse_state *ps, const char *hdr)
+{
+    const char *close = strchr(hdr, ']');
+    if (!close)
+        return; /* inih reports the syntax error */
+    char name[CNN_NAME_MAX];
+    size_t n = (size_t)(close - hdr);
+    if (n >= sizeof name)
+        n = sizeof name - 1;
+    memcpy(name, hdr, n);
+    name[n] = 0;
+    /* trim, as inih does */
+    char *b = name;
+    while (isspace((unsigned char)*b))
+        b++;
+    char *e = b + strlen(b);
+    while (e > b && isspace((unsigned char)e[-1]))
+        *--e = 0;
+    if (ps->failed)
+        return;
+    if (!is_singleton(b) && !cnn_layer_find_type(b)) {
+        cnn_error_set(ps->err, CNN_ERR_CONFIG,
+                      "%s:%d: unknown section [%s] (expected data, train, optimizer or a layer: "
+                      "input, conv2d, maxpool2d, avgpool2d, dense, dropout, flatten)",
+                      ps->cfg->path, ps->line, b);
+        ps->failed = 1;
+        return;
+    }
+    if (is_singleton(b) && cnn_config_find(ps->cfg, b)) {
+        cnn_error_set(ps->err, CNN_ERR_CONFIG, "%s:%d: section [%s] appears twice (first at line %d)",
+                      ps->cfg->path, ps->line, b, cnn_config_find(ps->cfg, b)->line);
+        ps->failed = 1;
+        return;
+    }
+    if (!add_section(ps->cfg, b, ps->line)) {
+        cnn_error_set(ps->err, CNN_ERR_NOMEM, "%s: out of memory while parsing", ps->cfg->path);
+        ps->failed = 1;
+    }
+}
+
+/* fgets-style reader over the text in memory: counts lines and sees every
+ * section header before inih does. */
+static char *reader(char *str, int num, void *stream)
+{
+    parse_state *ps = stream;
+    if (!*ps->text || num < 2)
+        return NULL;
+    const char *nl = strchr(ps->text, '\n');
+    size_t len = nl ? (size_t)(nl - ps->text) + 1 : strlen(ps->text);
+    int whole_line = 1;
+    if (len > (size_t)num - 1) {
+        len = (size_t)num - 1;
+        whole_line = 0;
+    }
+    memcpy(str, ps->text, len);
+    str[len] = 0;
+    int at_line_start = ps->line == 0 || ps->text[-1] == '\n';
+    ps->text += len;
+    if (at_line_start) {
+        ps->line++;
+        ps->line_indented = isspace((unsigned char)str[0]) && str[0] != '\n' && str[0] != '\r';
+        const char *p = str;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        /* inih treats an indented line after a key as a continuation, not a header */
+        int continuation = ps->line_indented && ps->cfg->nsec > 0 &&
+                           ps->cfg->sec[ps->cfg->nsec - 1].nkv > 0;
+        if (*p == '[' && !continuation)
+            open_section(ps, p + 1);
+    }
+    (void)whole_line;
+    return str;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_state *ps = user;
+    if (ps->failed)
+        return 0;
+    cnn_config *cfg = ps->cfg;
+    if (cfg->nsec == 0 || strcmp(cfg->sec[cfg->nsec - 1].name, section) != 0) {
+        cnn_error_set(ps->err, CNN_ERR_CONFIG, "%s:%d: key '%s' outside any section", cfg->path,
+                      ps->line, name);
+        ps->failed = 1;
+        return 0;
+    }
+    cnn_section *s = &cfg->sec[cfg->nsec - 1];
+    cnn_kv *prev = cnn_section_find(s, name);
+    if (prev) {
+        if (ps->line_indented)
+            cnn_error_set(ps->err, CNN_ERR_CONFIG,
+                          "%s:%d: [%s] indented line continues key '%s'; continuation lines are "
+                          "not supported (remove the indentation)",
+                          cfg->path, ps->line, section, name);
+        else
+            cnn_error_set(ps->err, CNN_ERR_CONFIG,
+                          "%s:%d: [%s] duplicate key '%s' (first set at line %d)", cfg->path,
+                          ps->line, section, name, prev->line);
+        ps->failed = 1;
+        return 0;
+    }
+    if (!add_kv(s, name, value, ps->line)) {
+        cnn_error_set(ps->err, CNN_ERR_NOMEM, "%s: out of memory while parsing", cfg->path);
+        ps->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+cnn_status cnn_config_parse_string(cnn_config **out, const char *text, const char *name,
+                                   cnn_error *err)
+{
+    *out = NULL;
+    cnn_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", name);
+    cfg->path = dup_str(name);
+    cfg->text = dup_str(text);
+    if (!cfg->path || !cfg->text) {
+        cnn_config_free(cfg);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", name);
+    }
+    parse_state ps = {.cfg = cfg, .text = cfg->text, .err = err};
+    int rc = ini_parse_stream(reader, &ps, handler, &ps);
+    if (ps.failed) {
+        cnn_status s = err ? err->status : CNN_ERR_CONFIG;
+        cnn_config_free(cfg);
+        return s;
+    }
+    if (rc != 0) {
+        cnn_config_free(cfg);
+        if (rc < 0)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: inih failed (%d)", name, rc);
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%s:%d: syntax error: expected '[section]' or 'key = value'", name, rc);
+    }
+    *out = cfg;
+    return CNN_OK;
+}
+
+cnn_status cnn_config_load(cnn_config **out, const char *path, cnn_error *err)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = realloc(text, cap);
+            if (!grown) {
+                free(text);
+                fclose(f);
+                return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", path);
+            }
+            text = grown;
+        }
+        size_t got = fread(text + len, 1, 4096, f);
+        len += got;
+        if (got < 4096)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(text);
+        return cnn_error_set(err, CNN_ERR_IO, "%s: read error", path);
+    }
+    text[len] = 0;
+    if (strlen(text) != len) {
+        free(text);
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: not a text file (contains NUL bytes)", path);
+    }
+    cnn_status s = cnn_config_parse_string(out, text, path, err);
+    free(text);
+    return s;
+}
+
+void cnn_config_free(cnn_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (int i = 0; i < cfg->nsec; i++) {
+        for (int k = 0; k < cfg->sec[i].nkv; k++) {
+            free(cfg->sec[i].kv[k].key);
+            free(cfg->sec[i].kv[k].value);
+        }
+        free(cfg->sec[i].kv);
+        free(cfg->sec[i].name);
+    }
+    free(cfg->sec);
+    free(cfg->path);
+    free(cfg->text);
+    free(cfg);
+}
+
+cnn_section *cnn_config_find(const cnn_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nsec; i++)
+        if (strcmp(cfg->sec[i].name, name) == 0)
+            return &cfg->sec[i];
+    return NULL;
+}
+
+cnn_kv *cnn_section_find(const cnn_section *s, const char *key)
+{
+    if (!s)
+        return NULL;
+    for (int i = 0; i < s->nkv; i++)
+        if (strcmp(s->kv[i].key, key) == 0)
+            return &s->kv[i];
+    return NULL;
+}
+
+const char *cnn_section_get(const cnn_section *s, const char *key)
+{
+    cnn_kv *kv = cnn_section_find(s, key);
+    if (!kv)
+        return NULL;
+    kv->used = 1;
+    return kv->value;
+}
+
+void cnn_cfg_where(const cnn_section *s, const cnn_kv *kv, const char *key, char *buf, size_t n)
+{
+    if (kv && kv->line == 0)
+        snprintf(buf, n, "--set %s.%s", s->name, key);
+    else
+        snprintf(buf, n, "%s:%d: [%s] %s", s->cfg ? s->cfg->path : "?", kv ? kv->line : s->line,
+                 s->name, key);
+}
+
+/* Looks up key; returns NULL (use default) if absent, else marks it used. */
+static cnn_kv *lookup(const cnn_section *s, const char *key)
+{
+    cnn_kv *kv = cnn_section_find(s, key);
+    if (kv)
+        kv->used = 1;
+    return kv;
+}
+
+static cnn_status bad_value(const cnn_section *s, const cnn_kv *kv, const char *key,
+                            cnn_error *err, const char *what)
+{
+    char where[320];
+    cnn_cfg_where(s, kv, key, where, sizeof where);
+    return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' %s", where, kv->value, what);
+}
+
+cnn_status cnn_cfg_int(const cnn_section *s, const char *key, long def, long min, long max,
+                       long *out, cnn_error *err)
+{
+    cnn_kv *kv = lookup(s, key);
+    if (!kv) {
+        *out = def;
+        return CNN_OK;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(kv->value, &end, 10);
+    if (end == kv->value || *end || errno)
+        return bad_value(s, kv, key, err, "is not an integer");
+    if (v < min || v > max) {
+        char what[96];
+        snprintf(what, sizeof what, "is out of range [%ld, %ld]", min, max);
+        return bad_value(s, kv, key, err, what);
+    }
+    *out = v;
+    return CNN_OK;
+}
+
+cnn_status cnn_cfg_float(const cnn_section *s, const char *key, double def, double min,
+                         double max, double *out, cnn_error *err)
+{
+    cnn_kv *kv = lookup(s, key);
+    if (!kv) {
+        *out = def;
+        return CNN_OK;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(kv->value, &end);
+    if (end != kv->value && *end == '/') { /* a fraction such as 1/255 */
+        char *end2;
+        double d = strtod(end + 1, &end2);
+        if (end2 == end + 1 || d == 0)
+            return bad_value(s, kv, key, err, "is not a number");
+        v /= d;
+        end = end2;
+    }
+    if (end == kv->value || *end || errno || !isfinite(v))
+        return bad_value(s, kv, key, err, "is not a number");
+    if (v < min || v > max) {
+        char what[96];
+        snprintf(what, sizeof what, "is out of range [%g, %g]", min, max);
+        return bad_value(s, kv, key, err, what);
+    }
+    *out = v;
+    return CNN_OK;
+}
+
+cnn_status cnn_cfg_bool(const cnn_section *s, const char *key, int def, int *out, cnn_error *err)
+{
+    static const char *const choices[] = {"false", "true", "no", "yes", "0", "1", "off", "on", NULL};
+    int idx;
+    cnn_status st = cnn_cfg_enum(s, key, def ? 1 : 0, choices, &idx, err);
+    if (st == CNN_OK)
+        *out = idx & 1;
+    return st;
+}
+
+cnn_status cnn_cfg_enum(const cnn_section *s, const char *key, int def,
+                        const char *const *choices, int *out, cnn_error *err)
+{
+    cnn_kv *kv = lookup(s, key);
+    if (!kv) {
+        *out = def;
+        return CNN_OK;
+    }
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], kv->value) == 0) {
+            *out = i;
+            return CNN_OK;
+        }
+    char what[256] = "is not one of:";
+    for (int i = 0; choices[i]; i++) {
+        size_t used = strlen(what);
+        snprintf(what + used, sizeof what - used, "%s %s", i ? "," : "", choices[i]);
+    }
+    return bad_value(s, kv, key, err, what);
+}
+
+cnn_status cnn_cfg_string(const cnn_section *s, const char *key, const char *def,
+                          const char **out, cnn_error *err)
+{
+    cnn_kv *kv = lookup(s, key);
+    if (!kv) {
+        *out = def;
+        return CNN_OK;
+    }
+    if (!kv->value[0])
+        return bad_value(s, kv, key, err, "is empty");
+    *out = kv->value;
+    return CNN_OK;
+}
+
+cnn_status cnn_cfg_pair(const cnn_section *s, const char *key, int def_h, int def_w, int *h,
+                        int *w, cnn_error *err)
+{
+    cnn_kv *kv = lookup(s, key);
+    if (!kv) {
+        *h = def_h;
+        *w = def_w;
+        return CNN_OK;
+    }
+    char *end;
+    errno = 0;
+    long a = strtol(kv->value, &end, 10), b = a;
+    if (end != kv->value && (*end == 'x' || *end == 'X' || *end == ',')) {
+        char *p = end + 1;
+        b = strtol(p, &end, 10);
+        if (end == p)
+            end = p - 1; /* force the error below */
+    }
+    if (end == kv->value || *end || errno)
+        return bad_value(s, kv, key, err, "is not N or HxW");
+    if (a < 1 || b < 1 || a > 1 << 20 || b > 1 << 20)
+        return bad_value(s, kv, key, err, "must be positive");
+    *h = (int)a;
+    *w = (int)b;
+    return CNN_OK;
+}
+
+cnn_status cnn_config_check_unused(const cnn_config *cfg, cnn_error *err)
+{
+    for (int i = 0; i < cfg->nsec; i++) {
+        const cnn_section *s = &cfg->sec[i];
+        for (int k = 0; k < s->nkv; k++)
+            if (!s->kv[k].used) {
+                char where[320];
+                cnn_cfg_where(s, &s->kv[k], s->kv[k].key, where, sizeof where);
+                return cnn_error_set(err, CNN_ERR_CONFIG,
+                                     "%s: unknown key (not used by [%s] with these settings)",
+                                     where, s->name);
+            }
+    }
+    return CNN_OK;
+}
+
+/* Default layer name: conv2d, conv2d_1, ... by position among its type. */
+static void default_name(const cnn_section *s, char *buf, size_t n)
+{
+    const cnn_layer_ops *ops = cnn_layer_find_type(s->name);
+    const char *base = ops ? ops->default_name : s->name;
+    if (s->ordinal == 0)
+        snprintf(buf, n, "%s", base);
+    else
+        snprintf(buf, n, "%s_%d", base, s->ordinal);
+}
+
+cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_error *err)
+{
+    const char *eq = strchr(assignment, '=');
+    const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
+    if (!eq || !dot || dot == assignment || dot + 1 == eq)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "--set %s: expected section.key=value (e.g. train.epochs=1)",
+                             assignment);
+    char sec[CNN_NAME_MAX], key[CNN_NAME_MAX];
+    size_t ls = (size_t)(dot - assignment), lk = (size_t)(eq - dot - 1);
+    if (ls >= sizeof sec || lk >= sizeof key)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "--set %s: name too long", assignment);
+    memcpy(sec, assignment, ls);
+    sec[ls] = 0;
+    memcpy(key, dot + 1, lk);
+    key[lk] = 0;
+    const char *value = eq + 1;
+
+    cnn_section *target = NULL;
+    if (is_singleton(sec)) {
+        target = cnn_config_find(cfg, sec);
+        if (!target && !(target = add_section(cfg, sec, 0)))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
+    } else {
+        int matches = 0;
+        for (int i = 0; i < cfg->nsec; i++) {
+            cnn_section *s = &cfg->sec[i];
+            if (is_singleton(s->name))
+                continue;
+            const char *nm = NULL;
+            cnn_kv *nkv = cnn_section_find(s, "name");
+            if (nkv)
+                nm = nkv->value;
+            char dn[CNN_NAME_MAX + 16];
+            default_name(s, dn, sizeof dn);
+            if ((nm && strcmp(nm, sec) == 0) || strcmp(dn, sec) == 0) {
+                target = s;
+                matches = 1;
+                break;
+            }
+            if (strcmp(s->name, sec) == 0) {
+                target = s;
+                matches++;
+            }
+        }
+        if (!target)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "--set %s: no section or layer named '%s' in %s", assignment, sec,
+                                 cfg->path);
+        if (matches > 1)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "--set %s: %d [%s] layers; name one (e.g. %s_1 or its name key)",
+                                 assignment, matches, sec, sec);
+    }
+    cnn_kv *kv = cnn_section_find(target, key);
+    if (kv) {
+        char *v = dup_str(value);
+        if (!v)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
+        free(kv->value);
+        kv->value = v;
+        kv->line = 0;
+        return CNN_OK;
+    }
+    if (!add_kv(target, key, value, 0))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
+    return CNN_OK;
+}

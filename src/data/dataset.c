@@ -1,0 +1,135 @@
+/* dataset.c - [data] settings, loading, validation split and batching. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn/data.h"
+
+cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset **tail,
+                                  cnn_error *err)
+{
+    *tail = NULL;
+    int64_t nt = (int64_t)((double)d->n * fraction);
+    if (nt < 1 || nt >= d->n)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "validation_split %.4g of %lld samples leaves an empty set", fraction,
+                             (long long)d->n);
+    size_t img = cnn_shape_size(d->shape);
+    cnn_dataset *t = calloc(1, sizeof *t);
+    if (!t)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    *t = *d;
+    t->n = nt;
+    t->images = malloc((size_t)nt * img);
+    t->labels = malloc((size_t)nt * sizeof *t->labels);
+    if (!t->images || !t->labels) {
+        cnn_dataset_free(t);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the validation split");
+    }
+    int64_t keep = d->n - nt;
+    memcpy(t->images, d->images + (size_t)keep * img, (size_t)nt * img);
+    memcpy(t->labels, d->labels + keep, (size_t)nt * sizeof *t->labels);
+    d->n = keep; /* the tail's memory stays allocated, unused */
+    *tail = t;
+    return CNN_OK;
+}
+
+void cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, float rescale, float *x,
+                        int32_t *labels)
+{
+    const size_t img = cnn_shape_size(d->shape);
+    for (int b = 0; b < B; b++) {
+        const uint8_t *src = d->images + (size_t)idx[b] * img;
+        float *dst = x + (size_t)b * img;
+        for (size_t k = 0; k < img; k++)
+            dst[k] = (float)src[k] * rescale;
+        labels[b] = d->labels[idx[b]];
+    }
+}
+
+static cnn_status path_key(const cnn_section *s, const char *dir, const char *key, const char *def,
+                           char *out, size_t n, cnn_error *err)
+{
+    const char *v;
+    cnn_status st = cnn_cfg_string(s, key, def, &v, err);
+    if (st)
+        return st;
+    int len = v[0] == '/' || !dir[0] ? snprintf(out, n, "%s", v) : snprintf(out, n, "%s/%s", dir, v);
+    if (len < 0 || (size_t)len >= n)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "[data] %s: path too long", key);
+    return CNN_OK;
+}
+
+cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const formats[] = {"idx", NULL};
+    static const char *const validations[] = {"test", "split", "none", NULL};
+    memset(dc, 0, sizeof *dc);
+    const cnn_section *s = cnn_config_find(cfg, "data");
+    const char *dir;
+    int format, val;
+    double rescale;
+    long tl, vl;
+    cnn_status st;
+    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)) ||
+        (st = cnn_cfg_string(s, "dir", "/usr/share/datasets/fashion-mnist", &dir, err)) ||
+        (st = path_key(s, dir, "train_images", "train-images-idx3-ubyte.gz", dc->train_images,
+                       sizeof dc->train_images, err)) ||
+        (st = path_key(s, dir, "train_labels", "train-labels-idx1-ubyte.gz", dc->train_labels,
+                       sizeof dc->train_labels, err)) ||
+        (st = path_key(s, dir, "test_images", "t10k-images-idx3-ubyte.gz", dc->test_images,
+                       sizeof dc->test_images, err)) ||
+        (st = path_key(s, dir, "test_labels", "t10k-labels-idx1-ubyte.gz", dc->test_labels,
+                       sizeof dc->test_labels, err)) ||
+        (st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
+        (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
+        (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
+        (st = cnn_cfg_enum(s, "validation", CNN_VAL_TEST, validations, &val, err)))
+        return st;
+    dc->rescale = (float)rescale;
+    dc->train_limit = tl;
+    dc->test_limit = vl;
+    dc->validation = val;
+    if (val == CNN_VAL_SPLIT) {
+        if (!cnn_section_find(s, "validation_split"))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s: [data] validation = split needs validation_split (e.g. 0.1)",
+                                 cfg->path);
+        if ((st = cnn_cfg_float(s, "validation_split", 0.1, 1e-6, 0.999, &dc->validation_split,
+                                err)))
+            return st;
+    }
+    return CNN_OK;
+}
+
+cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dataset **train,
+                         cnn_dataset **val, cnn_dataset **test, cnn_error *err)
+{
+    /* IDX.gz offers no random access, so every rank holds the whole set;
+     * rank and world matter for formats that can be read in pieces. */
+    (void)rank;
+    (void)world;
+    *train = *val = *test = NULL;
+    cnn_status st = cnn_idx_load(train, dc->train_images, dc->train_labels, dc->train_limit, err);
+    if (st)
+        return st;
+    if ((st = cnn_idx_load(test, dc->test_images, dc->test_labels, dc->test_limit, err)))
+        goto fail;
+    if ((*train)->shape.h != (*test)->shape.h || (*train)->shape.w != (*test)->shape.w) {
+        st = cnn_error_set(err, CNN_ERR_FORMAT, "%s has %dx%d images but %s has %dx%d",
+                           dc->train_images, (*train)->shape.h, (*train)->shape.w, dc->test_images,
+                           (*test)->shape.h, (*test)->shape.w);
+        goto fail;
+    }
+    if (dc->validation == CNN_VAL_SPLIT &&
+        (st = cnn_dataset_split_tail(*train, dc->validation_split, val, err)))
+        goto fail;
+    if (dc->validation == CNN_VAL_TEST)
+        *val = *test;
+    return CNN_OK;
+fail:
+    cnn_dataset_free(*train);
+    cnn_dataset_free(*test);
+    *train = *test = NULL;
+    return st;
+}

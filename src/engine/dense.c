@@ -1,0 +1,71 @@
+/* dense.c - fully connected layer, kernel stored (In, Out) as in Keras.
+ *   forward   y (B, Out) = x (B, In) . W (In, Out) + b
+ *   backward  dW += x^T . dy;  db += colsum(dy);  dx = dy . W^T
+ */
+#include <stdlib.h>
+
+#include "layer.h"
+
+static cnn_status dense_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+{
+    long units;
+    int use_bias;
+    cnn_init kinit, binit;
+    cnn_status st;
+    if (!cnn_section_find(s, "units"))
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [dense] units: missing (e.g. units = 64)",
+                             s->cfg->path, s->line);
+    if ((st = cnn_cfg_int(s, "units", 0, 1, 1 << 24, &units, err)) ||
+        (st = cnn_layer_read_activation(s, &l->act, err)) ||
+        (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||
+        (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &kinit, err)) ||
+        (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &binit, err)))
+        return st;
+    if (in.h != 1 || in.w != 1)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "%s:%d: layer '%s' (dense) receives a (%d, %d, %d) image; add a "
+                             "[flatten] section before it",
+                             s->cfg->path, s->line, l->name, in.h, in.w, in.c);
+    int n_in = in.c, n_out = (int)units;
+    l->out = (cnn_shape){n_out, 1, 1};
+    int kdims[2] = {n_in, n_out};
+    cnn_layer_add_param(l, "kernel", 2, kdims, kinit, n_in, n_out, 1);
+    if (use_bias)
+        cnn_layer_add_param(l, "bias", 1, &n_out, binit, n_in, n_out, 0);
+    return CNN_OK;
+}
+
+static void dense_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
+                          const cnn_ctx *ctx)
+{
+    (void)ctx;
+    const int I = l->in.c, O = l->out.c;
+    const float *bias = l->nparams > 1 ? w + (size_t)I * O : NULL;
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < O; o++)
+            out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
+    cnn_sgemm(0, 0, B, O, I, 1.0f, in, I, w, O, 1.0f, out, O);
+}
+
+static void dense_backward(cnn_layer *l, const float *w, float *g, const float *in,
+                           const float *out, const float *dout, float *din, int B,
+                           const cnn_ctx *ctx)
+{
+    (void)out;
+    (void)ctx;
+    const int I = l->in.c, O = l->out.c;
+    cnn_sgemm(1, 0, I, O, B, 1.0f, in, I, dout, O, 1.0f, g, O);
+    if (l->nparams > 1) {
+        float *gb = g + (size_t)I * O;
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < O; o++)
+                gb[o] += dout[(size_t)b * O + o];
+    }
+    if (din)
+        cnn_sgemm(0, 1, B, I, O, 1.0f, dout, O, w, O, 0.0f, din, I);
+}
+
+const cnn_layer_ops cnn_dense_ops = {
+    .section = "dense", .keras_name = "Dense", .default_name = "dense",
+    .create = dense_create, .forward = dense_forward, .backward = dense_backward,
+};

@@ -1,0 +1,130 @@
+/* dropout.c - inverted dropout (training only) and flatten.
+ *
+ * The keep/drop decision of element e of a sample is a pure function of
+ * (seed, layer, epoch, global sample index, e), so it is recomputed in
+ * backward instead of stored, and it does not depend on which rank or which
+ * batch position processes the sample.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn/rng.h"
+#include "layer.h"
+
+static cnn_status dropout_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+{
+    double rate;
+    if (!cnn_section_find(s, "rate"))
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [dropout] rate: missing (e.g. rate = 0.5)",
+                             s->cfg->path, s->line);
+    cnn_status st = cnn_cfg_float(s, "rate", 0.5, 0.0, 0.999, &rate, err);
+    if (st)
+        return st;
+    l->out = in;
+    float *r = malloc(sizeof *r);
+    if (!r)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+    *r = (float)rate;
+    l->state = r;
+    return CNN_OK;
+}
+
+static inline uint64_t dropout_stream(const cnn_layer *l, const cnn_ctx *ctx)
+{
+    return CNN_STREAM_DROPOUT | ((uint64_t)l->index << 8) | (ctx->epoch << 24);
+}
+
+static inline int dropout_keep(uint64_t seed, uint64_t stream, int64_t id, size_t e, float rate)
+{
+    return cnn_rng_uniform(cnn_rng_hash(seed, stream, (uint64_t)id, e)) >= rate;
+}
+
+static void dropout_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
+                            const cnn_ctx *ctx)
+{
+    (void)w;
+    const size_t n = cnn_shape_size(l->in);
+    const float rate = *(const float *)l->state;
+    if (!ctx->training || rate == 0.0f) {
+        memcpy(out, in, (size_t)B * n * sizeof *out);
+        return;
+    }
+    const float scale = 1.0f / (1.0f - rate);
+    const uint64_t stream = dropout_stream(l, ctx);
+    for (int b = 0; b < B; b++) {
+        int64_t id = ctx->sample_id ? ctx->sample_id[b] : b;
+        for (size_t e = 0; e < n; e++)
+            out[b * n + e] =
+                dropout_keep(ctx->seed, stream, id, e, rate) ? in[b * n + e] * scale : 0.0f;
+    }
+}
+
+static void dropout_backward(cnn_layer *l, const float *w, float *g, const float *in,
+                             const float *out, const float *dout, float *din, int B,
+                             const cnn_ctx *ctx)
+{
+    (void)w;
+    (void)g;
+    (void)in;
+    (void)out;
+    if (!din)
+        return;
+    const size_t n = cnn_shape_size(l->in);
+    const float rate = *(const float *)l->state;
+    if (!ctx->training || rate == 0.0f) {
+        memcpy(din, dout, (size_t)B * n * sizeof *din);
+        return;
+    }
+    const float scale = 1.0f / (1.0f - rate);
+    const uint64_t stream = dropout_stream(l, ctx);
+    for (int b = 0; b < B; b++) {
+        int64_t id = ctx->sample_id ? ctx->sample_id[b] : b;
+        for (size_t e = 0; e < n; e++)
+            din[b * n + e] =
+                dropout_keep(ctx->seed, stream, id, e, rate) ? dout[b * n + e] * scale : 0.0f;
+    }
+}
+
+static void dropout_destroy(cnn_layer *l) { free(l->state); }
+
+const cnn_layer_ops cnn_dropout_ops = {
+    .section = "dropout", .keras_name = "Dropout", .default_name = "dropout",
+    .create = dropout_create, .forward = dropout_forward, .backward = dropout_backward,
+    .destroy = dropout_destroy,
+};
+
+/* flatten: (C, H, W) -> (C*H*W); channel-first order, data unchanged. */
+static cnn_status flatten_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+{
+    (void)s;
+    (void)err;
+    l->out = (cnn_shape){(int)cnn_shape_size(in), 1, 1};
+    return CNN_OK;
+}
+
+static void flatten_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
+                            const cnn_ctx *ctx)
+{
+    (void)w;
+    (void)ctx;
+    memcpy(out, in, (size_t)B * cnn_shape_size(l->in) * sizeof *out);
+}
+
+static void flatten_backward(cnn_layer *l, const float *w, float *g, const float *in,
+                             const float *out, const float *dout, float *din, int B,
+                             const cnn_ctx *ctx)
+{
+    (void)w;
+    (void)g;
+    (void)in;
+    (void)out;
+    (void)ctx;
+    if (din)
+        memcpy(din, dout, (size_t)B * cnn_shape_size(l->in) * sizeof *din);
+}
+
+const cnn_layer_ops cnn_flatten_ops = {
+    .section = "flatten", .keras_name = "Flatten", .default_name = "flatten",
+    .create = flatten_create, .forward = flatten_forward, .backward = flatten_backward,
+};

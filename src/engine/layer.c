@@ -1,0 +1,131 @@
+/* layer.c - the layer registry and the helpers every layer type shares. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layer.h"
+
+const cnn_layer_ops *const cnn_layer_types[] = {
+    &cnn_input_ops,   &cnn_conv2d_ops,  &cnn_maxpool2d_ops, &cnn_avgpool2d_ops,
+    &cnn_dense_ops,   &cnn_dropout_ops, &cnn_flatten_ops,   NULL,
+};
+
+const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", NULL};
+_Static_assert(sizeof cnn_init_names / sizeof *cnn_init_names == CNN_INIT_COUNT + 1,
+               "initialiser name table out of step with cnn_init");
+
+const cnn_layer_ops *cnn_layer_find_type(const char *section)
+{
+    for (int i = 0; cnn_layer_types[i]; i++)
+        if (strcmp(cnn_layer_types[i]->section, section) == 0)
+            return cnn_layer_types[i];
+    return NULL;
+}
+
+cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, int *amount,
+                                  cnn_error *err)
+{
+    *mode = CNN_PADDING_VALID;
+    *amount = 0;
+    cnn_kv *kv = cnn_section_find(s, "padding");
+    if (!kv)
+        return CNN_OK;
+    kv->used = 1;
+    if (strcmp(kv->value, "valid") == 0)
+        return CNN_OK;
+    if (strcmp(kv->value, "same") == 0) {
+        *mode = CNN_PADDING_SAME;
+        return CNN_OK;
+    }
+    long n;
+    cnn_status st = cnn_cfg_int(s, "padding", 0, 0, 4096, &n, err);
+    if (st != CNN_OK) {
+        char where[320];
+        cnn_cfg_where(s, kv, "padding", where, sizeof where);
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' is not valid, same or a pixel count",
+                             where, kv->value);
+    }
+    *mode = CNN_PADDING_EXPLICIT;
+    *amount = (int)n;
+    return CNN_OK;
+}
+
+cnn_status cnn_layer_window(const cnn_layer *l, cnn_shape in, int kh, int kw, int sh, int sw,
+                            cnn_padding_mode mode, int amount, cnn_window *g, cnn_error *err)
+{
+    memset(g, 0, sizeof *g);
+    g->c = in.c;
+    g->h = in.h;
+    g->w = in.w;
+    g->kh = kh;
+    g->kw = kw;
+    g->sh = sh;
+    g->sw = sw;
+    g->oh = cnn_resolve_padding(mode, amount, in.h, kh, sh, &g->pad.top, &g->pad.bottom);
+    g->ow = cnn_resolve_padding(mode, amount, in.w, kw, sw, &g->pad.left, &g->pad.right);
+    if (g->oh < 1 || g->ow < 1)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (%s): window %dx%d does not fit input %dx%d (padding %s)",
+                             l->name, l->ops->section, kh, kw, in.h, in.w,
+                             mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
+    return CNN_OK;
+}
+
+cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cnn_error *err)
+{
+    int v;
+    cnn_status st = cnn_cfg_enum(s, "activation", CNN_ACT_LINEAR, cnn_activation_names, &v, err);
+    *a = (cnn_activation)v;
+    return st;
+}
+
+cnn_status cnn_layer_read_init(const cnn_section *s, const char *key, cnn_init def, cnn_init *out,
+                               cnn_error *err)
+{
+    int v;
+    cnn_status st = cnn_cfg_enum(s, key, def, cnn_init_names, &v, err);
+    *out = (cnn_init)v;
+    return st;
+}
+
+void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
+                         int fan_in, int fan_out, int decay)
+{
+    cnn_param *p = &l->params[l->nparams++];
+    p->name = name;
+    p->ndim = ndim;
+    p->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->dims[i] = dims[i];
+        p->count *= (size_t)dims[i];
+    }
+    p->init = init;
+    p->fan_in = fan_in;
+    p->fan_out = fan_out;
+    p->decay = decay;
+    l->param_count += p->count;
+}
+
+/* [input] shape = HxWxC: only sets the network's input shape. */
+static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+{
+    (void)in;
+    cnn_kv *kv = cnn_section_find(s, "shape");
+    char where[320];
+    cnn_cfg_where(s, kv, "shape", where, sizeof where);
+    if (!kv)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: missing (e.g. shape = 28x28x1)", where);
+    kv->used = 1;
+    int h, w, c, end = 0;
+    if (sscanf(kv->value, "%dx%dx%d%n", &h, &w, &c, &end) != 3 || kv->value[end] || h < 1 ||
+        w < 1 || c < 1 || h > 65536 || w > 65536 || c > 65536)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' is not HxWxC (e.g. 28x28x1)", where,
+                             kv->value);
+    l->out = (cnn_shape){c, h, w};
+    return CNN_OK;
+}
+
+const cnn_layer_ops cnn_input_ops = {
+    .section = "input", .keras_name = "InputLayer", .default_name = "input",
+    .create = input_create,
+};

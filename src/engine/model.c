@@ -1,0 +1,453 @@
+/* model.c - a sequential network: building from the config, parameter
+ * buffers, forward, loss, backward and the summary table. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn/model.h"
+#include "cnn/rng.h"
+#include "layer.h"
+
+const char *const cnn_loss_names[] = {"sparse_categorical_crossentropy",
+                                      "categorical_crossentropy", "binary_crossentropy",
+                                      "mean_squared_error", NULL};
+_Static_assert(sizeof cnn_loss_names / sizeof *cnn_loss_names == CNN_LOSS_COUNT + 1,
+               "loss name table out of step with cnn_loss");
+
+static int is_layer_section(const cnn_section *s) { return cnn_layer_find_type(s->name) != NULL; }
+
+/* Checks that the final activation suits the loss; decides fusion. */
+static cnn_status check_head(cnn_model *m, cnn_error *err)
+{
+    const cnn_layer *last = &m->layers[m->nlayers - 1];
+    const char *lname = cnn_loss_names[m->loss];
+    if (last->out.h != 1 || last->out.w != 1)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "the last layer '%s' outputs (%d, %d, %d); a classifier ends with "
+                             "[flatten] and a [dense] layer",
+                             last->name, last->out.h, last->out.w, last->out.c);
+    switch (m->loss) {
+    case CNN_LOSS_SPARSE_CCE:
+    case CNN_LOSS_CCE:
+        if (last->act != CNN_ACT_SOFTMAX && last->act != CNN_ACT_LINEAR)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "loss %s needs the last layer '%s' to use activation = softmax "
+                                 "(or linear for logits), not %s",
+                                 lname, last->name, cnn_activation_names[last->act]);
+        if (m->nclasses < 2)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "loss %s needs at least 2 output units; layer '%s' has %d (use "
+                                 "binary_crossentropy for one sigmoid unit)",
+                                 lname, last->name, m->nclasses);
+        m->fused_loss = 1;
+        break;
+    case CNN_LOSS_BCE:
+        if (m->nclasses != 1 || (last->act != CNN_ACT_SIGMOID && last->act != CNN_ACT_LINEAR))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "loss %s needs the last layer '%s' to have units = 1 and "
+                                 "activation = sigmoid (or linear for logits)",
+                                 lname, last->name);
+        m->fused_loss = 1;
+        break;
+    default:
+        m->fused_loss = 0;
+    }
+    return CNN_OK;
+}
+
+cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss, cnn_error *err)
+{
+    *out = NULL;
+    cnn_model *m = calloc(1, sizeof *m);
+    int nlayer_sections = 0;
+    for (int i = 0; i < cfg->nsec; i++)
+        nlayer_sections += is_layer_section(&cfg->sec[i]);
+    if (!m || !(m->layers = calloc((size_t)nlayer_sections + 1, sizeof *m->layers))) {
+        free(m);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
+    }
+    m->loss = loss;
+    snprintf(m->name, sizeof m->name, "%s", cfg->path);
+    cnn_status st = CNN_OK;
+    int have_input = 0;
+    cnn_shape cur = {0, 0, 0};
+    for (int i = 0; i < cfg->nsec && st == CNN_OK; i++) {
+        const cnn_section *s = &cfg->sec[i];
+        const cnn_layer_ops *ops = cnn_layer_find_type(s->name);
+        if (!ops)
+            continue;
+        if (!have_input && ops != &cnn_input_ops) {
+            st = cnn_error_set(err, CNN_ERR_CONFIG,
+                               "%s:%d: [%s] comes before [input]; the network must start with "
+                               "[input] shape = HxWxC",
+                               cfg->path, s->line, s->name);
+            break;
+        }
+        cnn_layer *l = &m->layers[m->nlayers];
+        l->ops = ops;
+        l->index = m->nlayers;
+        const char *name;
+        if ((st = cnn_cfg_string(s, "name", NULL, &name, err)))
+            break;
+        if (name)
+            snprintf(l->name, sizeof l->name, "%s", name);
+        else if (s->ordinal == 0)
+            snprintf(l->name, sizeof l->name, "%s", ops->default_name);
+        else
+            snprintf(l->name, sizeof l->name, "%s_%d", ops->default_name, s->ordinal);
+        if (ops == &cnn_input_ops) {
+            if (have_input) {
+                st = cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: a second [input] section",
+                                   cfg->path, s->line);
+                break;
+            }
+            if ((st = ops->create(l, s, cur, err)))
+                break;
+            have_input = 1;
+            m->input = cur = l->out;
+            memset(l, 0, sizeof *l);
+            continue;
+        }
+        for (int k = 0; k < m->nlayers; k++)
+            if (strcmp(m->layers[k].name, l->name) == 0) {
+                st = cnn_error_set(err, CNN_ERR_CONFIG,
+                                   "%s:%d: layer name '%s' is used twice; give each layer its own "
+                                   "name",
+                                   cfg->path, s->line, l->name);
+                break;
+            }
+        if (st)
+            break;
+        l->in = cur;
+        m->nlayers++; /* so that destroy runs on partial state */
+        if ((st = ops->create(l, s, cur, err)))
+            break;
+        if (l->act == CNN_ACT_SOFTMAX && (l->out.h != 1 || l->out.w != 1))
+            st = cnn_error_set(err, CNN_ERR_CONFIG,
+                               "%s:%d: layer '%s': softmax needs a flat output (use it on dense)",
+                               cfg->path, s->line, l->name);
+        cur = l->out;
+    }
+    if (st == CNN_OK && !have_input)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: no [input] section (e.g. shape = 28x28x1)",
+                           cfg->path);
+    if (st == CNN_OK && m->nlayers == 0)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: the network has no layers after [input]",
+                           cfg->path);
+    if (st == CNN_OK) {
+        m->nclasses = (int)cnn_shape_size(m->layers[m->nlayers - 1].out);
+        st = check_head(m, err);
+    }
+    if (st == CNN_OK) {
+        size_t off = 0;
+        for (int i = 0; i < m->nlayers; i++) {
+            cnn_layer *l = &m->layers[i];
+            l->param_offset = off;
+            for (int p = 0; p < l->nparams; p++) {
+                l->params[p].offset = off;
+                off += l->params[p].count;
+            }
+        }
+        m->nparams = off;
+        /* 64-byte alignment for the vector units; at least one float. */
+        size_t bytes = ((off ? off : 1) * sizeof(float) + 63) & ~(size_t)63;
+        m->params = aligned_alloc(64, bytes);
+        m->grads = aligned_alloc(64, bytes);
+        if (!m->params || !m->grads)
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for %zu parameters", off);
+        else {
+            memset(m->params, 0, bytes);
+            memset(m->grads, 0, bytes);
+        }
+    }
+    if (st) {
+        cnn_model_free(m);
+        return st;
+    }
+    *out = m;
+    return CNN_OK;
+}
+
+static void free_batch_buffers(cnn_model *m)
+{
+    if (m->act)
+        for (int i = 0; i < m->nlayers; i++)
+            free(m->act[i]);
+    if (m->dact)
+        for (int i = 0; i < m->nlayers; i++)
+            free(m->dact[i]);
+    free(m->act);
+    free(m->dact);
+    free(m->logits);
+    free(m->scratch);
+    m->act = m->dact = NULL;
+    m->logits = m->scratch = NULL;
+    m->max_batch = 0;
+}
+
+void cnn_model_free(cnn_model *m)
+{
+    if (!m)
+        return;
+    free_batch_buffers(m);
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layers[i].ops->destroy)
+            m->layers[i].ops->destroy(&m->layers[i]);
+    free(m->layers);
+    free(m->params);
+    free(m->grads);
+    free(m);
+}
+
+cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
+{
+    if (max_batch <= m->max_batch)
+        return CNN_OK;
+    free_batch_buffers(m);
+    m->act = calloc((size_t)m->nlayers, sizeof *m->act);
+    m->dact = calloc((size_t)m->nlayers, sizeof *m->dact);
+    int ok = m->act && m->dact;
+    m->scratch_floats = 1;
+    for (int i = 0; ok && i < m->nlayers; i++) {
+        cnn_layer *l = &m->layers[i];
+        size_t n = (size_t)max_batch * cnn_shape_size(l->out);
+        ok = (m->act[i] = malloc(n * sizeof(float))) && (m->dact[i] = malloc(n * sizeof(float)));
+        if (l->scratch_floats > m->scratch_floats)
+            m->scratch_floats = l->scratch_floats;
+    }
+    ok = ok && (m->logits = malloc((size_t)max_batch * m->nclasses * sizeof(float)));
+    ok = ok && (m->scratch = malloc(m->scratch_floats * sizeof(float)));
+    if (!ok) {
+        free_batch_buffers(m);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for activations of batch %d",
+                             max_batch);
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        cnn_layer *l = &m->layers[i];
+        l->max_batch = max_batch;
+        cnn_status st = l->ops->reserve ? l->ops->reserve(l, max_batch, err) : CNN_OK;
+        if (st) {
+            free_batch_buffers(m);
+            return st;
+        }
+    }
+    m->max_batch = max_batch;
+    return CNN_OK;
+}
+
+void cnn_model_init_params(cnn_model *m, uint64_t seed)
+{
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        for (int p = 0; p < l->nparams; p++) {
+            const cnn_param *t = &l->params[p];
+            float *w = m->params + t->offset;
+            uint64_t tensor_id = (uint64_t)i * CNN_LAYER_MAX_PARAMS + (uint64_t)p;
+            switch (t->init) {
+            case CNN_INIT_GLOROT_UNIFORM: {
+                float limit = sqrtf(6.0f / (float)(t->fan_in + t->fan_out));
+                for (size_t k = 0; k < t->count; k++) {
+                    float u = cnn_rng_uniform(cnn_rng_hash(seed, CNN_STREAM_INIT, tensor_id, k));
+                    w[k] = (2.0f * u - 1.0f) * limit;
+                }
+                break;
+            }
+            case CNN_INIT_HE_NORMAL: {
+                /* Keras: truncated at 2 sigma, sigma corrected for the cut. */
+                float sd = sqrtf(2.0f / (float)t->fan_in) / 0.87962566103423978f;
+                for (size_t k = 0; k < t->count; k++) {
+                    float z = 0;
+                    for (uint64_t r = 0; r < 64; r++) {
+                        z = cnn_rng_normal(seed, CNN_STREAM_INIT, tensor_id | (r << 32), k);
+                        if (fabsf(z) <= 2.0f)
+                            break;
+                    }
+                    w[k] = z * sd;
+                }
+                break;
+            }
+            case CNN_INIT_ZEROS:
+            default:
+                memset(w, 0, t->count * sizeof *w);
+            }
+        }
+    }
+}
+
+void cnn_model_zero_grad(cnn_model *m) { memset(m->grads, 0, m->nparams * sizeof *m->grads); }
+
+cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t epoch,
+                      const int64_t *sample_id)
+{
+    cnn_ctx c = {.training = training, .seed = seed, .epoch = epoch, .sample_id = sample_id,
+                 .scratch = m->scratch, .scratch_floats = m->scratch_floats};
+    return c;
+}
+
+const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
+{
+    const float *in = x;
+    const int last = m->nlayers - 1;
+    for (int i = 0; i < m->nlayers; i++) {
+        cnn_layer *l = &m->layers[i];
+        const size_t n = cnn_shape_size(l->out);
+        float *out = m->act[i];
+        if (i == last && m->fused_loss) {
+            l->ops->forward(l, m->params + l->param_offset, in, m->logits, B, ctx);
+            memcpy(out, m->logits, (size_t)B * n * sizeof *out);
+        } else {
+            l->ops->forward(l, m->params + l->param_offset, in, out, B, ctx);
+        }
+        int rowwise = l->act == CNN_ACT_SOFTMAX; /* softmax normalises each sample */
+        cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1, rowwise ? n : (size_t)B * n);
+        in = out;
+    }
+    return m->act[last];
+}
+
+void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
+{
+    for (int i = m->nlayers - 1; i >= 0; i--) {
+        cnn_layer *l = &m->layers[i];
+        const size_t n = cnn_shape_size(l->out);
+        int rowwise = l->act == CNN_ACT_SOFTMAX;
+        if (!(i == m->nlayers - 1 && m->fused_loss))
+            cnn_activation_backward(l->act, m->act[i], m->dact[i], rowwise ? (size_t)B : 1,
+                                    rowwise ? n : (size_t)B * n);
+        l->ops->backward(l, m->params + l->param_offset, m->grads + l->param_offset,
+                         i ? m->act[i - 1] : x, m->act[i], m->dact[i], i ? m->dact[i - 1] : NULL,
+                         B, ctx);
+    }
+}
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int j = 1; j < n; j++)
+        if (v[j] > v[best])
+            best = j;
+    return best;
+}
+
+cnn_status cnn_model_loss(cnn_model *m, const int32_t *labels, int B, float scale, int grad,
+                          cnn_batch_stats *stats, cnn_error *err)
+{
+    const int C = m->nclasses;
+    const float *out = m->act[m->nlayers - 1];
+    float *d = m->dact[m->nlayers - 1];
+    double loss = 0;
+    long correct = 0;
+    for (int b = 0; b < B; b++) {
+        const int32_t y = labels[b];
+        const float *z = m->logits + (size_t)b * C; /* valid when fused */
+        const float *o = out + (size_t)b * C;
+        float *db = d + (size_t)b * C;
+        if ((m->loss == CNN_LOSS_BCE && y != 0 && y != 1) ||
+            (m->loss != CNN_LOSS_BCE && C > 1 && (y < 0 || y >= C)))
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "label %d does not fit the model's %d output%s (loss %s)", (int)y,
+                                 C, C > 1 ? "s" : "", cnn_loss_names[m->loss]);
+        switch (m->loss) {
+        case CNN_LOSS_SPARSE_CCE:
+        case CNN_LOSS_CCE: {
+            /* log-softmax on logits: exact where softmax probabilities underflow */
+            float mx = z[argmax(z, C)];
+            double se = 0;
+            for (int j = 0; j < C; j++)
+                se += exp((double)z[j] - mx);
+            double lse = mx + log(se);
+            loss += lse - z[y];
+            correct += argmax(z, C) == y;
+            if (grad)
+                for (int j = 0; j < C; j++)
+                    db[j] = ((float)exp((double)z[j] - lse) - (j == y)) * scale;
+            break;
+        }
+        case CNN_LOSS_BCE: {
+            float t = (float)y, zz = z[0];
+            loss += fmaxf(zz, 0) - zz * t + log1pf(expf(-fabsf(zz)));
+            correct += (zz > 0) == (y == 1);
+            if (grad)
+                db[0] = (1.0f / (1.0f + expf(-zz)) - t) * scale;
+            break;
+        }
+        case CNN_LOSS_MSE:
+        default: {
+            double s = 0;
+            for (int j = 0; j < C; j++) {
+                float t = C == 1 ? (float)y : (float)(j == y);
+                float e = o[j] - t;
+                s += (double)e * e;
+                if (grad)
+                    db[j] = 2.0f * e / (float)C * scale;
+            }
+            loss += s / C;
+            correct += C == 1 ? ((o[0] > 0.5f) == (y == 1)) : argmax(o, C) == y;
+            break;
+        }
+        }
+    }
+    if (!isfinite(loss))
+        return cnn_error_set(err, CNN_ERR_NUMERIC, "loss is %s", isnan(loss) ? "NaN" : "infinite");
+    stats->loss_sum += loss;
+    stats->correct += correct;
+    stats->count += B;
+    return CNN_OK;
+}
+
+void cnn_model_add_weight_decay(cnn_model *m, float wd)
+{
+    if (wd == 0.0f)
+        return;
+    for (int i = 0; i < m->nlayers; i++)
+        for (int p = 0; p < m->layers[i].nparams; p++) {
+            const cnn_param *t = &m->layers[i].params[p];
+            if (!t->decay)
+                continue;
+            const float *w = m->params + t->offset;
+            float *g = m->grads + t->offset;
+            for (size_t k = 0; k < t->count; k++)
+                g[k] += wd * w[k];
+        }
+}
+
+/* 1234567 -> "1,234,567" */
+static const char *commas(size_t v, char *buf, size_t n)
+{
+    char tmp[32];
+    int len = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
+    for (int i = 0; i < len && (size_t)o + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+void cnn_model_summary(const cnn_model *m, void *fp)
+{
+    FILE *f = fp;
+    const char *rule = "_________________________________________________________________";
+    const char *dbl = "=================================================================";
+    fprintf(f, "Model: \"%s\"\n%s\n", m->name, rule);
+    fprintf(f, " %-28s %-25s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        char col1[128], shape[64], num[32];
+        snprintf(col1, sizeof col1, "%s (%s)", l->name, l->ops->keras_name);
+        if (l->out.h == 1 && l->out.w == 1)
+            snprintf(shape, sizeof shape, "(None, %d)", l->out.c);
+        else /* shown in Keras's (H, W, C) order; stored channel-first */
+            snprintf(shape, sizeof shape, "(None, %d, %d, %d)", l->out.h, l->out.w, l->out.c);
+        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(l->param_count, num, sizeof num));
+        if (i + 1 < m->nlayers)
+            fprintf(f, "\n");
+    }
+    char num[32];
+    fprintf(f, "%s\n", dbl);
+    fprintf(f, "Total params: %s\n", commas(m->nparams, num, sizeof num));
+    fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
+    fprintf(f, "Non-trainable params: 0\n%s\n", rule);
+}

@@ -1,0 +1,40 @@
+/* tensor.h - the engine's dense math (internal). The only users of
+ * <cblas.h> are tensor.c's wrappers, so the BLAS can be swapped in one file.
+ */
+#ifndef CNN_TENSOR_H
+#define CNN_TENSOR_H
+
+#include <stddef.h>
+
+#include "cnn/model.h"
+
+/* C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major.
+ * lda/ldb/ldc are the row lengths of A, B, C as stored. */
+void cnn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+               int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Number of BLAS threads; n <= 0 leaves the library's default. */
+void cnn_blas_set_threads(int n);
+int cnn_blas_get_threads(void);
+
+/* Geometry of a 2-D window (convolution kernel or pooling window). */
+typedef struct cnn_window {
+    int c, h, w;      /* input (C, H, W) */
+    int kh, kw;       /* window */
+    int sh, sw;       /* stride */
+    cnn_pad pad;
+    int oh, ow;       /* output */
+} cnn_window;
+
+/* col (C*kh*kw, oh*ow) from one image x (C, H, W); zero where padded. */
+void cnn_im2col(const cnn_window *g, const float *x, float *col);
+/* dx (C, H, W) += the columns of dcol (C*kh*kw, oh*ow) scattered back. */
+void cnn_col2im(const cnn_window *g, const float *dcol, float *dx);
+
+/* Resolves "valid" / "same" / explicit N padding into per-side amounts and
+ * the output size along one axis. Returns the output size (0 = no fit). */
+typedef enum { CNN_PADDING_VALID = 0, CNN_PADDING_SAME, CNN_PADDING_EXPLICIT } cnn_padding_mode;
+int cnn_resolve_padding(cnn_padding_mode mode, int explicit_pad, int n, int k, int s, int *before,
+                        int *after);
+
+#endif /* CNN_TENSOR_H */
