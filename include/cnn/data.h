@@ -50,7 +50,14 @@ void cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, float r
                         float *x, int32_t *labels);
 
 /* The [data] section, resolved. */
+typedef enum { CNN_FORMAT_IDX = 0, CNN_FORMAT_CIFAR10, CNN_FORMAT_IMAGEFOLDER } cnn_data_format;
+
 typedef struct cnn_data_config {
+    cnn_data_format format;
+    char dir[1024];                       /* idx, cifar10 */
+    char train_dir[1024], val_dir[1024], test_dir[1024]; /* imagefolder */
+    int image_h, image_w;                 /* imagefolder: resize target */
+    int class_mode;                       /* imagefolder: binary|categorical|sparse */
     char train_images[1024], train_labels[1024];
     char test_images[1024], test_labels[1024];
     float rescale;

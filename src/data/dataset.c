@@ -60,9 +60,28 @@ static cnn_status path_key(const cnn_section *s, const char *dir, const char *ke
     return CNN_OK;
 }
 
+/* Keys of the image-folder format (its loader is not in this version). */
+static cnn_status imagefolder_keys(cnn_data_config *dc, const cnn_section *s, cnn_error *err)
+{
+    static const char *const modes[] = {"binary", "categorical", "sparse", NULL};
+    const char *v;
+    cnn_status st;
+    if ((st = cnn_cfg_string(s, "train_dir", "train", &v, err)))
+        return st;
+    snprintf(dc->train_dir, sizeof dc->train_dir, "%s", v);
+    if ((st = cnn_cfg_string(s, "validation_dir", "", &v, err)))
+        return st;
+    snprintf(dc->val_dir, sizeof dc->val_dir, "%s", v);
+    if ((st = cnn_cfg_string(s, "test_dir", "test", &v, err)))
+        return st;
+    snprintf(dc->test_dir, sizeof dc->test_dir, "%s", v);
+    return (st = cnn_cfg_pair(s, "image_size", 256, 256, &dc->image_h, &dc->image_w, err)) ? st
+           : cnn_cfg_enum(s, "class_mode", 2, modes, &dc->class_mode, err);
+}
+
 cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err)
 {
-    static const char *const formats[] = {"idx", NULL};
+    static const char *const formats[] = {"idx", "cifar10", "imagefolder", NULL};
     static const char *const validations[] = {"test", "split", "none", NULL};
     memset(dc, 0, sizeof *dc);
     const cnn_section *s = cnn_config_find(cfg, "data");
@@ -71,17 +90,28 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     double rescale;
     long tl, vl;
     cnn_status st;
-    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)) ||
-        (st = cnn_cfg_string(s, "dir", "/usr/share/datasets/fashion-mnist", &dir, err)) ||
-        (st = path_key(s, dir, "train_images", "train-images-idx3-ubyte.gz", dc->train_images,
-                       sizeof dc->train_images, err)) ||
-        (st = path_key(s, dir, "train_labels", "train-labels-idx1-ubyte.gz", dc->train_labels,
-                       sizeof dc->train_labels, err)) ||
-        (st = path_key(s, dir, "test_images", "t10k-images-idx3-ubyte.gz", dc->test_images,
-                       sizeof dc->test_images, err)) ||
-        (st = path_key(s, dir, "test_labels", "t10k-labels-idx1-ubyte.gz", dc->test_labels,
-                       sizeof dc->test_labels, err)) ||
-        (st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
+    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)))
+        return st;
+    dc->format = (cnn_data_format)format;
+    if (dc->format == CNN_FORMAT_IMAGEFOLDER) {
+        if ((st = imagefolder_keys(dc, s, err)))
+            return st;
+    } else {
+        if ((st = cnn_cfg_string(s, "dir", "/usr/share/datasets/fashion-mnist", &dir, err)))
+            return st;
+        snprintf(dc->dir, sizeof dc->dir, "%s", dir);
+    }
+    if (dc->format == CNN_FORMAT_IDX &&
+        ((st = path_key(s, dir, "train_images", "train-images-idx3-ubyte.gz", dc->train_images,
+                        sizeof dc->train_images, err)) ||
+         (st = path_key(s, dir, "train_labels", "train-labels-idx1-ubyte.gz", dc->train_labels,
+                        sizeof dc->train_labels, err)) ||
+         (st = path_key(s, dir, "test_images", "t10k-images-idx3-ubyte.gz", dc->test_images,
+                        sizeof dc->test_images, err)) ||
+         (st = path_key(s, dir, "test_labels", "t10k-labels-idx1-ubyte.gz", dc->test_labels,
+                        sizeof dc->test_labels, err))))
+        return st;
+    if ((st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
         (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
         (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
         (st = cnn_cfg_enum(s, "validation", CNN_VAL_TEST, validations, &val, err)))
@@ -110,6 +140,12 @@ cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dat
     (void)rank;
     (void)world;
     *train = *val = *test = NULL;
+    if (dc->format != CNN_FORMAT_IDX)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "[data] format = %s: this version reads only idx data; the %s "
+                             "loader is not implemented yet",
+                             dc->format == CNN_FORMAT_CIFAR10 ? "cifar10" : "imagefolder",
+                             dc->format == CNN_FORMAT_CIFAR10 ? "CIFAR-10" : "image-folder");
     cnn_status st = cnn_idx_load(train, dc->train_images, dc->train_labels, dc->train_limit, err);
     if (st)
         return st;

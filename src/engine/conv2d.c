@@ -6,6 +6,19 @@
  *             dcol (K, P)   = W^T . dy, then col2im into dx
  * One image per GEMM keeps col (K x P floats) in the L2 cache; whole-batch
  * GEMMs of the wide shapes measured ~3x slower in OpenBLAS (see README).
+ *
+ * Stride-1 layers with several input channels skip im2col ("shifted GEMM"):
+ * the image is copied once, zero-padded, to xp (C, Hp, Wp). For kernel tap
+ * (i, j) the matrix xp[:, i*Wp + j ...] with row stride Hp*Wp holds, for each
+ * output (oy, ox), the input pixel that tap multiplies, if outputs are laid
+ * out on the padded width Wp (columns ox >= ow are junk and dropped). So
+ *   y_ext (F, oh*Wp) = sum over taps of W_ij (F, C) . xp_ij
+ *   dW_ij (F, C)    += dy_ext . xp_ij^T      (dy_ext: dy with zero junk columns)
+ *   dxp_ij          += W_ij^T . dy_ext        then dx = interior of dxp
+ * The last tap's view runs up to kw-1 floats past a plane; those reads land
+ * in junk columns and those writes add zeros, and the buffers have slack.
+ * Measured on fashion_cnn's 16->16 3x3 layer: 106 us per image against 175
+ * for im2col + GEMM + col2im (README).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +29,17 @@ typedef struct conv_state {
     cnn_window g;
     int filters;
     int use_bias;
-    int direct; /* 1x1, stride 1, no padding: col is x itself */
+    int direct;  /* 1x1, stride 1, no padding: col is x itself */
+    int shifted; /* stride 1, Cin >= 4: shifted GEMMs, no im2col */
+    int hp, wp;  /* padded input size (shifted path) */
 } conv_state;
+
+/* Scratch layout of the shifted path, in floats. */
+static size_t shifted_plane(const conv_state *cs) { return (size_t)cs->hp * cs->wp; }
+static size_t shifted_xp_floats(const conv_state *cs)
+{
+    return (size_t)cs->g.c * shifted_plane(cs) + (size_t)cs->g.kw + 16; /* + slack */
+}
 
 static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
 {
@@ -52,6 +74,9 @@ static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
     cs->use_bias = use_bias;
     cs->direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && cs->g.pad.top == 0 &&
                  cs->g.pad.left == 0 && cs->g.pad.bottom == 0 && cs->g.pad.right == 0;
+    cs->shifted = !cs->direct && sh == 1 && sw == 1 && in.c >= 4;
+    cs->hp = in.h + cs->g.pad.top + cs->g.pad.bottom;
+    cs->wp = in.w + cs->g.pad.left + cs->g.pad.right;
     l->out = (cnn_shape){cs->filters, cs->g.oh, cs->g.ow};
     int K = in.c * kh * kw;
     int kdims[4] = {cs->filters, in.c, kh, kw};
@@ -60,8 +85,118 @@ static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
     if (use_bias)
         cnn_layer_add_param(l, "bias", 1, &cs->filters, binit, K, cs->filters, 0);
     size_t P = (size_t)cs->g.oh * cs->g.ow;
-    l->scratch_floats = cs->direct ? 0 : 2 * (size_t)K * P;
+    /* col and dcol (K x P each), then dW^T (K x F) accumulated over a batch */
+    l->scratch_floats = (cs->direct ? 0 : 2 * (size_t)K * P) + (size_t)K * cs->filters;
+    if (cs->shifted) /* xp, dxp, y_ext/dy_ext, W and dW by tap */
+        l->scratch_floats = 2 * shifted_xp_floats(cs) +
+                            (size_t)cs->filters * cs->g.oh * cs->wp + 2 * (size_t)K * cs->filters;
     return CNN_OK;
+}
+
+/* xp (C, hp, wp) = x with zero borders; the borders and slack are zeroed by
+ * the caller once per call, the interior is overwritten per image. */
+static void pad_image(const conv_state *cs, const float *x, float *xp)
+{
+    const cnn_window *g = &cs->g;
+    for (int c = 0; c < g->c; c++)
+        for (int y = 0; y < g->h; y++) {
+            const float *src = x + ((size_t)c * g->h + y) * g->w;
+            float *dst = xp + (size_t)c * shifted_plane(cs) + (size_t)(y + g->pad.top) * cs->wp +
+                         g->pad.left;
+            memcpy(dst, src, (size_t)g->w * sizeof *dst);
+        }
+}
+
+/* wr (taps, F, C) from the kernel (F, C, kh, kw). */
+static void kernel_by_tap(const conv_state *cs, const float *w, float *wr)
+{
+    const int F = cs->filters, C = cs->g.c, T = cs->g.kh * cs->g.kw;
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                wr[((size_t)t * F + f) * C + c] = w[((size_t)f * C + c) * T + t];
+}
+
+static void shifted_forward(const conv_state *cs, const float *w, const float *bias,
+                            const float *in, float *out, int B, float *scratch)
+{
+    const cnn_window *g = &cs->g;
+    const int F = cs->filters, C = g->c, T = g->kh * g->kw, wp = cs->wp;
+    const int N = g->oh * wp; /* outputs on the padded width */
+    const size_t in_sz = (size_t)C * g->h * g->w, out_sz = (size_t)F * g->oh * g->ow;
+    float *xp = scratch, *yext = xp + 2 * shifted_xp_floats(cs), *wr = yext + (size_t)F * N;
+    kernel_by_tap(cs, w, wr);
+    memset(xp, 0, shifted_xp_floats(cs) * sizeof *xp);
+    for (int b = 0; b < B; b++) {
+        pad_image(cs, in + b * in_sz, xp);
+        for (int t = 0; t < T; t++) {
+            int i = t / g->kw, j = t % g->kw;
+            cnn_sgemm(0, 0, F, N, C, 1.0f, wr + (size_t)t * F * C, C, xp + (size_t)i * wp + j,
+                      (int)shifted_plane(cs), t ? 1.0f : 0.0f, yext, N);
+        }
+        float *y = out + b * out_sz;
+        for (int f = 0; f < F; f++) {
+            float bf = bias ? bias[f] : 0.0f;
+            for (int oy = 0; oy < g->oh; oy++) {
+                const float *src = yext + (size_t)f * N + (size_t)oy * wp;
+                float *dst = y + ((size_t)f * g->oh + oy) * g->ow;
+                for (int ox = 0; ox < g->ow; ox++)
+                    dst[ox] = src[ox] + bf;
+            }
+        }
+    }
+}
+
+static float row_sum(const float *v, int n);
+
+static void shifted_backward(const conv_state *cs, const float *w, float *g, float *gb,
+                             const float *in, const float *dout, float *din, int B,
+                             float *scratch)
+{
+    const cnn_window *gw = &cs->g;
+    const int F = cs->filters, C = gw->c, T = gw->kh * gw->kw, wp = cs->wp;
+    const int N = gw->oh * wp, P = gw->oh * gw->ow, ld = (int)shifted_plane(cs);
+    const size_t in_sz = (size_t)C * gw->h * gw->w, out_sz = (size_t)F * P;
+    float *xp = scratch, *dxp = xp + shifted_xp_floats(cs), *dyext = dxp + shifted_xp_floats(cs);
+    float *wr = dyext + (size_t)F * N, *dwr = wr + (size_t)T * F * C;
+    kernel_by_tap(cs, w, wr);
+    memset(xp, 0, shifted_xp_floats(cs) * sizeof *xp);
+    memset(dyext, 0, (size_t)F * N * sizeof *dyext); /* junk columns stay zero */
+    memset(dwr, 0, (size_t)T * F * C * sizeof *dwr);
+    for (int b = 0; b < B; b++) {
+        const float *dy = dout + b * out_sz;
+        pad_image(cs, in + b * in_sz, xp);
+        for (int f = 0; f < F; f++) {
+            for (int oy = 0; oy < gw->oh; oy++)
+                memcpy(dyext + (size_t)f * N + (size_t)oy * wp, dy + ((size_t)f * gw->oh + oy) * gw->ow,
+                       (size_t)gw->ow * sizeof *dyext);
+            if (gb)
+                gb[f] += row_sum(dy + (size_t)f * P, P);
+        }
+        for (int t = 0; t < T; t++) {
+            int i = t / gw->kw, j = t % gw->kw;
+            cnn_sgemm(0, 1, F, C, N, 1.0f, dyext, N, xp + (size_t)i * wp + j, ld, 1.0f,
+                      dwr + (size_t)t * F * C, C);
+        }
+        if (!din)
+            continue;
+        memset(dxp, 0, shifted_xp_floats(cs) * sizeof *dxp);
+        for (int t = 0; t < T; t++) {
+            int i = t / gw->kw, j = t % gw->kw;
+            cnn_sgemm(1, 0, C, N, F, 1.0f, wr + (size_t)t * F * C, C, dyext, N, 1.0f,
+                      dxp + (size_t)i * wp + j, ld);
+        }
+        float *dx = din + b * in_sz;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < gw->h; y++)
+                memcpy(dx + ((size_t)c * gw->h + y) * gw->w,
+                       dxp + (size_t)c * ld + (size_t)(y + gw->pad.top) * wp + gw->pad.left,
+                       (size_t)gw->w * sizeof *dx);
+    }
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                g[((size_t)f * C + c) * T + t] += dwr[((size_t)t * F + f) * C + c];
 }
 
 static void conv_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
@@ -71,6 +206,10 @@ static void conv_forward(cnn_layer *l, const float *w, const float *in, float *o
     const int K = cs->g.c * cs->g.kh * cs->g.kw, P = cs->g.oh * cs->g.ow, F = cs->filters;
     const size_t in_sz = cnn_shape_size(l->in), out_sz = cnn_shape_size(l->out);
     const float *bias = cs->use_bias ? w + (size_t)F * K : NULL;
+    if (cs->shifted) {
+        shifted_forward(cs, w, bias, in, out, B, ctx->scratch);
+        return;
+    }
     float *col = ctx->scratch;
     for (int b = 0; b < B; b++) {
         const float *x = in + b * in_sz;
@@ -87,6 +226,22 @@ static void conv_forward(cnn_layer *l, const float *w, const float *in, float *o
     }
 }
 
+/* Sum with 8 independent partial sums, so the compiler can vectorise it. */
+static float row_sum(const float *v, int n)
+{
+    float acc[8] = {0};
+    int p = 0;
+    for (; p + 8 <= n; p += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += v[p + k];
+    float s = 0;
+    for (; p < n; p++)
+        s += v[p];
+    for (int k = 0; k < 8; k++)
+        s += acc[k];
+    return s;
+}
+
 static void conv_backward(cnn_layer *l, const float *w, float *g, const float *in, const float *out,
                           const float *dout, float *din, int B, const cnn_ctx *ctx)
 {
@@ -95,7 +250,15 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
     const int K = cs->g.c * cs->g.kh * cs->g.kw, P = cs->g.oh * cs->g.ow, F = cs->filters;
     const size_t in_sz = cnn_shape_size(l->in), out_sz = cnn_shape_size(l->out);
     float *gb = cs->use_bias ? g + (size_t)F * K : NULL;
-    float *col = ctx->scratch, *dcol = ctx->scratch + (size_t)K * P;
+    if (cs->shifted) {
+        shifted_backward(cs, w, g, gb, in, dout, din, B, ctx->scratch);
+        return;
+    }
+    float *col = ctx->scratch, *dcol = col + (cs->direct ? 0 : (size_t)K * P);
+    /* dW^T (K, F) = sum over images of col . dy^T: this shape ran 20% faster
+     * in OpenBLAS than dW = dy . col^T; transposed into g once per batch. */
+    float *dwt = dcol + (cs->direct ? 0 : (size_t)K * P);
+    memset(dwt, 0, (size_t)K * F * sizeof *dwt);
     for (int b = 0; b < B; b++) {
         const float *x = in + b * in_sz;
         const float *dy = dout + b * out_sz;
@@ -104,15 +267,10 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
             cnn_im2col(&cs->g, x, col);
             c = col;
         }
-        cnn_sgemm(0, 1, F, K, P, 1.0f, dy, P, c, P, 1.0f, g, K);
+        cnn_sgemm(0, 1, K, F, P, 1.0f, c, P, dy, P, 1.0f, dwt, F);
         if (gb)
-            for (int f = 0; f < F; f++) {
-                const float *df = dy + (size_t)f * P;
-                float s = 0;
-                for (int p = 0; p < P; p++)
-                    s += df[p];
-                gb[f] += s;
-            }
+            for (int f = 0; f < F; f++)
+                gb[f] += row_sum(dy + (size_t)f * P, P);
         if (din) {
             float *dx = din + b * in_sz;
             if (cs->direct) {
@@ -124,6 +282,9 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
             }
         }
     }
+    for (int f = 0; f < F; f++)
+        for (int k = 0; k < K; k++)
+            g[(size_t)f * K + k] += dwt[(size_t)k * F + f];
 }
 
 static void conv_destroy(cnn_layer *l) { free(l->state); }

@@ -66,7 +66,11 @@ static void valid_range(int n, int o_n, int s, int pad, int j, int *lo, int *hi)
     *hi = h;
 }
 
-void cnn_im2col(const cnn_window *g, const float *x, float *col)
+/* Rows here are short (tens of floats): GCC would turn the copy loops into
+ * memmove/memset calls, whose call overhead measured 3x the copy itself. */
+#define CNN_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+
+CNN_NO_LIBCALLS void cnn_im2col(const cnn_window *g, const float *x, float *col)
 {
     const int oh = g->oh, ow = g->ow, hw = g->h * g->w;
     for (int c = 0; c < g->c; c++) {
@@ -77,28 +81,31 @@ void cnn_im2col(const cnn_window *g, const float *x, float *col)
             for (int j = 0; j < g->kw; j++, col += (size_t)oh * ow) {
                 int xlo, xhi;
                 valid_range(g->w, ow, g->sw, g->pad.left, j, &xlo, &xhi);
-                memset(col, 0, (size_t)ylo * ow * sizeof *col);
+                for (size_t k = 0; k < (size_t)ylo * ow; k++)
+                    col[k] = 0;
                 for (int oy = ylo; oy < yhi; oy++) {
                     float *dst = col + (size_t)oy * ow;
                     const float *src = xc + (size_t)(oy * g->sh - g->pad.top + i) * g->w;
                     int ix0 = xlo * g->sw - g->pad.left + j;
                     for (int ox = 0; ox < xlo; ox++)
                         dst[ox] = 0;
-                    if (g->sw == 1)
-                        memcpy(dst + xlo, src + ix0, (size_t)(xhi - xlo) * sizeof *dst);
+                    if (g->sw == 1) /* a plain loop: rows are short, memcpy calls cost more */
+                        for (int ox = xlo; ox < xhi; ox++)
+                            dst[ox] = src[ox - xlo + ix0];
                     else
                         for (int ox = xlo, ix = ix0; ox < xhi; ox++, ix += g->sw)
                             dst[ox] = src[ix];
                     for (int ox = xhi; ox < ow; ox++)
                         dst[ox] = 0;
                 }
-                memset(col + (size_t)yhi * ow, 0, (size_t)(oh - yhi) * ow * sizeof *col);
+                for (size_t k = (size_t)yhi * ow; k < (size_t)oh * ow; k++)
+                    col[k] = 0;
             }
         }
     }
 }
 
-void cnn_col2im(const cnn_window *g, const float *dcol, float *dx)
+CNN_NO_LIBCALLS void cnn_col2im(const cnn_window *g, const float *dcol, float *dx)
 {
     const int oh = g->oh, ow = g->ow, hw = g->h * g->w;
     for (int c = 0; c < g->c; c++) {
@@ -112,9 +119,13 @@ void cnn_col2im(const cnn_window *g, const float *dcol, float *dx)
                 for (int oy = ylo; oy < yhi; oy++) {
                     const float *src = dcol + (size_t)oy * ow;
                     float *dst = xc + (size_t)(oy * g->sh - g->pad.top + i) * g->w;
-                    for (int ox = xlo, ix = xlo * g->sw - g->pad.left + j; ox < xhi;
-                         ox++, ix += g->sw)
-                        dst[ix] += src[ox];
+                    int ix0 = xlo * g->sw - g->pad.left + j;
+                    if (g->sw == 1)
+                        for (int ox = xlo; ox < xhi; ox++)
+                            dst[ox - xlo + ix0] += src[ox];
+                    else
+                        for (int ox = xlo, ix = ix0; ox < xhi; ox++, ix += g->sw)
+                            dst[ix] += src[ox];
                 }
             }
         }
