@@ -161,6 +161,25 @@ static void progress(FILE *out, int mode, long step, long steps, double loss, do
     fflush(out);
 }
 
+/* Whether progress may redraw a line in place. Open MPI hands each rank a
+ * pseudo-terminal even when mpirun's own output goes to a file, so under
+ * Open MPI the answer is mpirun's (the parent's) stdout; when that cannot
+ * be read, plain lines are the safe choice. */
+static int stdout_is_terminal(FILE *out)
+{
+    if (!isatty(fileno(out)))
+        return 0;
+    if (!getenv("OMPI_COMM_WORLD_SIZE"))
+        return 1;
+    char link[64], target[256];
+    snprintf(link, sizeof link, "/proc/%d/fd/1", (int)getppid());
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return 0;
+    target[n] = 0;
+    return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
+}
+
 static cnn_status open_history(const char *path, FILE **f, cnn_error *err)
 {
     *f = fopen(path, "w");
@@ -208,7 +227,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     setup_threads(tc, d, out);
     int progress_mode = tc->progress;
     if (progress_mode == CNN_PROGRESS_AUTO)
-        progress_mode = isatty(fileno(out)) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
+        progress_mode = stdout_is_terminal(out) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
 
     /* Phase 1: every rank loads data and allocates; then all agree. */
     int local_max = (int)((tc->batch_size + d->world - 1) / d->world);
@@ -276,7 +295,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         if (tc->max_steps && global_step >= tc->max_steps)
             break;
         cnn_rng_permutation(perm, train->n, tc->seed, (uint64_t)epoch);
-        double t0 = cnn_dist_time(), ep[STAT_N] = {0};
+        double t0 = cnn_dist_time(), last_draw = 0, ep[STAT_N] = {0};
         long step;
         if (root && progress_mode != CNN_PROGRESS_NONE)
             fprintf(out, "Epoch %ld/%ld\n", epoch + 1, tc->epochs);
@@ -327,10 +346,16 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
             global_step++;
             for (int k = 0; k < STAT_FAILED; k++)
                 ep[k] += stats[k];
-            if (root && (progress_mode == CNN_PROGRESS_BAR || (step + 1) % tc->log_every == 0))
+            /* the bar is redrawn at most 5 times a second */
+            int draw = progress_mode == CNN_PROGRESS_BAR
+                           ? cnn_dist_time() - last_draw >= 0.2 || step + 1 == steps_per_epoch
+                           : (step + 1) % tc->log_every == 0;
+            if (root && draw) {
+                last_draw = cnn_dist_time();
                 progress(out, progress_mode, step + 1, steps_per_epoch,
                          ep[STAT_LOSS] / ep[STAT_COUNT], ep[STAT_CORRECT] / ep[STAT_COUNT],
-                         cnn_dist_time() - t0, ep[STAT_COUNT], 0);
+                         last_draw - t0, ep[STAT_COUNT], 0);
+            }
         }
         double train_time = cnn_dist_time() - t0;
         double vloss = NAN, vacc = NAN;

@@ -48,13 +48,10 @@ static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
     cnn_padding_mode mode;
     cnn_init kinit, binit;
     cnn_status st;
-    char where[320];
-    cnn_cfg_where(s, NULL, "filters", where, sizeof where);
     if (!cnn_section_find(s, "filters"))
-        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: missing (number of output channels)", where);
+        return cnn_layer_missing(s, "filters", "filters = 32", err);
     if (!cnn_section_find(s, "kernel"))
-        return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [conv2d] kernel: missing (e.g. kernel = 3)",
-                             s->cfg->path, s->line);
+        return cnn_layer_missing(s, "kernel", "kernel = 3", err);
     if ((st = cnn_cfg_int(s, "filters", 0, 1, 1 << 16, &filters, err)) ||
         (st = cnn_cfg_pair(s, "kernel", 0, 0, &kh, &kw, err)) ||
         (st = cnn_cfg_pair(s, "stride", 1, 1, &sh, &sw, err)) ||

@@ -13,8 +13,7 @@ static cnn_status dense_create(cnn_layer *l, const cnn_section *s, cnn_shape in,
     cnn_init kinit, binit;
     cnn_status st;
     if (!cnn_section_find(s, "units"))
-        return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [dense] units: missing (e.g. units = 64)",
-                             s->cfg->path, s->line);
+        return cnn_layer_missing(s, "units", "units = 64", err);
     if ((st = cnn_cfg_int(s, "units", 0, 1, 1 << 24, &units, err)) ||
         (st = cnn_layer_read_activation(s, &l->act, err)) ||
         (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||

@@ -16,8 +16,7 @@ static cnn_status dropout_create(cnn_layer *l, const cnn_section *s, cnn_shape i
 {
     double rate;
     if (!cnn_section_find(s, "rate"))
-        return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [dropout] rate: missing (e.g. rate = 0.5)",
-                             s->cfg->path, s->line);
+        return cnn_layer_missing(s, "rate", "rate = 0.5", err);
     cnn_status st = cnn_cfg_float(s, "rate", 0.5, 0.0, 0.999, &rate, err);
     if (st)
         return st;

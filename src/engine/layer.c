@@ -71,6 +71,29 @@ cnn_status cnn_layer_window(const cnn_layer *l, cnn_shape in, int kh, int kw, in
     return CNN_OK;
 }
 
+cnn_status cnn_layer_missing(const cnn_section *s, const char *key, const char *example,
+                             cnn_error *err)
+{
+    static const char *const known[] = {"name",     "filters",  "kernel", "stride",
+                                        "padding",  "activation", "use_bias", "units",
+                                        "rate",     "size",     "shape",
+                                        "kernel_initializer", "bias_initializer", NULL};
+    const cnn_kv *odd = NULL;
+    for (int i = 0; i < s->nkv && !odd; i++) {
+        int k = 0;
+        while (known[k] && strcmp(known[k], s->kv[i].key))
+            k++;
+        if (!known[k])
+            odd = &s->kv[i];
+    }
+    if (odd)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%s:%d: [%s] %s: missing (e.g. %s); is '%s' at line %d a misspelling?",
+                             s->cfg->path, s->line, s->name, key, example, odd->key, odd->line);
+    return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [%s] %s: missing (e.g. %s)", s->cfg->path,
+                         s->line, s->name, key, example);
+}
+
 cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cnn_error *err)
 {
     int v;
@@ -114,7 +137,7 @@ static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in,
     char where[320];
     cnn_cfg_where(s, kv, "shape", where, sizeof where);
     if (!kv)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: missing (e.g. shape = 28x28x1)", where);
+        return cnn_layer_missing(s, "shape", "shape = 28x28x1", err);
     kv->used = 1;
     int h, w, c, end = 0;
     if (sscanf(kv->value, "%dx%dx%d%n", &h, &w, &c, &end) != 3 || kv->value[end] || h < 1 ||

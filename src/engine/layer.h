@@ -26,6 +26,11 @@ cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cn
 void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
                          int fan_in, int fan_out, int decay);
 
+/* Error for a required key that is absent; names any key of the section
+ * that nothing has consumed, as it is likely the misspelt one. */
+cnn_status cnn_layer_missing(const cnn_section *s, const char *key, const char *example,
+                             cnn_error *err);
+
 /* kernel_initializer / bias_initializer keys. */
 cnn_status cnn_layer_read_init(const cnn_section *s, const char *key, cnn_init def, cnn_init *out,
                                cnn_error *err);

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds from scratch and runs the whole test suite (unit, gradient checks,
+# integration, MPI at 1-4 ranks). Installs missing Debian packages first.
+#   bash launch/test.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+bash "$here/deps.sh"
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$root/build" -j"$(nproc)"
+ctest --test-dir "$root/build" --output-on-failure
