@@ -6,8 +6,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-bash "$here/deps.sh"
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$root/build" -j"$(nproc)"
+bash "$here/build.sh"
 cd "$root"
 exec bash "$here/run_local.sh" 2 configs/fashion_cnn.ini "$@"

@@ -145,9 +145,14 @@ static char *reader(char *str, int num, void *stream)
     }
     memcpy(str, ps->text, len);
     str[len] = 0;
+    /* the whole line fits only if we reached its newline (or the end) */
+    if (!whole_line && (len == 0 || str[len - 1] != '\n') && ps->text[len] == 0)
+        whole_line = 1;
     int at_line_start = ps->line == 0 || ps->text[-1] == '\n';
     ps->text += len;
-    if (at_line_start) {
+    if (!whole_line)
+        ps->line += at_line_start; /* report the line being read */
+    if (at_line_start && whole_line) {
         ps->line++;
         ps->line_indented = isspace((unsigned char)str[0]) && str[0] != '\n' && str[0] != '\r';
         const char *p = str;
@@ -159,7 +164,14 @@ static char *reader(char *str, int num, void *stream)
         if (*p == '[' && !continuation)
             open_section(ps, p + 1);
     }
-    (void)whole_line;
+    if (!whole_line && !ps->failed) {
+        /* inih's line buffer is fixed (INI_MAX_LINE); a longer line would be
+         * split and its tail parsed as a line of its own. */
+        cnn_error_set(ps->err, CNN_ERR_CONFIG, "%s:%d: line longer than %d characters",
+                      ps->cfg->path, ps->line, num - 2);
+        ps->failed = 1;
+        return NULL;
+    }
     return str;
 }
 
@@ -314,13 +326,31 @@ const char *cnn_section_get(const cnn_section *s, const char *key)
     return kv->value;
 }
 
+static void default_name(const cnn_section *s, char *buf, size_t n);
+
+/* The name a user gives a section on the command line: the singleton's
+ * name, or a layer's `name` key, or its default name. */
+static void section_label(const cnn_section *s, char *buf, size_t n)
+{
+    const cnn_kv *nm = is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
+    if (nm)
+        snprintf(buf, n, "%s", nm->value);
+    else if (is_singleton(s->name))
+        snprintf(buf, n, "%s", s->name);
+    else
+        default_name(s, buf, n);
+}
+
 void cnn_cfg_where(const cnn_section *s, const cnn_kv *kv, const char *key, char *buf, size_t n)
 {
-    if (kv && kv->line == 0)
-        snprintf(buf, n, "--set %s.%s", s->name, key);
-    else
+    if (kv && kv->line == 0) {
+        char label[CNN_NAME_MAX + 16];
+        section_label(s, label, sizeof label);
+        snprintf(buf, n, "--set %s.%s", label, key);
+    } else {
         snprintf(buf, n, "%s:%d: [%s] %s", s->cfg ? s->cfg->path : "?", kv ? kv->line : s->line,
                  s->name, key);
+    }
 }
 
 /* Looks up key; returns NULL (use default) if absent, else marks it used. */
@@ -491,23 +521,34 @@ static void default_name(const cnn_section *s, char *buf, size_t n)
         snprintf(buf, n, "%s_%d", base, s->ordinal);
 }
 
+/* Copies [b, e) into buf with surrounding blanks removed. */
+static int trimmed(const char *b, const char *e, char *buf, size_t n)
+{
+    while (b < e && isspace((unsigned char)*b))
+        b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+        e--;
+    if ((size_t)(e - b) >= n)
+        return -1;
+    memcpy(buf, b, (size_t)(e - b));
+    buf[e - b] = 0;
+    return (int)(e - b);
+}
+
 cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_error *err)
 {
     const char *eq = strchr(assignment, '=');
     const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
-    if (!eq || !dot || dot == assignment || dot + 1 == eq)
+    char sec[CNN_NAME_MAX], key[CNN_NAME_MAX], value[1024];
+    if (!eq || !dot)
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "--set %s: expected section.key=value (e.g. train.epochs=1)",
                              assignment);
-    char sec[CNN_NAME_MAX], key[CNN_NAME_MAX];
-    size_t ls = (size_t)(dot - assignment), lk = (size_t)(eq - dot - 1);
-    if (ls >= sizeof sec || lk >= sizeof key)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "--set %s: name too long", assignment);
-    memcpy(sec, assignment, ls);
-    sec[ls] = 0;
-    memcpy(key, dot + 1, lk);
-    key[lk] = 0;
-    const char *value = eq + 1;
+    int ls = trimmed(assignment, dot, sec, sizeof sec), lk = trimmed(dot + 1, eq, key, sizeof key);
+    if (ls <= 0 || lk <= 0 || trimmed(eq + 1, eq + strlen(eq), value, sizeof value) < 0)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "--set %s: expected section.key=value (e.g. train.epochs=1)",
+                             assignment);
 
     cnn_section *target = NULL;
     if (is_singleton(sec)) {
@@ -515,35 +556,42 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
         if (!target && !(target = add_section(cfg, sec, 0)))
             return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
     } else {
-        int matches = 0;
-        for (int i = 0; i < cfg->nsec; i++) {
-            cnn_section *s = &cfg->sec[i];
-            if (is_singleton(s->name))
-                continue;
-            const char *nm = NULL;
-            cnn_kv *nkv = cnn_section_find(s, "name");
-            if (nkv)
-                nm = nkv->value;
-            char dn[CNN_NAME_MAX + 16];
-            default_name(s, dn, sizeof dn);
-            if ((nm && strcmp(nm, sec) == 0) || strcmp(dn, sec) == 0) {
-                target = s;
-                matches = 1;
-                break;
-            }
-            if (strcmp(s->name, sec) == 0) {
-                target = s;
-                matches++;
-            }
+        /* An explicit `name` wins; then a default name (conv2d_1), which for
+         * the first layer of a type equals the type, so a type name matching
+         * several layers is ambiguous. */
+        int of_type = 0;
+        for (int i = 0; i < cfg->nsec && !target; i++) {
+            cnn_kv *nkv = cnn_section_find(&cfg->sec[i], "name");
+            if (!is_singleton(cfg->sec[i].name) && nkv && strcmp(nkv->value, sec) == 0)
+                target = &cfg->sec[i];
         }
+        for (int i = 0; i < cfg->nsec; i++)
+            of_type += strcmp(cfg->sec[i].name, sec) == 0;
+        for (int i = 0; i < cfg->nsec && !target; i++) {
+            cnn_section *s = &cfg->sec[i];
+            char dn[CNN_NAME_MAX + 16];
+            if (is_singleton(s->name) || cnn_section_find(s, "name"))
+                continue;
+            default_name(s, dn, sizeof dn);
+            if (strcmp(dn, sec) == 0 || (of_type == 1 && strcmp(s->name, sec) == 0))
+                target = s;
+        }
+        if (!target && of_type > 1)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "--set %s: %d [%s] layers; name one by its name key or default "
+                                 "name (see --summary)",
+                                 assignment, of_type, sec);
+        if (target && of_type > 1 && !cnn_section_find(target, "name") &&
+            strcmp(target->name, sec) == 0 && cnn_layer_find_type(sec) &&
+            strcmp(cnn_layer_find_type(sec)->default_name, sec) == 0)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "--set %s: %d [%s] layers; name one by its name key or default "
+                                 "name (see --summary)",
+                                 assignment, of_type, sec);
         if (!target)
             return cnn_error_set(err, CNN_ERR_CONFIG,
                                  "--set %s: no section or layer named '%s' in %s", assignment, sec,
                                  cfg->path);
-        if (matches > 1)
-            return cnn_error_set(err, CNN_ERR_CONFIG,
-                                 "--set %s: %d [%s] layers; name one (e.g. %s_1 or its name key)",
-                                 assignment, matches, sec, sec);
     }
     cnn_kv *kv = cnn_section_find(target, key);
     if (kv) {

@@ -65,7 +65,7 @@ static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
     if (!cs)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     l->state = cs;
-    if ((st = cnn_layer_window(l, in, kh, kw, sh, sw, mode, amount, &cs->g, err)))
+    if ((st = cnn_layer_window(l, s, in, kh, kw, sh, sw, mode, amount, &cs->g, err)))
         return st;
     cs->filters = (int)filters;
     cs->use_bias = use_bias;

@@ -50,8 +50,9 @@ cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, 
     return CNN_OK;
 }
 
-cnn_status cnn_layer_window(const cnn_layer *l, cnn_shape in, int kh, int kw, int sh, int sw,
-                            cnn_padding_mode mode, int amount, cnn_window *g, cnn_error *err)
+cnn_status cnn_layer_window(const cnn_layer *l, const cnn_section *s, cnn_shape in, int kh, int kw,
+                            int sh, int sw, cnn_padding_mode mode, int amount, cnn_window *g,
+                            cnn_error *err)
 {
     memset(g, 0, sizeof *g);
     g->c = in.c;
@@ -65,8 +66,9 @@ cnn_status cnn_layer_window(const cnn_layer *l, cnn_shape in, int kh, int kw, in
     g->ow = cnn_resolve_padding(mode, amount, in.w, kw, sw, &g->pad.left, &g->pad.right);
     if (g->oh < 1 || g->ow < 1)
         return cnn_error_set(err, CNN_ERR_SHAPE,
-                             "layer '%s' (%s): window %dx%d does not fit input %dx%d (padding %s)",
-                             l->name, l->ops->section, kh, kw, in.h, in.w,
+                             "%s:%d: layer '%s' (%s): window %dx%d does not fit input %dx%d "
+                             "(padding %s)",
+                             s->cfg->path, s->line, l->name, l->ops->section, kh, kw, in.h, in.w,
                              mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
     return CNN_OK;
 }

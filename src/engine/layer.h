@@ -15,8 +15,9 @@ cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, 
 
 /* Resolves the window geometry of a conv/pool layer on input `in`; fails
  * with a message naming the layer when the window does not fit. */
-cnn_status cnn_layer_window(const cnn_layer *l, cnn_shape in, int kh, int kw, int sh, int sw,
-                            cnn_padding_mode mode, int amount, cnn_window *g, cnn_error *err);
+cnn_status cnn_layer_window(const cnn_layer *l, const cnn_section *s, cnn_shape in, int kh, int kw,
+                            int sh, int sw, cnn_padding_mode mode, int amount, cnn_window *g,
+                            cnn_error *err);
 
 /* activation = linear|relu|sigmoid|tanh|softmax (default linear). */
 cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cnn_error *err);

@@ -31,7 +31,7 @@ static cnn_status pool_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     l->state = ps;
     ps->is_max = is_max;
-    if ((st = cnn_layer_window(l, in, kh, kw, sh, sw, mode, amount, &ps->g, err)))
+    if ((st = cnn_layer_window(l, s, in, kh, kw, sh, sw, mode, amount, &ps->g, err)))
         return st;
     l->out = (cnn_shape){in.c, ps->g.oh, ps->g.ow};
     return CNN_OK;

@@ -1,0 +1,492 @@
+/* test_optim.c - each optimizer's update against a hand computation of the
+ * formulas in cnn/optim.h, and whole training steps that actually learn. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "cnn/optim.h"
+#include "testutil.h"
+
+/* dense 3 -> 2: kernel (3, 2) = 6 floats (decayed), then bias (2). */
+#define TINY "[input]\nshape = 1x1x3\n[dense]\nunits = 2\n"
+enum { NP = 8, NK = 6 };
+
+static const float W0[NP] = {0.5f, -0.3f, 0.2f, 0.8f, -0.6f, 0.1f, 0.05f, -0.4f};
+static const float G1[NP] = {0.1f, -0.2f, 0.03f, 0.0f, 0.5f, -0.01f, 0.2f, -0.3f};
+static const float G2[NP] = {-0.05f, -0.1f, 0.3f, 0.02f, 0.4f, 0.02f, -0.2f, 0.1f};
+
+static cnn_model *tiny_model(void)
+{
+    cnn_model *m = tu_model(TINY, CNN_LOSS_MSE, 1);
+    assert_int_equal(m->nparams, NP);
+    /* kernel first, then bias; only the kernel decays */
+    assert_int_equal(m->layers[0].params[0].count, NK);
+    assert_int_equal(m->layers[0].params[0].decay, 1);
+    assert_int_equal(m->layers[0].params[1].decay, 0);
+    memcpy(m->params, W0, sizeof W0);
+    return m;
+}
+
+static cnn_optim *make_optim(cnn_optim_hparams hp, size_t n)
+{
+    cnn_optim *o = NULL;
+    cnn_error err = {0};
+    TU_STATUS(cnn_optim_create(&o, &hp, n, &err), CNN_OK, err);
+    return o;
+}
+
+/* Runs nsteps (1 or 2) with gradients G1, G2 and compares with want. */
+static void run_and_compare(cnn_optim_hparams hp, int nsteps, const double *want, double rtol)
+{
+    cnn_model *m = tiny_model();
+    cnn_optim *o = make_optim(hp, m->nparams);
+    for (int s = 0; s < nsteps; s++) {
+        memcpy(m->grads, s ? G2 : G1, sizeof G1);
+        cnn_optim_step(o, m);
+    }
+    assert_int_equal(o->step, nsteps);
+    for (int i = 0; i < NP; i++) {
+        double tol = rtol * fabs(want[i]) + 1e-7;
+        if (fabs(m->params[i] - want[i]) > tol)
+            fail_msg("param %d = %.9g, expected %.9g (start %g)", i, m->params[i], want[i],
+                     W0[i]);
+    }
+    cnn_optim_free(o);
+    cnn_model_free(m);
+}
+
+/* Decayed gradient: wd * w added to kernel entries only. */
+static double gd(const float *g, const double *w, int i, double wd)
+{
+    return g[i] + (i < NK ? wd * w[i] : 0.0);
+}
+
+static void test_sgd_plain(void **state)
+{
+    (void)state;
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_SGD);
+    assert_true(hp.lr == 0.01);
+    hp.lr = 0.1;
+    double want[NP];
+    for (int i = 0; i < NP; i++)
+        want[i] = W0[i] - 0.1 * G1[i] - 0.1 * G2[i];
+    run_and_compare(hp, 2, want, 1e-6);
+}
+
+static void test_sgd_momentum(void **state)
+{
+    (void)state;
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_SGD);
+    hp.lr = 0.1;
+    hp.momentum = 0.9;
+    double want[NP];
+    for (int i = 0; i < NP; i++) {
+        double v = -0.1 * G1[i], w = W0[i] + v;
+        v = 0.9 * v - 0.1 * G2[i];
+        want[i] = w + v;
+    }
+    run_and_compare(hp, 2, want, 1e-6);
+}
+
+static void test_sgd_nesterov(void **state)
+{
+    (void)state;
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_SGD);
+    hp.lr = 0.1;
+    hp.momentum = 0.9;
+    hp.nesterov = 1;
+    double want[NP];
+    for (int i = 0; i < NP; i++) {
+        double v = -0.1 * G1[i];
+        double w = W0[i] + 0.9 * v - 0.1 * G1[i];
+        v = 0.9 * v - 0.1 * G2[i];
+        want[i] = w + 0.9 * v - 0.1 * G2[i];
+    }
+    run_and_compare(hp, 2, want, 1e-6);
+}
+
+static void test_adam_two_steps(void **state)
+{
+    (void)state;
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_ADAM);
+    assert_true(hp.lr == 1e-3 && hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.epsilon == 1e-7);
+    /* a large epsilon and lr make the bias correction and eps placement visible */
+    hp.lr = 0.1;
+    hp.epsilon = 0.01;
+    double want[NP];
+    for (int i = 0; i < NP; i++) {
+        double m = 0, v = 0, w = W0[i];
+        for (int t = 1; t <= 2; t++) {
+            double g = t == 1 ? G1[i] : G2[i];
+            m = 0.9 * m + 0.1 * g;
+            v = 0.999 * v + 0.001 * g * g;
+            w -= 0.1 * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t)) * m / (sqrt(v) + 0.01);
+        }
+        want[i] = w;
+    }
+    run_and_compare(hp, 2, want, 1e-5);
+}
+
+static void test_rmsprop(void **state)
+{
+    (void)state;
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_RMSPROP);
+    assert_true(hp.lr == 1e-3 && hp.rho == 0.9 && hp.epsilon == 1e-7);
+    hp.lr = 0.01;
+    hp.epsilon = 0.01; /* inside the sqrt: sqrt(v + eps), not sqrt(v) + eps */
+    double want[NP];
+    for (int i = 0; i < NP; i++) {
+        double v = 0, w = W0[i];
+        for (int t = 1; t <= 2; t++) {
+            double g = t == 1 ? G1[i] : G2[i];
+            v = 0.9 * v + 0.1 * g * g;
+            w -= 0.01 * g / sqrt(v + 0.01);
+        }
+        want[i] = w;
+    }
+    run_and_compare(hp, 2, want, 1e-5);
+}
+
+static void test_weight_decay(void **state)
+{
+    (void)state;
+    const double wd = 0.1;
+    /* plain sgd */
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_SGD);
+    hp.lr = 0.1;
+    hp.weight_decay = wd;
+    double want[NP], w[NP];
+    for (int i = 0; i < NP; i++)
+        w[i] = W0[i];
+    for (int i = 0; i < NP; i++)
+        w[i] -= 0.1 * gd(G1, w, i, wd);
+    for (int i = 0; i < NP; i++)
+        want[i] = w[i] - 0.1 * gd(G2, w, i, wd);
+    run_and_compare(hp, 2, want, 1e-6);
+
+    /* adam: the decayed gradient feeds both moments */
+    hp = cnn_optim_defaults(CNN_OPT_ADAM);
+    hp.lr = 0.1;
+    hp.epsilon = 0.01;
+    hp.weight_decay = wd;
+    for (int i = 0; i < NP; i++) {
+        double m = 0, v = 0, x = W0[i];
+        for (int t = 1; t <= 2; t++) {
+            double g = (t == 1 ? G1[i] : G2[i]) + (i < NK ? wd * x : 0.0);
+            m = 0.9 * m + 0.1 * g;
+            v = 0.999 * v + 0.001 * g * g;
+            x -= 0.1 * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t)) * m / (sqrt(v) + 0.01);
+        }
+        want[i] = x;
+    }
+    run_and_compare(hp, 2, want, 1e-5);
+
+    /* a zero gradient with decay shrinks kernels and leaves biases alone */
+    cnn_model *m = tiny_model();
+    hp = cnn_optim_defaults(CNN_OPT_SGD);
+    hp.lr = 0.5;
+    hp.weight_decay = wd;
+    cnn_optim *o = make_optim(hp, m->nparams);
+    memset(m->grads, 0, NP * sizeof(float));
+    cnn_optim_step(o, m);
+    for (int i = 0; i < NP; i++)
+        TU_NEAR(m->params[i], i < NK ? W0[i] * (1 - 0.5 * wd) : W0[i], 1e-7);
+    cnn_optim_free(o);
+    cnn_model_free(m);
+}
+
+static void test_hparams_from_config(void **state)
+{
+    (void)state;
+    cnn_error err = {0};
+    cnn_config *cfg;
+    cnn_optim_hparams hp;
+    TU_STATUS(cnn_config_parse_string(&cfg, "[input]\nshape = 1x1x1\n", "o.ini", &err), CNN_OK,
+              err);
+    TU_STATUS(cnn_optim_hparams_from_config(&hp, cfg, &err), CNN_OK, err);
+    assert_int_equal(hp.type, CNN_OPT_ADAM); /* absent section: adam defaults */
+    assert_true(hp.lr == 1e-3 && hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.epsilon == 1e-7);
+    assert_true(hp.weight_decay == 0);
+    cnn_config_free(cfg);
+    TU_STATUS(cnn_config_parse_string(&cfg,
+                                      "[optimizer]\ntype = sgd\nlr = 0.05\nmomentum = 0.8\n"
+                                      "nesterov = yes\nweight_decay = 1e-4\n",
+                                      "o.ini", &err),
+              CNN_OK, err);
+    TU_STATUS(cnn_optim_hparams_from_config(&hp, cfg, &err), CNN_OK, err);
+    assert_int_equal(hp.type, CNN_OPT_SGD);
+    assert_true(hp.lr == 0.05 && hp.momentum == 0.8 && hp.nesterov == 1);
+    assert_true(hp.weight_decay == 1e-4);
+    TU_STATUS(cnn_config_check_unused(cfg, &err), CNN_OK, err);
+    cnn_config_free(cfg);
+    TU_STATUS(cnn_config_parse_string(&cfg, "[optimizer]\ntype = rmsprop\nrho = 0.95\n", "o.ini",
+                                      &err),
+              CNN_OK, err);
+    TU_STATUS(cnn_optim_hparams_from_config(&hp, cfg, &err), CNN_OK, err);
+    assert_int_equal(hp.type, CNN_OPT_RMSPROP);
+    assert_true(hp.rho == 0.95 && hp.lr == 1e-3 && hp.epsilon == 1e-7);
+    cnn_config_free(cfg);
+    TU_STATUS(cnn_config_parse_string(&cfg, "[optimizer]\ntype = adagrad\n", "o.ini", &err),
+              CNN_OK, err);
+    TU_STATUS(cnn_optim_hparams_from_config(&hp, cfg, &err), CNN_ERR_CONFIG, err);
+    TU_MSG_HAS(err, "o.ini:2: [optimizer] type");
+    TU_MSG_HAS(err, "adagrad");
+    cnn_config_free(cfg);
+}
+
+/* ---- loss values -------------------------------------------------------- */
+
+/* dense 3 -> C without bias and with an identity-like kernel, so the
+ * logits are known: z = x (C = 3) or z = x[0] (C = 1). */
+static cnn_model *logit_model(int C, const char *act, cnn_loss loss)
+{
+    char ini[256];
+    snprintf(ini, sizeof ini,
+             "[input]\nshape = 1x1x3\n[dense]\nunits = %d\nuse_bias = false\nactivation = %s\n", C,
+             act);
+    cnn_model *m = tu_model(ini, loss, 2);
+    memset(m->params, 0, m->nparams * sizeof(float));
+    for (int i = 0; i < C; i++)
+        m->params[i * C + i] = 1; /* kernel (In = 3, Out = C) */
+    return m;
+}
+
+static cnn_status loss_of(cnn_model *m, const float *x, const int32_t *y, int B, float scale,
+                          cnn_batch_stats *st, cnn_error *err)
+{
+    cnn_ctx ctx = cnn_model_ctx(m, 0, 1, 0, NULL);
+    memset(st, 0, sizeof *st);
+    cnn_model_forward(m, x, B, &ctx);
+    return cnn_model_loss(m, y, B, scale, 1, st, err);
+}
+
+static void test_loss_values(void **state)
+{
+    (void)state;
+    cnn_error err = {0};
+    cnn_batch_stats st;
+    const float x[6] = {1, 2, 3, 1000, 0, -1000};
+    const double lse = log(exp(1.0) + exp(2.0) + exp(3.0));
+    for (int l = 0; l < 2; l++) {
+        cnn_loss loss = l ? CNN_LOSS_CCE : CNN_LOSS_SPARSE_CCE;
+        for (int a = 0; a < 2; a++) { /* softmax head or logits: same loss */
+            cnn_model *m = logit_model(3, a ? "softmax" : "linear", loss);
+            const int32_t y[2] = {0, 1};
+            TU_STATUS(loss_of(m, x, y, 2, 0.5f, &st, &err), CNN_OK, err);
+            /* sample 0: lse - z0; sample 1: ~1000 - 0, finite despite exp(1000) */
+            TU_NEAR(st.loss_sum, (lse - 1) + 1000, 1e-3);
+            assert_int_equal(st.correct, 0 + 0);
+            assert_int_equal(st.count, 2);
+            /* gradient (softmax - onehot) * scale */
+            for (int j = 0; j < 3; j++)
+                TU_NEAR(m->dact[0][j], 0.5 * (exp(x[j] - lse) - (j == 0)), 1e-6);
+            TU_NEAR(m->dact[0][3], 0.5, 1e-6);
+            TU_NEAR(m->dact[0][4], -0.5, 1e-6);
+            const int32_t y2[2] = {2, 0};
+            TU_STATUS(loss_of(m, x, y2, 2, 1, &st, &err), CNN_OK, err);
+            TU_NEAR(st.loss_sum, (lse - 3) + 0, 1e-4);
+            assert_int_equal(st.correct, 2);
+            if (a) { /* the softmax head's output is the probabilities */
+                for (int j = 0; j < 3; j++)
+                    TU_NEAR(m->act[0][j], exp(x[j] - lse), 1e-6);
+            }
+            cnn_model_free(m);
+        }
+    }
+    /* binary cross-entropy on one logit z = x[0] */
+    cnn_model *m = logit_model(1, "sigmoid", CNN_LOSS_BCE);
+    const float xb[6] = {0.5f, 9, 9, -100, 9, 9};
+    const int32_t yb[2] = {1, 1};
+    TU_STATUS(loss_of(m, xb, yb, 2, 1, &st, &err), CNN_OK, err);
+    TU_NEAR(st.loss_sum, log1p(exp(-0.5)) + 100, 1e-4);
+    assert_int_equal(st.correct, 1);
+    TU_NEAR(m->act[0][0], 1 / (1 + exp(-0.5)), 1e-6);
+    TU_NEAR(m->dact[0][0], 1 / (1 + exp(-0.5)) - 1, 1e-6);
+    const int32_t yb0[2] = {0, 0};
+    TU_STATUS(loss_of(m, xb, yb0, 2, 1, &st, &err), CNN_OK, err);
+    TU_NEAR(st.loss_sum, log1p(exp(0.5)) + log1p(exp(-100.0)), 1e-4);
+    assert_int_equal(st.correct, 1);
+    /* labels must be 0/1 */
+    const int32_t ybad[2] = {1, 2};
+    TU_STATUS(loss_of(m, xb, ybad, 2, 1, &st, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "label 2");
+    cnn_model_free(m);
+
+    /* mean squared error against one-hot targets, on softmax outputs */
+    m = logit_model(3, "softmax", CNN_LOSS_MSE);
+    const int32_t ym[2] = {2, 0};
+    TU_STATUS(loss_of(m, x, ym, 1, 1, &st, &err), CNN_OK, err);
+    double want = 0;
+    for (int j = 0; j < 3; j++) {
+        double e = exp(x[j] - lse) - (j == 2);
+        want += e * e / 3;
+    }
+    TU_NEAR(st.loss_sum, want, 1e-6);
+    assert_int_equal(st.correct, 1);
+    /* class labels out of range */
+    const int32_t yo[2] = {3, 0};
+    TU_STATUS(loss_of(m, x, yo, 1, 1, &st, &err), CNN_ERR_FORMAT, err);
+    cnn_model_free(m);
+
+    /* a NaN input gives a numeric error, not a silent NaN loss */
+    m = logit_model(3, "linear", CNN_LOSS_SPARSE_CCE);
+    const float xn[3] = {NAN, 0, 0};
+    const int32_t y0[1] = {1};
+    TU_STATUS(loss_of(m, xn, y0, 1, 1, &st, &err), CNN_ERR_NUMERIC, err);
+    cnn_model_free(m);
+}
+
+/* ---- training on a tiny synthetic task --------------------------------- */
+
+#define NET6                                                                                      \
+    "[input]\nshape = 6x6x1\n"                                                                    \
+    "[conv2d]\nfilters = 4\nkernel = 3\nactivation = relu\n"                                      \
+    "[flatten]\n"                                                                                 \
+    "[dense]\nunits = 3\nactivation = softmax\n"
+
+enum { NS = 12, IMG = 36 };
+
+/* Class 0: a horizontal bar, 1: a vertical bar, 2: a diagonal; at
+ * different positions, with a little noise. */
+static void make_data(float *x, int32_t *y)
+{
+    tu_rng r = {12345};
+    for (int s = 0; s < NS; s++) {
+        float *img = x + s * IMG;
+        int cls = s % 3, pos = 1 + s / 3; /* 1..4 */
+        for (int i = 0; i < IMG; i++)
+            img[i] = 0.1f * (float)tu_uniform(&r);
+        for (int k = 0; k < 6; k++) {
+            if (cls == 0)
+                img[pos * 6 + k] = 1;
+            else if (cls == 1)
+                img[k * 6 + pos] = 1;
+            else
+                img[k * 6 + (k + pos) % 6] = 1;
+        }
+        y[s] = cls;
+    }
+}
+
+/* One full-batch step; returns the mean loss before the update. */
+static double train_step(cnn_model *m, cnn_optim *o, const float *x, const int32_t *y,
+                         long *correct)
+{
+    cnn_error err = {0};
+    cnn_batch_stats st = {0};
+    cnn_ctx ctx = cnn_model_ctx(m, 1, 42, 0, NULL);
+    cnn_model_zero_grad(m);
+    cnn_model_forward(m, x, NS, &ctx);
+    TU_STATUS(cnn_model_loss(m, y, NS, 1.0f / NS, 1, &st, &err), CNN_OK, err);
+    cnn_model_backward(m, x, NS, &ctx);
+    if (o)
+        cnn_optim_step(o, m);
+    if (correct)
+        *correct = st.correct;
+    assert_int_equal(st.count, NS);
+    return st.loss_sum / NS;
+}
+
+static void test_overfit_adam(void **state)
+{
+    (void)state;
+    float x[NS * IMG];
+    int32_t y[NS];
+    make_data(x, y);
+    cnn_model *m = tu_model(NET6, CNN_LOSS_SPARSE_CCE, NS);
+    cnn_model_init_params(m, 1);
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_ADAM);
+    hp.lr = 0.01;
+    cnn_optim *o = make_optim(hp, m->nparams);
+    long correct = 0;
+    double first = train_step(m, o, x, y, &correct), loss = first;
+    int steps = 1;
+    for (; steps < 300; steps++) {
+        loss = train_step(m, o, x, y, &correct);
+        if (correct == NS && loss < 0.05)
+            break;
+    }
+    print_message("adam: loss %.4f -> %.4f, %ld/%d correct after %d steps\n", first, loss,
+                  correct, NS, steps);
+    assert_int_equal(correct, NS);
+    assert_true(loss < 0.05);
+    assert_true(loss < first);
+    /* the inference path agrees with the training accuracy */
+    cnn_ctx ctx = cnn_model_ctx(m, 0, 42, 0, NULL);
+    const float *p = cnn_model_forward(m, x, NS, &ctx);
+    for (int s = 0; s < NS; s++) {
+        int best = 0;
+        double sum = 0;
+        for (int c = 0; c < 3; c++) {
+            sum += p[s * 3 + c];
+            if (p[s * 3 + c] > p[s * 3 + best])
+                best = c;
+        }
+        TU_NEAR(sum, 1.0, 1e-5); /* softmax probabilities */
+        assert_int_equal(best, y[s]);
+    }
+    cnn_optim_free(o);
+    cnn_model_free(m);
+}
+
+/* Each optimizer lowers the loss; the identical run without updates does
+ * not (so the decrease is the optimizer's doing). */
+static void test_each_optimizer_learns(void **state)
+{
+    (void)state;
+    float x[NS * IMG];
+    int32_t y[NS];
+    make_data(x, y);
+    struct {
+        const char *name;
+        cnn_optim_type t;
+        double lr, momentum;
+    } cases[] = {
+        {"sgd+momentum", CNN_OPT_SGD, 0.05, 0.9},
+        {"adam", CNN_OPT_ADAM, 0.01, 0},
+        {"rmsprop", CNN_OPT_RMSPROP, 0.005, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        cnn_model *m = tu_model(NET6, CNN_LOSS_SPARSE_CCE, NS);
+        cnn_model_init_params(m, 3);
+        cnn_optim_hparams hp = cnn_optim_defaults(cases[c].t);
+        hp.lr = cases[c].lr;
+        hp.momentum = cases[c].momentum;
+        cnn_optim *o = make_optim(hp, m->nparams);
+        double first = train_step(m, o, x, y, NULL), loss = first;
+        for (int s = 0; s < 40; s++)
+            loss = train_step(m, o, x, y, NULL);
+        print_message("%s: loss %.4f -> %.4f in 40 steps\n", cases[c].name, first, loss);
+        if (!(loss < 0.5 * first))
+            fail_msg("%s: loss %.4f -> %.4f, expected to halve", cases[c].name, first, loss);
+        cnn_optim_free(o);
+        cnn_model_free(m);
+    }
+    cnn_model *m = tu_model(NET6, CNN_LOSS_SPARSE_CCE, NS);
+    cnn_model_init_params(m, 3);
+    double first = train_step(m, NULL, x, y, NULL), loss = first;
+    for (int s = 0; s < 5; s++)
+        loss = train_step(m, NULL, x, y, NULL);
+    TU_NEAR(loss, first, 1e-6);
+    cnn_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sgd_plain),
+        cmocka_unit_test(test_sgd_momentum),
+        cmocka_unit_test(test_sgd_nesterov),
+        cmocka_unit_test(test_adam_two_steps),
+        cmocka_unit_test(test_rmsprop),
+        cmocka_unit_test(test_weight_decay),
+        cmocka_unit_test(test_hparams_from_config),
+        cmocka_unit_test(test_loss_values),
+        cmocka_unit_test(test_overfit_adam),
+        cmocka_unit_test(test_each_optimizer_learns),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
