@@ -265,11 +265,11 @@ cnn_status cnn_config_load(cnn_config **out, const char *path, cnn_error *err)
         if (got < 4096)
             break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), why = errno;
     fclose(f);
     if (bad) {
         free(text);
-        return cnn_error_set(err, CNN_ERR_IO, "%s: read error", path);
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot read config: %s", path, strerror(why));
     }
     text[len] = 0;
     if (strlen(text) != len) {
