@@ -48,18 +48,19 @@ static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, 
     cnn_padding_mode mode;
     cnn_init kinit, binit;
     cnn_status st;
-    if (!cnn_section_find(s, "filters"))
-        return cnn_layer_missing(s, "filters", "filters = 32", err);
-    if (!cnn_section_find(s, "kernel"))
-        return cnn_layer_missing(s, "kernel", "kernel = 3", err);
-    if ((st = cnn_cfg_int(s, "filters", 0, 1, 1 << 16, &filters, err)) ||
-        (st = cnn_cfg_pair(s, "kernel", 0, 0, &kh, &kw, err)) ||
-        (st = cnn_cfg_pair(s, "stride", 1, 1, &sh, &sw, err)) ||
+    if ((st = cnn_cfg_pair(s, "stride", 1, 1, &sh, &sw, err)) ||
         (st = cnn_layer_read_padding(s, &mode, &amount, err)) ||
         (st = cnn_layer_read_activation(s, &l->act, err)) ||
         (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||
         (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &kinit, err)) ||
         (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &binit, err)))
+        return st;
+    if (!cnn_section_find(s, "filters"))
+        return cnn_layer_missing(s, "filters", "filters = 32", err);
+    if (!cnn_section_find(s, "kernel"))
+        return cnn_layer_missing(s, "kernel", "kernel = 3", err);
+    if ((st = cnn_cfg_int(s, "filters", 0, 1, 1 << 16, &filters, err)) ||
+        (st = cnn_cfg_pair(s, "kernel", 0, 0, &kh, &kw, err)))
         return st;
     conv_state *cs = calloc(1, sizeof *cs);
     if (!cs)

@@ -12,13 +12,14 @@ static cnn_status dense_create(cnn_layer *l, const cnn_section *s, cnn_shape in,
     int use_bias;
     cnn_init kinit, binit;
     cnn_status st;
-    if (!cnn_section_find(s, "units"))
-        return cnn_layer_missing(s, "units", "units = 64", err);
-    if ((st = cnn_cfg_int(s, "units", 0, 1, 1 << 24, &units, err)) ||
-        (st = cnn_layer_read_activation(s, &l->act, err)) ||
+    if ((st = cnn_layer_read_activation(s, &l->act, err)) ||
         (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||
         (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &kinit, err)) ||
         (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &binit, err)))
+        return st;
+    if (!cnn_section_find(s, "units"))
+        return cnn_layer_missing(s, "units", "units = 64", err);
+    if ((st = cnn_cfg_int(s, "units", 0, 1, 1 << 24, &units, err)))
         return st;
     if (in.h != 1 || in.w != 1)
         return cnn_error_set(err, CNN_ERR_SHAPE,

@@ -76,18 +76,12 @@ cnn_status cnn_layer_window(const cnn_layer *l, const cnn_section *s, cnn_shape 
 cnn_status cnn_layer_missing(const cnn_section *s, const char *key, const char *example,
                              cnn_error *err)
 {
-    static const char *const known[] = {"name",     "filters",  "kernel", "stride",
-                                        "padding",  "activation", "use_bias", "units",
-                                        "rate",     "size",     "shape",
-                                        "kernel_initializer", "bias_initializer", NULL};
+    /* Layers read their optional keys before checking required ones, so a
+     * key nothing has consumed is not a key of this layer. */
     const cnn_kv *odd = NULL;
-    for (int i = 0; i < s->nkv && !odd; i++) {
-        int k = 0;
-        while (known[k] && strcmp(known[k], s->kv[i].key))
-            k++;
-        if (!known[k])
+    for (int i = 0; i < s->nkv && !odd; i++)
+        if (!s->kv[i].used)
             odd = &s->kv[i];
-    }
     if (odd)
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "%s:%d: [%s] %s: missing (e.g. %s); is '%s' at line %d a misspelling?",

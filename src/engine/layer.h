@@ -27,8 +27,9 @@ cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cn
 void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
                          int fan_in, int fan_out, int decay);
 
-/* Error for a required key that is absent; names any key of the section
- * that nothing has consumed, as it is likely the misspelt one. */
+/* Error for a required key that is absent; names a key of the section that
+ * nothing has consumed, as it is likely the misspelt one. Call it after
+ * reading the layer's optional keys. */
 cnn_status cnn_layer_missing(const cnn_section *s, const char *key, const char *example,
                              cnn_error *err);
 
