@@ -13,10 +13,11 @@
 #include <time.h>
 
 #include "cnn/config.h"
+#include "cnn/data.h"
 #include "cnn/model.h"
 #include "cnn/optim.h"
 #include "cnn/rng.h"
-#include "tensor.h"
+#include "cnn/train.h"
 
 static double now(void)
 {
@@ -63,30 +64,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "cnn-bench: need CONFIG and positive --threads/--steps\n");
         return 2;
     }
-    if (cnn_config_load(&cfg, path, &err))
-        return fail(&err);
-    for (int i = 0; i < nsets; i++)
-        if (cnn_config_override(cfg, sets[i], &err))
-            return fail(&err);
+    cnn_train_config tc;
+    cnn_status st = cnn_config_load_overrides(&cfg, path, (const char *const *)sets, nsets, &err);
     free(sets);
-    const cnn_section *ts = cnn_config_find(cfg, "train");
-    long cfg_batch;
-    int loss;
-    if (cnn_cfg_int(ts, "batch_size", 32, 1, 1 << 24, &cfg_batch, &err) ||
-        cnn_cfg_enum(ts, "loss", 0, cnn_loss_names, &loss, &err))
+    if (st || cnn_train_config_read(&tc, cfg, &err))
         return fail(&err);
     if (!batch)
-        batch = cfg_batch;
+        batch = tc.batch_size;
     cnn_optim_hparams hp;
+    cnn_data_config dc; /* read only so that every key is checked */
     cnn_model *m;
     cnn_optim *opt;
-    if (cnn_optim_hparams_from_config(&hp, cfg, &err) ||
-        cnn_model_create(&m, cfg, (cnn_loss)loss, &err) ||
+    if (cnn_optim_hparams_from_config(&hp, cfg, &err) || cnn_data_config_read(&dc, cfg, &err) ||
+        cnn_model_create(&m, cfg, tc.loss, &err) || cnn_config_check_unused(cfg, &err) ||
         cnn_model_reserve(m, (int)batch, &err) ||
         cnn_optim_create(&opt, &hp, m->nparams, &err))
         return fail(&err);
-    cnn_blas_set_threads((int)threads);
-    cnn_model_init_params(m, 42);
+    cnn_set_threads((int)threads);
+    cnn_model_init_params(m, tc.seed);
 
     const size_t in = cnn_shape_size(m->input);
     float *x = malloc((size_t)batch * in * sizeof *x);
@@ -102,7 +97,7 @@ int main(int argc, char **argv)
         y[b] = m->loss == CNN_LOSS_BCE ? (int32_t)(b & 1) : (int32_t)(b % m->nclasses);
         ids[b] = b;
     }
-    cnn_ctx ctx = cnn_model_ctx(m, 1, 42, 0, ids);
+    cnn_ctx ctx = cnn_model_ctx(m, 1, tc.seed, 0, ids);
     double t0 = 0;
     for (long s = 0; s < warmup + steps; s++) {
         if (s == warmup)
@@ -116,7 +111,7 @@ int main(int argc, char **argv)
         cnn_optim_step(opt, m);
     }
     double train_ips = (double)steps * batch / (now() - t0);
-    cnn_ctx ictx = cnn_model_ctx(m, 0, 42, 0, NULL);
+    cnn_ctx ictx = cnn_model_ctx(m, 0, tc.seed, 0, NULL);
     for (long s = 0; s < warmup + steps; s++) {
         if (s == warmup)
             t0 = now();

@@ -27,7 +27,7 @@ static void usage(FILE *f)
 typedef struct args {
     const char *config;
     int summary;
-    const char **sets;
+    const char *const *sets;
     int nsets;
 } args;
 
@@ -35,9 +35,10 @@ typedef struct args {
 static int parse_args(int argc, char **argv, args *a)
 {
     memset(a, 0, sizeof *a);
-    a->sets = calloc((size_t)argc, sizeof *a->sets);
-    if (!a->sets)
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    if (!sets)
         return 1;
+    a->sets = sets;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
@@ -51,7 +52,7 @@ static int parse_args(int argc, char **argv, args *a)
                 fprintf(stderr, "cnn-train: --set needs section.key=value\n");
                 return 2;
             }
-            a->sets[a->nsets++] = v;
+            sets[a->nsets++] = v;
         } else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "cnn-train: unknown option '%s' (see --help)\n", s);
             return 2;
@@ -74,15 +75,8 @@ static int parse_args(int argc, char **argv, args *a)
 static cnn_status setup(const args *a, cnn_run *run, cnn_error *err)
 {
     cnn_config *cfg;
-    cnn_status st = cnn_config_load(&cfg, a->config, err);
-    if (st)
-        return st;
-    for (int i = 0; i < a->nsets; i++)
-        if ((st = cnn_config_override(cfg, a->sets[i], err))) {
-            cnn_config_free(cfg);
-            return st;
-        }
-    return cnn_run_setup(run, cfg, err); /* owns cfg from here */
+    cnn_status st = cnn_config_load_overrides(&cfg, a->config, a->sets, a->nsets, err);
+    return st ? st : cnn_run_setup(run, cfg, err); /* owns cfg from here */
 }
 
 int main(int argc, char **argv)
@@ -90,7 +84,7 @@ int main(int argc, char **argv)
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) {
-        free(a.sets);
+        free((void *)a.sets);
         return rc;
     }
     cnn_error err = {0};
@@ -102,14 +96,14 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "cnn-train: %s\n", err.msg);
         cnn_run_free(&run);
-        free(a.sets);
+        free((void *)a.sets);
         return cnn_status_exit_code(st);
     }
 
     cnn_dist d;
     if (cnn_dist_init(&d, &argc, &argv) != 0) {
         fprintf(stderr, "cnn-train: MPI initialisation failed\n");
-        free(a.sets);
+        free((void *)a.sets);
         return 1;
     }
     /* Every rank parses the same file; ranks agree on the outcome so none
@@ -131,7 +125,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     fflush(stderr);
     cnn_run_free(&run);
-    free(a.sets);
+    free((void *)a.sets);
     cnn_dist_finalize(&d);
     return cnn_status_exit_code(st);
 }

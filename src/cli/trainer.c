@@ -16,7 +16,6 @@
 
 #include "cnn/rng.h"
 #include "trainer.h"
-#include "../engine/tensor.h"
 
 enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_N };
 
@@ -25,30 +24,6 @@ static void quiet(cnn_error *err, cnn_status st)
 {
     err->status = st;
     err->msg[0] = 0;
-}
-
-cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
-{
-    static const char *const progress[] = {"auto", "bar", "lines", "none", NULL};
-    const cnn_section *s = cnn_config_find(cfg, "train");
-    long seed;
-    int loss;
-    cnn_status st;
-    memset(tc, 0, sizeof *tc);
-    if ((st = cnn_cfg_int(s, "epochs", 1, 0, 1000000, &tc->epochs, err)) ||
-        (st = cnn_cfg_int(s, "batch_size", 32, 1, 1 << 24, &tc->batch_size, err)) ||
-        (st = cnn_cfg_int(s, "max_steps", 0, 0, (long)1 << 40, &tc->max_steps, err)) ||
-        (st = cnn_cfg_int(s, "eval_batch_size", 500, 1, 1 << 20, &tc->eval_batch_size, err)) ||
-        (st = cnn_cfg_int(s, "threads", 0, 0, 4096, &tc->threads, err)) ||
-        (st = cnn_cfg_int(s, "log_every", 100, 1, (long)1 << 40, &tc->log_every, err)) ||
-        (st = cnn_cfg_int(s, "seed", 42, 0, (long)((1ULL << 62) - 1), &seed, err)) ||
-        (st = cnn_cfg_enum(s, "loss", CNN_LOSS_SPARSE_CCE, cnn_loss_names, &loss, err)) ||
-        (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
-        (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)))
-        return st;
-    tc->seed = (uint64_t)seed;
-    tc->loss = (cnn_loss)loss;
-    return CNN_OK;
 }
 
 cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
@@ -202,8 +177,8 @@ static void setup_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *o
         if (n < 1)
             n = 1;
     }
-    cnn_blas_set_threads(n);
-    int used = cnn_blas_get_threads();
+    cnn_set_threads(n);
+    int used = cnn_get_threads();
     if (d->rank == 0 && (long)used * d->local_size > cores)
         fprintf(out,
                 "warning: %d ranks x %d BLAS threads on a node with %ld cores oversubscribe it; "
@@ -283,7 +258,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                 "%lld test, %zu parameters, %d BLAS thread%s per rank\n",
                 d->world, d->world > 1 ? "s" : "", tc->batch_size, (long long)train->n,
                 (long long)(val ? val->n : 0), (long long)test->n, m->nparams,
-                cnn_blas_get_threads(), cnn_blas_get_threads() > 1 ? "s" : "");
+                cnn_get_threads(), cnn_get_threads() > 1 ? "s" : "");
         fflush(out);
     }
 

@@ -10,25 +10,8 @@
 #include "cnn/data.h"
 #include "cnn/model.h"
 #include "cnn/optim.h"
+#include "cnn/train.h"
 #include "dist.h"
-
-typedef enum { CNN_PROGRESS_AUTO = 0, CNN_PROGRESS_BAR, CNN_PROGRESS_LINES, CNN_PROGRESS_NONE } cnn_progress;
-
-/* The [train] section, resolved. */
-typedef struct cnn_train_config {
-    long epochs;
-    long batch_size;  /* global batch: split across ranks */
-    long max_steps;   /* 0 = no limit */
-    long eval_batch_size;
-    long threads;     /* BLAS threads per rank; 0 = auto */
-    long log_every;   /* steps between plain progress lines */
-    uint64_t seed;
-    cnn_loss loss;
-    const char *history; /* CSV path or NULL; owned by the config */
-    int progress;
-} cnn_train_config;
-
-cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err);
 
 /* Everything a run needs, built from one config. */
 typedef struct cnn_run {

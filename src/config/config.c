@@ -556,38 +556,33 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
         if (!target && !(target = add_section(cfg, sec, 0)))
             return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
     } else {
-        /* An explicit `name` wins; then a default name (conv2d_1), which for
-         * the first layer of a type equals the type, so a type name matching
-         * several layers is ambiguous. */
+        /* An explicit `name` wins. Otherwise a type name means its only
+         * layer, and is ambiguous when there are several (the first one's
+         * default name is the type's name too); anything else must be a
+         * default name such as conv2d_1. */
         int of_type = 0;
-        for (int i = 0; i < cfg->nsec && !target; i++) {
-            cnn_kv *nkv = cnn_section_find(&cfg->sec[i], "name");
-            if (!is_singleton(cfg->sec[i].name) && nkv && strcmp(nkv->value, sec) == 0)
-                target = &cfg->sec[i];
-        }
-        for (int i = 0; i < cfg->nsec; i++)
-            of_type += strcmp(cfg->sec[i].name, sec) == 0;
-        for (int i = 0; i < cfg->nsec && !target; i++) {
+        for (int i = 0; i < cfg->nsec; i++) {
             cnn_section *s = &cfg->sec[i];
-            char dn[CNN_NAME_MAX + 16];
-            if (is_singleton(s->name) || cnn_section_find(s, "name"))
-                continue;
-            default_name(s, dn, sizeof dn);
-            if (strcmp(dn, sec) == 0 || (of_type == 1 && strcmp(s->name, sec) == 0))
+            cnn_kv *nkv = is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
+            if (nkv && strcmp(nkv->value, sec) == 0 && !target)
                 target = s;
+            of_type += strcmp(s->name, sec) == 0;
         }
         if (!target && of_type > 1)
             return cnn_error_set(err, CNN_ERR_CONFIG,
                                  "--set %s: %d [%s] layers; name one by its name key or default "
                                  "name (see --summary)",
                                  assignment, of_type, sec);
-        if (target && of_type > 1 && !cnn_section_find(target, "name") &&
-            strcmp(target->name, sec) == 0 && cnn_layer_find_type(sec) &&
-            strcmp(cnn_layer_find_type(sec)->default_name, sec) == 0)
-            return cnn_error_set(err, CNN_ERR_CONFIG,
-                                 "--set %s: %d [%s] layers; name one by its name key or default "
-                                 "name (see --summary)",
-                                 assignment, of_type, sec);
+        for (int i = 0; i < cfg->nsec && !target; i++) {
+            cnn_section *s = &cfg->sec[i];
+            char dn[CNN_NAME_MAX + 16];
+            if (is_singleton(s->name))
+                continue;
+            default_name(s, dn, sizeof dn);
+            if (strcmp(s->name, sec) == 0 ||
+                (!cnn_section_find(s, "name") && strcmp(dn, sec) == 0))
+                target = s;
+        }
         if (!target)
             return cnn_error_set(err, CNN_ERR_CONFIG,
                                  "--set %s: no section or layer named '%s' in %s", assignment, sec,

@@ -1,6 +1,5 @@
 /* tensor.c - GEMM through OpenBLAS and the im2col/col2im transforms. */
 #include <cblas.h>
-#include <string.h>
 
 #include "tensor.h"
 

@@ -1,0 +1,48 @@
+/* train_config.c - the [train] section and config loading with overrides. */
+#include <string.h>
+
+#include "cnn/train.h"
+#include "tensor.h"
+
+cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const progress[] = {"auto", "bar", "lines", "none", NULL};
+    const cnn_section *s = cnn_config_find(cfg, "train");
+    long seed;
+    int loss;
+    cnn_status st;
+    memset(tc, 0, sizeof *tc);
+    if ((st = cnn_cfg_int(s, "epochs", 1, 0, 1000000, &tc->epochs, err)) ||
+        (st = cnn_cfg_int(s, "batch_size", 32, 1, 1 << 24, &tc->batch_size, err)) ||
+        (st = cnn_cfg_int(s, "max_steps", 0, 0, (long)1 << 40, &tc->max_steps, err)) ||
+        (st = cnn_cfg_int(s, "eval_batch_size", 500, 1, 1 << 20, &tc->eval_batch_size, err)) ||
+        (st = cnn_cfg_int(s, "threads", 0, 0, 4096, &tc->threads, err)) ||
+        (st = cnn_cfg_int(s, "log_every", 100, 1, (long)1 << 40, &tc->log_every, err)) ||
+        (st = cnn_cfg_int(s, "seed", 42, 0, (long)((1ULL << 62) - 1), &seed, err)) ||
+        (st = cnn_cfg_enum(s, "loss", CNN_LOSS_SPARSE_CCE, cnn_loss_names, &loss, err)) ||
+        (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
+        (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)))
+        return st;
+    tc->seed = (uint64_t)seed;
+    tc->loss = (cnn_loss)loss;
+    return CNN_OK;
+}
+
+cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const char *const *sets,
+                                     int nsets, cnn_error *err)
+{
+    cnn_config *cfg;
+    cnn_status st = cnn_config_load(&cfg, path, err);
+    for (int i = 0; st == CNN_OK && i < nsets; i++)
+        st = cnn_config_override(cfg, sets[i], err);
+    if (st) {
+        cnn_config_free(cfg);
+        cfg = NULL;
+    }
+    *out = cfg;
+    return st;
+}
+
+void cnn_set_threads(int n) { cnn_blas_set_threads(n); }
+
+int cnn_get_threads(void) { return cnn_blas_get_threads(); }
