@@ -52,6 +52,7 @@ typedef struct batch_buf {
     float *x;       /* (cap, input) */
     int32_t *y;     /* (cap) */
     int64_t *idx;   /* (cap) dataset rows */
+    uint8_t *raw;   /* (cap, input) pixels as stored */
     int cap;
 } batch_buf;
 
@@ -61,7 +62,8 @@ static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_err
     b->x = malloc((size_t)cap * cnn_shape_size(m->input) * sizeof *b->x);
     b->y = malloc((size_t)cap * sizeof *b->y);
     b->idx = malloc((size_t)cap * sizeof *b->idx);
-    if (!b->x || !b->y || !b->idx)
+    b->raw = malloc((size_t)cap * cnn_shape_size(m->input));
+    if (!b->x || !b->y || !b->idx || !b->raw)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
     return CNN_OK;
 }
@@ -71,6 +73,7 @@ static void batch_free(batch_buf *b)
     free(b->x);
     free(b->y);
     free(b->idx);
+    free(b->raw);
 }
 
 /* Loss and accuracy over a dataset, split across ranks, summed exactly:
@@ -87,7 +90,8 @@ static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *
         int B = (int)(hi - i < bb->cap ? hi - i : bb->cap);
         for (int b = 0; b < B; b++)
             bb->idx[b] = i + b;
-        cnn_dataset_gather(ds, bb->idx, B, rescale, bb->x, bb->y);
+        if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y, err)))
+            break;
         cnn_model_forward(m, bb->x, B, &ctx);
         cnn_batch_stats bs = {0};
         status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
@@ -287,11 +291,14 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
             st = CNN_OK;
             if (Bl > 0) {
                 memcpy(bb.idx, perm + g0 + lo, (size_t)Bl * sizeof *bb.idx);
-                cnn_dataset_gather(train, bb.idx, Bl, run->dc.rescale, bb.x, bb.y);
                 cnn_ctx ctx = cnn_model_ctx(m, 1, tc->seed, (uint64_t)epoch, bb.idx);
-                cnn_model_forward(m, bb.x, Bl, &ctx);
                 cnn_batch_stats bs = {0};
-                st = cnn_model_loss(m, bb.y, Bl, 1.0f / (float)Bg, 1, &bs, err);
+                st = cnn_dataset_gather(train, bb.idx, Bl, run->dc.rescale, bb.raw, bb.x, bb.y,
+                                        err);
+                if (st == CNN_OK) {
+                    cnn_model_forward(m, bb.x, Bl, &ctx);
+                    st = cnn_model_loss(m, bb.y, Bl, 1.0f / (float)Bg, 1, &bs, err);
+                }
                 if (st == CNN_OK)
                     cnn_model_backward(m, bb.x, Bl, &ctx);
                 else
