@@ -97,6 +97,11 @@ typedef struct cnn_ctx {
     const int64_t *sample_id; /* (B) global index of each sample, for per-sample randomness */
     float *scratch;          /* model-owned workspace, scratch_floats long */
     size_t scratch_floats;
+    /* Called by cnn_model_backward() as soon as grads[offset .. nparams)
+     * are final (after each layer with parameters, last layer first), so a
+     * caller can start reducing them while backward goes on. May be NULL. */
+    void (*grads_ready)(void *arg, size_t offset);
+    void *grads_ready_arg;
 } cnn_ctx;
 
 typedef struct cnn_layer cnn_layer;

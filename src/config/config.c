@@ -19,7 +19,7 @@
 #include "cnn/model.h"
 
 /* Sections that may appear at most once; everything else must be a layer. */
-static const char *const singleton_sections[] = {"data", "train", "optimizer", NULL};
+static const char *const singleton_sections[] = {"data", "train", "optimizer", "dist", NULL};
 
 static int is_singleton(const char *name)
 {
