@@ -66,6 +66,13 @@ static void grads_ready(void *arg, size_t offset)
     }
 }
 
+static void poll(void *arg)
+{
+    cnn_stepper *s = arg;
+    if (s->last)
+        cnn_dist_reducer_poll(s->red);
+}
+
 cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
                             const cnn_step_config *c, long max_batch, cnn_error *err)
 {
@@ -140,6 +147,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     cnn_status st = CNN_OK;
     cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, s->ids);
     ctx.grads_ready = grads_ready;
+    ctx.poll = poll;
     ctx.grads_ready_arg = s;
     for (int k = 0; k < nblocks && st == CNN_OK; k++) {
         int lo = s->c.exact ? (first + k) * csize : first;

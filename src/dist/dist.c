@@ -178,9 +178,13 @@ void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset)
         start_bucket(r, &r->b[r->next++]);
         started = 1;
     }
-    /* Open MPI moves non-blocking collectives along only inside MPI calls:
-     * poke it after each layer so buckets progress during backward. */
-    if (!started && r->nreq > 0) {
+    if (!started)
+        cnn_dist_reducer_poll(r);
+}
+
+void cnn_dist_reducer_poll(cnn_dist_reducer *r)
+{
+    if (r->nreq > 0) {
         int flag;
         MPI_Testall(r->nreq, r->req, &flag, MPI_STATUSES_IGNORE);
     }
@@ -190,9 +194,17 @@ double cnn_dist_reducer_finish(cnn_dist_reducer *r)
 {
     if (r->d->world == 1)
         return 0;
+    double t0 = MPI_Wtime();
+    if (!r->overlap) {
+        for (; r->next < r->nb; r->next++)
+            for (size_t off = r->b[r->next].lo; off < r->b[r->next].hi; off += MAX_CALL) {
+                size_t k = r->b[r->next].hi - off;
+                MPI_Allreduce(MPI_IN_PLACE, r->buf + off * r->esize, (int)(k < MAX_CALL ? k : MAX_CALL),
+                              r->type, MPI_SUM, MPI_COMM_WORLD);
+            }
+    }
     while (r->next < r->nb)
         start_bucket(r, &r->b[r->next++]);
-    double t0 = MPI_Wtime();
     MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE);
     r->nreq = 0;
     r->next = 0;

@@ -48,8 +48,8 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n);
  * statistics travel in a request of their own, started as soon as they are
  * known. cnn_dist_reducer_finish() starts what is left and waits for all of
  * it; the time spent waiting there is the communication the overlap could
- * not hide. With overlap off, every bucket starts in finish() (for
- * measurements). Every rank must make the same calls in the same order. */
+ * not hide. With overlap off, finish() reduces every bucket with a
+ * blocking MPI_Allreduce instead (for comparison). Every rank must make the same calls in the same order. */
 typedef struct cnn_dist_reducer cnn_dist_reducer;
 
 typedef enum { CNN_DIST_F32 = 0, CNN_DIST_I64 } cnn_dist_type;
@@ -62,6 +62,9 @@ int cnn_dist_reducer_buckets(const cnn_dist_reducer *r);
 /* Starts the sum of stats[0 .. n) (n <= 8) across ranks. */
 void cnn_dist_reducer_stats(cnn_dist_reducer *r, double *stats, int n);
 void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset);
+/* Lets started reductions progress (Open MPI advances non-blocking
+ * collectives only inside MPI calls); cheap when nothing is in flight. */
+void cnn_dist_reducer_poll(cnn_dist_reducer *r);
 /* Completes the step's reductions; returns the seconds spent waiting. */
 double cnn_dist_reducer_finish(cnn_dist_reducer *r);
 
