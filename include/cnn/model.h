@@ -207,6 +207,16 @@ typedef struct cnn_batch_stats {
 cnn_status cnn_model_loss(cnn_model *m, const int32_t *labels, int B, float scale, int grad,
                           cnn_batch_stats *stats, cnn_error *err);
 
+/* After a forward pass of B samples: probs (B, nclasses) = the class
+ * probabilities (the softmax or sigmoid of the last layer; a linear last
+ * layer is read as logits: softmax for several units, sigmoid for one with
+ * binary cross-entropy). For one unit, the probability of class 1. */
+void cnn_model_probabilities(const cnn_model *m, int B, float *probs);
+
+/* Class of each sample from probs: argmax, or p > 0.5 for one unit; *conf
+ * (may be NULL) gets the probability of that class. */
+void cnn_model_classes(const cnn_model *m, const float *probs, int B, int32_t *cls, float *conf);
+
 /* Backpropagates the gradient left by cnn_model_loss(); adds into grads. */
 void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx);
 

@@ -30,7 +30,9 @@
 #include "cnn/model.h"
 #include "dist.h"
 
-enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_NONFINITE, STAT_N };
+/* Per-step figures summed across ranks. STAT_STOP counts ranks that were
+ * asked to stop (a signal), so all ranks stop after the same step. */
+enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_NONFINITE, STAT_STOP, STAT_N };
 
 typedef struct cnn_step_config {
     int exact;        /* [dist] reduction = exact */
@@ -57,6 +59,7 @@ typedef struct cnn_stepper {
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
     double wait;           /* seconds spent waiting for communication, in total */
     int fault;             /* test hook: make the next step fail (cnn_fault) */
+    int stop;              /* this rank was asked to stop: sent with the stats */
 } cnn_stepper;
 
 /* Faults the failure tests inject on one rank (CNN_TEST_FAULT): a read

@@ -398,6 +398,32 @@ cnn_status cnn_model_loss(cnn_model *m, const int32_t *labels, int B, float scal
     return CNN_OK;
 }
 
+void cnn_model_probabilities(const cnn_model *m, int B, float *probs)
+{
+    const int C = m->nclasses;
+    const cnn_activation act = m->layers[m->nlayers - 1].act;
+    const float *out = m->act[m->nlayers - 1];
+    memcpy(probs, out, (size_t)B * C * sizeof *probs);
+    if (act != CNN_ACT_LINEAR)
+        return;
+    if (C > 1)
+        cnn_activation_forward(CNN_ACT_SOFTMAX, probs, (size_t)B, (size_t)C);
+    else if (m->loss == CNN_LOSS_BCE)
+        cnn_activation_forward(CNN_ACT_SIGMOID, probs, 1, (size_t)B);
+}
+
+void cnn_model_classes(const cnn_model *m, const float *probs, int B, int32_t *cls, float *conf)
+{
+    const int C = m->nclasses;
+    for (int b = 0; b < B; b++) {
+        const float *p = probs + (size_t)b * C;
+        int c = C > 1 ? argmax(p, C) : p[0] > 0.5f;
+        cls[b] = c;
+        if (conf)
+            conf[b] = C > 1 ? p[c] : (c ? p[0] : 1.0f - p[0]);
+    }
+}
+
 void cnn_model_add_weight_decay(cnn_model *m, float wd)
 {
     if (wd == 0.0f)

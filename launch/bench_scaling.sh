@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Data-parallel scaling on this machine: training images/s of cnn-train at
+# 1 and 2 ranks (1 BLAS thread each) on the real Fashion-MNIST data, the
+# share of step time spent waiting on communication, and beside it PyTorch
+# DistributedDataParallel (gloo) at 1 and 2 processes on LeNet-5 with the
+# same global batch. Best of REPS runs each, alternating.
+#   bash launch/bench_scaling.sh [REPS] [STEPS] [cnn-train options...]
+# e.g. bash launch/bench_scaling.sh 3 600 --set dist.reduction=float
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+reps=${1:-3}
+steps=${2:-600}
+shift $(( $# >= 2 ? 2 : $# ))
+build=${CNN_BUILD:-$root/build}
+ddp=${CNN_PEER_DDP:-$root/../shared/bench/torch_ddp.py}
+py=/usr/bin/python3
+have_torch=1
+[ -f "$ddp" ] && $py -c "import torch" 2>/dev/null || have_torch=0
+[ "$have_torch" = 1 ] || echo "note: PyTorch DDP peer not available ($ddp, python3-torch); ours only"
+
+# ours CONFIG NP -> "img/s wait%"
+ours() {
+  local cfg=$1 np=$2
+  shift 2
+  # shellcheck disable=SC2046
+  mpirun $(bash "$here/mpirun-flags.sh" "$np") -np "$np" "$build/cnn-train" "$root/configs/$cfg.ini" \
+    --set train.max_steps="$steps" --set train.epochs=1 --set train.threads=1 \
+    --set data.test_limit=1000 --set train.progress=none --set train.history="$tmp/h.csv" "$@" 2>&1 |
+    awk '/^training:/ {ips=$(NF-1)} /^communication:/ {match($0, /= [0-9.]+%/); w=substr($0, RSTART+2, RLENGTH-3)}
+         END {printf "%s %s\n", ips, (w == "" ? "-" : w)}'
+}
+# ddp NP -> img/s (steady, after its first 20 steps)
+ddp() {
+  $py "$ddp" --nproc "$1" --threads 1 --global-batch 128 --epochs 1 --max-steps "$steps" 2>/dev/null |
+    grep 'RESULT ddp summary' | sed -E 's/.*steady_train_img_s=([0-9.]+).*/\1/'
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+best() { printf '%s\n' "$@" | sort -g | tail -1; }
+
+printf '%-16s %4s %10s %9s %10s\n' model ranks img_s speedup comm_wait
+declare -A rate
+for cfg in fashion_cnn lenet5_fashion; do
+  for np in 1 2; do
+    r=() w=()
+    for _ in $(seq "$reps"); do
+      read -r ips wait <<<"$(ours "$cfg" "$np" "$@")"
+      r+=("$ips") w+=("$wait")
+    done
+    rate[$cfg.$np]=$(best "${r[@]}")
+    sp=$(awk -v a="${rate[$cfg.$np]}" -v b="${rate[$cfg.1]}" 'BEGIN{printf "%.2fx", a/b}')
+    printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" "$np" "${rate[$cfg.$np]}" "$sp" "$(IFS=/; echo "${w[*]}")"
+  done
+done
+if [ "$have_torch" = 1 ]; then
+  for np in 1 2; do
+    d=()
+    for _ in $(seq "$reps"); do d+=("$(ddp "$np")"); done
+    rate[ddp.$np]=$(best "${d[@]}")
+    sp=$(awk -v a="${rate[ddp.$np]}" -v b="${rate[ddp.1]}" 'BEGIN{printf "%.2fx", a/b}')
+    printf '%-16s %4d %10.0f %9s %10s\n' "torch DDP lenet5" "$np" "${rate[ddp.$np]}" "$sp" "-"
+  done
+  awk -v a="${rate[lenet5_fashion.2]}" -v b="${rate[ddp.2]}" \
+    'BEGIN{printf "lenet5 at 2 ranks: cnn-train / DDP = %.2fx\n", a/b}'
+fi
