@@ -1,7 +1,7 @@
 /* cnn/config.h - the INI file that describes data, training and network.
  *
- * A config is an ordered list of sections. [data], [train] and [optimizer]
- * may appear once each; layer sections ([input], [conv2d], [maxpool2d],
+ * A config is an ordered list of sections. [data], [train], [optimizer] and
+ * [augment] may appear once each; layer sections ([input], [conv2d], [maxpool2d],
  * [avgpool2d], [dense], [dropout], [flatten]) appear in network order, as
  * many times as needed. Parsing (inih) rejects unknown sections and
  * duplicate keys. Consumers read keys with the typed getters below, which

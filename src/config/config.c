@@ -19,7 +19,7 @@
 #include "cnn/model.h"
 
 /* Sections that may appear at most once; everything else must be a layer. */
-static const char *const singleton_sections[] = {"data", "train", "optimizer", NULL};
+static const char *const singleton_sections[] = {"data", "train", "optimizer", "augment", NULL};
 
 static int is_singleton(const char *name)
 {
@@ -111,7 +111,7 @@ static void open_section(parse_state *ps, const char *hdr)
         return;
     if (!is_singleton(b) && !cnn_layer_find_type(b)) {
         cnn_error_set(ps->err, CNN_ERR_CONFIG,
-                      "%s:%d: unknown section [%s] (expected data, train, optimizer or a layer: "
+                      "%s:%d: unknown section [%s] (expected data, train, optimizer, augment or a layer: "
                       "input, conv2d, maxpool2d, avgpool2d, dense, dropout, flatten)",
                       ps->cfg->path, ps->line, b);
         ps->failed = 1;
