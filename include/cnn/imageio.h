@@ -1,6 +1,6 @@
 /* cnn/imageio.h - images and feature maps written as PNG files.
  *
- * A stack of C maps of H x W floats (CHW, e.g. one image's channels or a
+ * cnn_png_write() writes a buffer of pixels. A stack of C maps of H x W floats (CHW, e.g. one image's channels or a
  * conv layer's activations) becomes one grayscale PNG: a grid of tiles,
  * cols = ceil(sqrt(C)) per row, rows = ceil(C / cols), map k at row
  * k / cols, column k % cols, tiles 1 pixel apart on a white (255)
@@ -20,6 +20,12 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Writes pix (height, width, comp) 8-bit samples, comp 1 (gray) or 3
+ * (RGB), rows top to bottom, to path as a PNG. CNN_ERR_IO names path and
+ * the reason when it cannot be written. */
+cnn_status cnn_png_write(const char *path, const unsigned char *pix, int width, int height,
+                         int comp, cnn_error *err);
 
 /* Largest width or height of a grid PNG. */
 enum { CNN_PNG_MAX_SIDE = 32768 };

@@ -71,8 +71,29 @@ typedef struct png_sink {
 static void write_bytes(void *context, void *data, int size)
 {
     png_sink *s = context;
+    errno = 0;
     if (!s->failed && fwrite(data, 1, (size_t)size, s->f) != (size_t)size)
         s->failed = errno ? errno : EIO;
+}
+
+cnn_status cnn_png_write(const char *path, const unsigned char *pix, int width, int height,
+                         int comp, cnn_error *err)
+{
+    if (width < 1 || height < 1 || (comp != 1 && comp != 3))
+        return cnn_error_set(err, CNN_ERR_ARG, "%s: cannot write a %dx%d PNG of %d channels", path,
+                             width, height, comp);
+    png_sink sink = {fopen(path, "wb"), 0};
+    if (!sink.f)
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path, strerror(errno));
+    int ok = stbi_write_png_to_func(write_bytes, &sink, width, height, comp, pix, width * comp);
+    if (fclose(sink.f) != 0 && !sink.failed) /* a full disk may show only here */
+        sink.failed = errno ? errno : EIO;
+    if (!ok)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: PNG encoder failed (out of memory)", path);
+    if (sink.failed)
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path,
+                             strerror(sink.failed));
+    return CNN_OK;
 }
 
 cnn_status cnn_png_write_grid(const char *path, const float *maps, int C, int H, int W,
@@ -104,20 +125,7 @@ cnn_status cnn_png_write_grid(const char *path, const float *maps, int C, int H,
         draw_tile(maps + k * plane, H, W, scale, pix + (size_t)ty * width + tx, width);
     }
 
-    cnn_status st = CNN_OK;
-    png_sink sink = {fopen(path, "wb"), 0};
-    if (!sink.f) {
-        st = cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path, strerror(errno));
-    } else {
-        int ok = stbi_write_png_to_func(write_bytes, &sink, width, height, 1, pix, width);
-        if (fclose(sink.f) != 0 && !sink.failed) /* a full disk may show only here */
-            sink.failed = errno ? errno : EIO;
-        if (!ok)
-            st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: PNG encoder failed (out of memory)", path);
-        else if (sink.failed)
-            st = cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path,
-                               strerror(sink.failed));
-    }
+    cnn_status st = cnn_png_write(path, pix, width, height, 1, err);
     free(pix);
     return st;
 }
