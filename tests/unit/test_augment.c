@@ -96,26 +96,39 @@ static void dot_image(float *img, int y, int x)
     img[y * DW + x] = 1.0f;
 }
 
+/* The 7x7 ramp 10 y + x: bilinear sampling reproduces it exactly. */
+static void ramp_image(float *img)
+{
+    for (int y = 0; y < DH; y++)
+        for (int x = 0; x < DW; x++)
+            img[y * DW + x] = (float)(10 * y + x);
+}
+
+/* p takes the dot at (2, 3) to exactly (y, x), on black. */
+static void assert_dot_goes_to(const cnn_augment_params *p, int y, int x)
+{
+    float in[DH * DW], out[DH * DW], want[DH * DW];
+    dot_image(in, 2, 3);
+    cnn_augment_apply_params(p, CNN_FILL_CONSTANT, 0, in, out, 1, DH, DW);
+    dot_image(want, y, x);
+    assert_memory_equal(out, want, sizeof out);
+}
+
 static void test_shift_moves_dot(void **state)
 {
     (void)state;
-    float in[DH * DW], out[DH * DW], want[DH * DW];
-    dot_image(in, 2, 3);
     cnn_augment_params p = identity();
     p.tx = 1; /* right */
-    cnn_augment_apply_params(&p, CNN_FILL_CONSTANT, 0, in, out, 1, DH, DW);
-    dot_image(want, 2, 4);
-    assert_memory_equal(out, want, sizeof out);
+    assert_dot_goes_to(&p, 2, 4);
     p.tx = 0;
     p.ty = -2; /* up */
-    cnn_augment_apply_params(&p, CNN_FILL_CONSTANT, 0, in, out, 1, DH, DW);
-    dot_image(want, 0, 3);
-    assert_memory_equal(out, want, sizeof out);
+    assert_dot_goes_to(&p, 0, 3);
     /* half a pixel: bilinear splits the dot between two pixels */
+    float in[DH * DW], out[DH * DW], want[DH * DW] = {0};
+    dot_image(in, 2, 3);
     p.ty = 0;
     p.tx = 0.5f;
     cnn_augment_apply_params(&p, CNN_FILL_CONSTANT, 0, in, out, 1, DH, DW);
-    memset(want, 0, sizeof want);
     want[2 * DW + 3] = want[2 * DW + 4] = 0.5f;
     assert_image_near(out, want, 1, DH, DW, 1e-6f);
 }
@@ -148,18 +161,12 @@ static void test_rotation_90(void **state)
     /* turn and shift together: the shift moves the turned content along
      * the image's own axes. A dot above the centre of a 7x7 image goes to
      * its left (3, 2) when turned, then one pixel right or down. */
-    float dot[DH * DW], moved[DH * DW], want[DH * DW];
-    dot_image(dot, 2, 3);
     p.theta = 90;
     p.tx = 1;
-    cnn_augment_apply_params(&p, CNN_FILL_CONSTANT, 0, dot, moved, 1, DH, DW);
-    dot_image(want, 3, 3);
-    assert_memory_equal(moved, want, sizeof want);
+    assert_dot_goes_to(&p, 3, 3);
     p.tx = 0;
     p.ty = 1;
-    cnn_augment_apply_params(&p, CNN_FILL_CONSTANT, 0, dot, moved, 1, DH, DW);
-    dot_image(want, 4, 2);
-    assert_memory_equal(moved, want, sizeof want);
+    assert_dot_goes_to(&p, 4, 2);
     p.ty = 0;
     /* on a 4x4 image the centre (1.5, 1.5) falls between pixels */
     float in4[16], out4[16];
@@ -178,9 +185,7 @@ static void test_zoom_2x_maps_centre(void **state)
     /* zx = zy = 0.5 enlarges 2x about the centre (3, 3) of a 7x7 ramp:
      * output (y, x) reads input (3 + (y-3)/2, 3 + (x-3)/2). */
     float in[DH * DW], out[DH * DW];
-    for (int y = 0; y < DH; y++)
-        for (int x = 0; x < DW; x++)
-            in[y * DW + x] = (float)(10 * y + x);
+    ramp_image(in);
     cnn_augment_params p = identity();
     p.zx = p.zy = 0.5f;
     apply(&p, in, out, 1, DH, DW);
@@ -207,9 +212,7 @@ static void test_shear(void **state)
      * y = cy + cos(s) (y-cy). At 30 degrees, sin = 1/2: row cy+2 reads one
      * pixel to the left, row cy-2 one to the right; y is scaled by cos. */
     float in[DH * DW], out[DH * DW];
-    for (int y = 0; y < DH; y++)
-        for (int x = 0; x < DW; x++)
-            in[y * DW + x] = (float)(10 * y + x);
+    ramp_image(in);
     cnn_augment_params p = identity();
     p.shear = 30;
     apply(&p, in, out, 1, DH, DW);

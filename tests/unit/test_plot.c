@@ -113,27 +113,38 @@ static cnn_status plot_quietly(const char *csv, const char *prefix, cnn_error *e
     return st;
 }
 
+/* A history NAME.csv in dir with this text and the graphs it makes. */
+typedef struct run_files {
+    char prefix[128], csv[160], acc[160], loss[160];
+} run_files;
+
+static run_files history_file(const char *name, const char *text)
+{
+    run_files r;
+    snprintf(r.prefix, sizeof r.prefix, "%s", in_dir(name));
+    snprintf(r.csv, sizeof r.csv, "%s.csv", r.prefix);
+    snprintf(r.acc, sizeof r.acc, "%s-accuracy.png", r.prefix);
+    snprintf(r.loss, sizeof r.loss, "%s-loss.png", r.prefix);
+    write_file(r.csv, text);
+    return r;
+}
+
 static void test_plot_five_epochs(void **state)
 {
     (void)state;
-    char csv[128], prefix[128], acc[160], loss[160];
-    snprintf(csv, sizeof csv, "%s", in_dir("history.csv"));
-    snprintf(prefix, sizeof prefix, "%s", in_dir("run"));
-    snprintf(acc, sizeof acc, "%s-accuracy.png", prefix);
-    snprintf(loss, sizeof loss, "%s-loss.png", prefix);
-    write_file(csv, five_epochs);
+    run_files r = history_file("run", five_epochs);
     cnn_error err = {0};
-    TU_STATUS(plot_quietly(csv, prefix, &err), CNN_OK, err);
+    TU_STATUS(plot_quietly(r.csv, r.prefix, &err), CNN_OK, err);
     long blue, orange;
-    count_curve_pixels(acc, &blue, &orange);
+    count_curve_pixels(r.acc, &blue, &orange);
     /* a 2-px curve across ~650 px, plus its legend sample */
     assert_true(blue > 600 && orange > 600);
-    count_curve_pixels(loss, &blue, &orange);
+    count_curve_pixels(r.loss, &blue, &orange);
     assert_true(blue > 600 && orange > 600);
 
     /* the graphs differ: accuracy rises, loss falls */
     int w, h, n;
-    uint8_t *a = stbi_load(acc, &w, &h, &n, 3), *l = stbi_load(loss, &w, &h, &n, 3);
+    uint8_t *a = stbi_load(r.acc, &w, &h, &n, 3), *l = stbi_load(r.loss, &w, &h, &n, 3);
     assert_true(a && l);
     assert_true(memcmp(a, l, (size_t)w * h * 3) != 0);
     stbi_image_free(a);
@@ -143,15 +154,10 @@ static void test_plot_five_epochs(void **state)
 static void test_plot_without_validation(void **state)
 {
     (void)state;
-    char csv[128], prefix[128], acc[160], loss[160];
-    snprintf(csv, sizeof csv, "%s", in_dir("noval.csv"));
-    snprintf(prefix, sizeof prefix, "%s", in_dir("noval"));
-    snprintf(acc, sizeof acc, "%s-accuracy.png", prefix);
-    snprintf(loss, sizeof loss, "%s-loss.png", prefix);
-    write_file(csv, no_validation);
+    run_files r = history_file("noval", no_validation);
     cnn_history hist;
     cnn_error err = {0};
-    TU_STATUS(cnn_history_read(&hist, csv, &err), CNN_OK, err);
+    TU_STATUS(cnn_history_read(&hist, r.csv, &err), CNN_OK, err);
     assert_int_equal(hist.n, 5);
     for (int i = 0; i < hist.n; i++) {
         assert_true(hist.epoch[i] == i);
@@ -162,12 +168,12 @@ static void test_plot_without_validation(void **state)
     cnn_history_free(&hist);
     cnn_history_free(&hist); /* a freed history can be freed again */
 
-    TU_STATUS(plot_quietly(csv, prefix, &err), CNN_OK, err);
+    TU_STATUS(plot_quietly(r.csv, r.prefix, &err), CNN_OK, err);
     long blue, orange;
-    count_curve_pixels(acc, &blue, &orange);
+    count_curve_pixels(r.acc, &blue, &orange);
     assert_true(blue > 600);
     assert_int_equal(orange, 0); /* no validation curve, no legend entry */
-    count_curve_pixels(loss, &blue, &orange);
+    count_curve_pixels(r.loss, &blue, &orange);
     assert_true(blue > 600);
     assert_int_equal(orange, 0);
 }
@@ -253,11 +259,9 @@ static void test_malformed(void **state)
 static void test_unwritable_output(void **state)
 {
     (void)state;
-    char csv[128];
-    snprintf(csv, sizeof csv, "%s", in_dir("history.csv"));
-    write_file(csv, five_epochs);
+    run_files r = history_file("run", five_epochs);
     cnn_error err = {0};
-    TU_STATUS(cnn_plot_history(csv, "/nonexistent-dir/run", &err), CNN_ERR_IO, err);
+    TU_STATUS(cnn_plot_history(r.csv, "/nonexistent-dir/run", &err), CNN_ERR_IO, err);
     TU_MSG_HAS(err, "/nonexistent-dir/run-accuracy.png: cannot write PNG");
 }
 
