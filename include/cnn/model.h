@@ -97,7 +97,22 @@ typedef struct cnn_ctx {
     const int64_t *sample_id; /* (B) global index of each sample, for per-sample randomness */
     float *scratch;          /* model-owned workspace, scratch_floats long */
     size_t scratch_floats;
+    /* Called by cnn_model_backward() as soon as grads[offset .. nparams)
+     * are final (after each layer with parameters, last layer first), so a
+     * caller can start reducing them while backward goes on. May be NULL. */
+    void (*grads_ready)(void *arg, size_t offset);
+    /* Called now and then inside long backward passes (per image in
+     * convolutions), so communication started by grads_ready can make
+     * progress. May be NULL. Both get grads_ready_arg. */
+    void (*poll)(void *arg);
+    void *grads_ready_arg;
 } cnn_ctx;
+
+static inline void cnn_ctx_poll(const cnn_ctx *c)
+{
+    if (c->poll)
+        c->poll(c->grads_ready_arg);
+}
 
 typedef struct cnn_layer cnn_layer;
 

@@ -16,6 +16,10 @@ extern "C" {
 
 typedef enum { CNN_PROGRESS_AUTO = 0, CNN_PROGRESS_BAR, CNN_PROGRESS_LINES, CNN_PROGRESS_NONE } cnn_progress;
 
+/* What a non-finite loss or gradient does: end the run naming the step, or
+ * skip that step's update on every rank and go on. */
+typedef enum { CNN_NAN_STOP = 0, CNN_NAN_SKIP_STEP } cnn_nan_policy;
+
 /* The [train] section, resolved. */
 typedef struct cnn_train_config {
     long epochs;
@@ -28,6 +32,7 @@ typedef struct cnn_train_config {
     cnn_loss loss;
     const char *history; /* CSV path or NULL; owned by the config */
     int progress;     /* cnn_progress */
+    int nan_policy;   /* cnn_nan_policy */
 } cnn_train_config;
 
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err);

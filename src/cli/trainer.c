@@ -12,18 +12,36 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cnn/rng.h"
+#include "step.h"
 #include "trainer.h"
 
-enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_N };
 
 /* This rank fails because another one did, which reports it: no message. */
 static void quiet(cnn_error *err, cnn_status st)
 {
     err->status = st;
     err->msg[0] = 0;
+}
+
+/* [dist]: reduction (exact|float), chunk_size, bucket_mb, overlap. */
+static cnn_status read_dist_section(cnn_run *run, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const reductions[] = {"float", "exact", NULL};
+    const cnn_section *s = cnn_config_find(cfg, "dist");
+    cnn_step_config *c = &run->step;
+    long chunk;
+    cnn_status st;
+    if ((st = cnn_cfg_enum(s, "reduction", 1, reductions, &c->exact, err)) ||
+        (st = cnn_cfg_int(s, "chunk_size", 8, 1, 1 << 20, &chunk, err)) ||
+        (st = cnn_cfg_float(s, "bucket_mb", 1.0, 1e-3, 1e6, &c->bucket_mb, err)) ||
+        (st = cnn_cfg_bool(s, "overlap", 1, &c->overlap, err)))
+        return st;
+    c->chunk_size = (int)chunk;
+    return CNN_OK;
 }
 
 cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
@@ -35,6 +53,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
         (st = cnn_data_config_read(&run->dc, cfg, err)) ||
         (st = cnn_optim_hparams_from_config(&run->hp, cfg, err)) ||
         (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
+        (st = read_dist_section(run, cfg, err)) ||
         (st = cnn_config_check_unused(cfg, err)))
         return st;
     return CNN_OK;
@@ -52,6 +71,7 @@ typedef struct batch_buf {
     float *x;       /* (cap, input) */
     int32_t *y;     /* (cap) */
     int64_t *idx;   /* (cap) dataset rows */
+    uint8_t *raw;   /* (cap, input) pixels as stored */
     int cap;
 } batch_buf;
 
@@ -61,7 +81,8 @@ static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_err
     b->x = malloc((size_t)cap * cnn_shape_size(m->input) * sizeof *b->x);
     b->y = malloc((size_t)cap * sizeof *b->y);
     b->idx = malloc((size_t)cap * sizeof *b->idx);
-    if (!b->x || !b->y || !b->idx)
+    b->raw = malloc((size_t)cap * cnn_shape_size(m->input));
+    if (!b->x || !b->y || !b->idx || !b->raw)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
     return CNN_OK;
 }
@@ -71,6 +92,7 @@ static void batch_free(batch_buf *b)
     free(b->x);
     free(b->y);
     free(b->idx);
+    free(b->raw);
 }
 
 /* Loss and accuracy over a dataset, split across ranks, summed exactly:
@@ -87,7 +109,8 @@ static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *
         int B = (int)(hi - i < bb->cap ? hi - i : bb->cap);
         for (int b = 0; b < B; b++)
             bb->idx[b] = i + b;
-        cnn_dataset_gather(ds, bb->idx, B, rescale, bb->x, bb->y);
+        if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y, err)))
+            break;
         cnn_model_forward(m, bb->x, B, &ctx);
         cnn_batch_stats bs = {0};
         status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
@@ -155,6 +178,29 @@ static int stdout_is_terminal(FILE *out)
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
 }
 
+/* CNN_TEST_FAULT="RANK:STEP:KIND" (KIND io|nan|exit) makes global step
+ * STEP (from 1) fail on rank RANK: the hook of the failure tests. */
+static void parse_fault(const cnn_dist *d, long *step, int *kind)
+{
+    const char *v = getenv("CNN_TEST_FAULT");
+    int rank;
+    char what[8];
+    *kind = CNN_FAULT_NONE;
+    if (!v || sscanf(v, "%d:%ld:%7s", &rank, step, what) != 3 || rank != d->rank)
+        return;
+    *kind = !strcmp(what, "io")    ? CNN_FAULT_IO
+            : !strcmp(what, "nan") ? CNN_FAULT_NAN
+            : !strcmp(what, "exit") ? CNN_FAULT_EXIT
+                                   : CNN_FAULT_NONE;
+}
+
+/* Peak resident memory of this process, in MiB. */
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
+}
+
 static cnn_status open_history(const char *path, FILE **f, cnn_error *err)
 {
     *f = fopen(path, "w");
@@ -195,7 +241,8 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     cnn_optim *opt = NULL;
     FILE *hist = NULL;
     int64_t *perm = NULL;
-    batch_buf bb = {0}, eb = {0};
+    cnn_stepper sp = {0};
+    batch_buf eb = {0};
     cnn_status st;
     int s, who;
 
@@ -205,8 +252,6 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         progress_mode = stdout_is_terminal(out) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
 
     /* Phase 1: every rank loads data and allocates; then all agree. */
-    int local_max = (int)((tc->batch_size + d->world - 1) / d->world);
-    int reserve = local_max > tc->eval_batch_size ? local_max : (int)tc->eval_batch_size;
     st = cnn_data_load(&run->dc, d->rank, d->world, &train, &val, &test, err);
     if (!st && (train->shape.c != m->input.c || train->shape.h != m->input.h ||
                 train->shape.w != m->input.w))
@@ -224,11 +269,12 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                            "%s has %d classes; binary_crossentropy needs labels 0 and 1",
                            train->source, train->nclasses);
     if (!st)
-        st = cnn_model_reserve(m, reserve, err);
+        st = cnn_stepper_init(&sp, m, d, &run->step, tc->batch_size, err);
+    if (!st)
+        st = cnn_model_reserve(m, sp.cap > tc->eval_batch_size ? sp.cap : (int)tc->eval_batch_size,
+                               err);
     if (!st)
         st = cnn_optim_create(&opt, &run->hp, m->nparams, err);
-    if (!st)
-        st = batch_alloc(&bb, m, local_max, err);
     if (!st)
         st = batch_alloc(&eb, m, (int)tc->eval_batch_size, err);
     if (!st && !(perm = malloc((size_t)train->n * sizeof *perm)))
@@ -259,12 +305,20 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                 d->world, d->world > 1 ? "s" : "", tc->batch_size, (long long)train->n,
                 (long long)(val ? val->n : 0), (long long)test->n, m->nparams,
                 cnn_get_threads(), cnn_get_threads() > 1 ? "s" : "");
+        int busy = cnn_stepper_busy_ranks(&sp, tc->batch_size);
+        if (busy < d->world)
+            fprintf(out,
+                    "warning: a global batch of %ld in reduction chunks of %d keeps only %d of "
+                    "%d ranks busy; lower [dist] chunk_size or raise [train] batch_size\n",
+                    tc->batch_size, run->step.chunk_size, busy, d->world);
         fflush(out);
     }
 
     const long B = tc->batch_size;
     const long steps_per_epoch = (long)((train->n + B - 1) / B);
-    long global_step = 0;
+    long global_step = 0, skipped = 0, fault_step;
+    int fault_kind;
+    parse_fault(d, &fault_step, &fault_kind);
     double total_imgs = 0, total_time = 0;
     for (long epoch = 0; epoch < tc->epochs; epoch++) {
         if (tc->max_steps && global_step >= tc->max_steps)
@@ -279,30 +333,11 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                 break;
             int64_t g0 = step * B;
             int Bg = (int)(train->n - g0 < B ? train->n - g0 : B);
-            int lo = (int)((int64_t)Bg * d->rank / d->world);
-            int hi = (int)((int64_t)Bg * (d->rank + 1) / d->world);
-            int Bl = hi - lo;
-            double stats[STAT_N] = {0};
-            cnn_model_zero_grad(m);
-            st = CNN_OK;
-            if (Bl > 0) {
-                memcpy(bb.idx, perm + g0 + lo, (size_t)Bl * sizeof *bb.idx);
-                cnn_dataset_gather(train, bb.idx, Bl, run->dc.rescale, bb.x, bb.y);
-                cnn_ctx ctx = cnn_model_ctx(m, 1, tc->seed, (uint64_t)epoch, bb.idx);
-                cnn_model_forward(m, bb.x, Bl, &ctx);
-                cnn_batch_stats bs = {0};
-                st = cnn_model_loss(m, bb.y, Bl, 1.0f / (float)Bg, 1, &bs, err);
-                if (st == CNN_OK)
-                    cnn_model_backward(m, bb.x, Bl, &ctx);
-                else
-                    cnn_model_zero_grad(m);
-                stats[STAT_LOSS] = bs.loss_sum;
-                stats[STAT_CORRECT] = (double)bs.correct;
-                stats[STAT_COUNT] = (double)bs.count;
-            }
-            stats[STAT_FAILED] = st != CNN_OK;
-            cnn_dist_allreduce_f32(d, m->grads, m->nparams);
-            cnn_dist_allreduce_f64(d, stats, STAT_N);
+            double stats[STAT_N];
+            sp.fault = global_step + 1 == fault_step ? fault_kind : CNN_FAULT_NONE;
+            st = cnn_stepper_run(&sp, train, perm + g0, Bg, run->dc.rescale, tc->seed,
+                                 (uint64_t)epoch, tc->nan_policy == CNN_NAN_SKIP_STEP, stats,
+                                 err);
             if (stats[STAT_FAILED] > 0) {
                 s = st;
                 who = cnn_dist_agree(d, &s);
@@ -316,6 +351,27 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                     quiet(err, st);
                 }
                 goto done;
+            }
+            /* The flag comes from reduced numbers, the same on every rank,
+             * so every rank takes the same decision without a message. */
+            if (stats[STAT_NONFINITE] > 0) {
+                if (tc->nan_policy != CNN_NAN_SKIP_STEP) {
+                    st = cnn_error_set(err, CNN_ERR_NUMERIC,
+                                       "epoch %ld step %ld (global step %ld): the gradient is "
+                                       "NaN, infinite or too large to reduce exactly; see "
+                                       "[train] nan_policy",
+                                       epoch + 1, step + 1, global_step + 1);
+                    if (!root)
+                        quiet(err, st);
+                    goto done;
+                }
+                skipped++;
+                global_step++;
+                if (root)
+                    fprintf(out, "warning: epoch %ld step %ld (global step %ld): non-finite loss "
+                                 "or gradient, update skipped (nan_policy = skip_step)\n",
+                            epoch + 1, step + 1, global_step);
+                continue;
             }
             cnn_optim_step(opt, m);
             global_step++;
@@ -365,10 +421,23 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     long correct;
     if ((st = evaluate(m, test, d, run->dc.rescale, &eb, &tloss, &tacc, &correct, err)))
         goto done;
+    /* the slowest rank's figures: max of wait, of peak memory, of -peak */
+    double rss = peak_rss_mib(), mx[3] = {sp.wait, rss, -rss};
+    cnn_dist_allreduce_max_f64(d, mx, 3);
     if (root) {
         if (total_time > 0)
             fprintf(out, "training: %ld steps, %.0f images in %.2fs, %.0f img/s\n", global_step,
                     total_imgs, total_time, total_imgs / total_time);
+        if (skipped)
+            fprintf(out, "skipped: %ld steps with a non-finite loss or gradient\n", skipped);
+        if (d->world > 1 && total_time > 0)
+            fprintf(out,
+                    "communication: %d bucket%s of <= %g MB, overlap %s; waiting %.2fs = %.1f%% "
+                    "of training time (slowest rank)\n",
+                    cnn_dist_reducer_buckets(sp.red), cnn_dist_reducer_buckets(sp.red) > 1 ? "s" : "",
+                    run->step.bucket_mb, run->step.overlap ? "on" : "off", mx[0],
+                    100.0 * mx[0] / total_time);
+        fprintf(out, "memory: peak RSS per rank %.0f-%.0f MiB\n", -mx[2], mx[1]);
         fprintf(out, "test: loss=%.4f accuracy=%.4f correct=%ld incorrect=%lld\n", tloss, tacc,
                 correct, (long long)test->n - correct);
         fflush(out);
@@ -376,9 +445,9 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
 done:
     if (hist)
         fclose(hist);
-    batch_free(&bb);
     batch_free(&eb);
     free(perm);
+    cnn_stepper_free(&sp);
     cnn_optim_free(opt);
     if (val && val != test)
         cnn_dataset_free(val);

@@ -12,6 +12,7 @@
 #include "cnn/optim.h"
 #include "cnn/train.h"
 #include "dist.h"
+#include "step.h"
 
 /* Everything a run needs, built from one config. */
 typedef struct cnn_run {
@@ -20,6 +21,7 @@ typedef struct cnn_run {
     cnn_data_config dc;
     cnn_optim_hparams hp;
     cnn_model *model;
+    cnn_step_config step; /* [dist] */
 } cnn_run;
 
 /* Reads every section of cfg (taking ownership of it), builds the model and

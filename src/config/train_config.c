@@ -7,6 +7,7 @@
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
 {
     static const char *const progress[] = {"auto", "bar", "lines", "none", NULL};
+    static const char *const nan_policies[] = {"stop", "skip_step", NULL};
     const cnn_section *s = cnn_config_find(cfg, "train");
     long seed;
     int loss;
@@ -21,7 +22,8 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
         (st = cnn_cfg_int(s, "seed", 42, 0, (long)((1ULL << 62) - 1), &seed, err)) ||
         (st = cnn_cfg_enum(s, "loss", CNN_LOSS_SPARSE_CCE, cnn_loss_names, &loss, err)) ||
         (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
-        (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)))
+        (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)) ||
+        (st = cnn_cfg_enum(s, "nan_policy", CNN_NAN_STOP, nan_policies, &tc->nan_policy, err)))
         return st;
     tc->seed = (uint64_t)seed;
     tc->loss = (cnn_loss)loss;

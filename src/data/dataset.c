@@ -1,9 +1,125 @@
-/* dataset.c - [data] settings, loading, validation split and batching. */
+/* dataset.c - datasets over pixel stores, validation split, batching and
+ * the [data] settings. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnn/data.h"
+
+cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape)
+{
+    cnn_store *s = malloc(sizeof *s);
+    if (!s) {
+        cnn_store tmp = {ops, impl, shape, 0};
+        ops->close(&tmp);
+        return NULL;
+    }
+    *s = (cnn_store){ops, impl, shape, 1};
+    return s;
+}
+
+void cnn_store_release(cnn_store *s)
+{
+    if (s && --s->refs == 0) {
+        s->ops->close(s);
+        free(s);
+    }
+}
+
+typedef struct memory_store {
+    uint8_t *pixels; /* (n, C, H, W) */
+    int64_t n;
+} memory_store;
+
+static cnn_status memory_read(cnn_store *s, const int64_t *rows, int B, uint8_t *out,
+                              cnn_error *err)
+{
+    const memory_store *m = s->impl;
+    const size_t img = cnn_shape_size(s->shape);
+    for (int b = 0; b < B; b++) {
+        if (rows[b] < 0 || rows[b] >= m->n)
+            return cnn_error_set(err, CNN_ERR_ARG, "sample %lld outside the %lld in memory",
+                                 (long long)rows[b], (long long)m->n);
+        memcpy(out + (size_t)b * img, m->pixels + (size_t)rows[b] * img, img);
+    }
+    return CNN_OK;
+}
+
+static void memory_close(cnn_store *s)
+{
+    memory_store *m = s->impl;
+    if (m)
+        free(m->pixels);
+    free(m);
+}
+
+static const cnn_store_ops memory_ops = {"memory", memory_read, memory_close};
+
+cnn_store *cnn_memory_store_new(uint8_t *pixels, int64_t n, cnn_shape shape)
+{
+    memory_store *m = malloc(sizeof *m);
+    if (!m) {
+        free(pixels);
+        return NULL;
+    }
+    m->pixels = pixels;
+    m->n = n;
+    return cnn_store_new(&memory_ops, m, shape);
+}
+
+cnn_dataset *cnn_dataset_new(cnn_store *store, int64_t n, const char *source)
+{
+    cnn_dataset *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->labels = malloc((size_t)(n > 0 ? n : 1) * sizeof *d->labels);
+    if (!d->labels) {
+        free(d);
+        return NULL;
+    }
+    d->n = n;
+    d->store = store;
+    d->shape = store->shape;
+    store->refs++;
+    snprintf(d->source, sizeof d->source, "%s", source);
+    return d;
+}
+
+static void free_names(char **names, int n)
+{
+    if (!names)
+        return;
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+void cnn_dataset_free(cnn_dataset *d)
+{
+    if (!d)
+        return;
+    cnn_store_release(d->store);
+    free_names(d->class_names, d->nclasses);
+    free(d->labels);
+    free(d);
+}
+
+cnn_status cnn_dataset_set_classes(cnn_dataset *d, const char *const *names, int n,
+                                   cnn_error *err)
+{
+    char **copy = calloc((size_t)(n > 0 ? n : 1), sizeof *copy);
+    for (int i = 0; copy && i < n; i++)
+        if (!(copy[i] = strdup(names[i]))) {
+            free_names(copy, n);
+            copy = NULL;
+        }
+    if (!copy)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for class names");
+    free_names(d->class_names, d->class_names ? d->nclasses : 0);
+    d->class_names = copy;
+    d->nclasses = n;
+    return CNN_OK;
+}
 
 cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset **tail,
                                   cnn_error *err)
@@ -14,37 +130,57 @@ cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset *
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "validation_split %.4g of %lld samples leaves an empty set", fraction,
                              (long long)d->n);
-    size_t img = cnn_shape_size(d->shape);
-    cnn_dataset *t = calloc(1, sizeof *t);
-    if (!t)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    *t = *d;
-    t->n = nt;
-    t->images = malloc((size_t)nt * img);
-    t->labels = malloc((size_t)nt * sizeof *t->labels);
-    if (!t->images || !t->labels) {
-        cnn_dataset_free(t);
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the validation split");
-    }
     int64_t keep = d->n - nt;
-    memcpy(t->images, d->images + (size_t)keep * img, (size_t)nt * img);
+    cnn_dataset *t = cnn_dataset_new(d->store, nt, d->source);
+    if (!t)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the validation split");
+    cnn_status st;
+    if (d->class_names &&
+        (st = cnn_dataset_set_classes(t, (const char *const *)d->class_names, d->nclasses, err))) {
+        cnn_dataset_free(t);
+        return st;
+    }
+    t->nclasses = d->nclasses;
+    t->first = d->first + keep;
     memcpy(t->labels, d->labels + keep, (size_t)nt * sizeof *t->labels);
-    d->n = keep; /* the tail's memory stays allocated, unused */
+    d->n = keep; /* the tail of d's labels stays allocated, unused */
     *tail = t;
     return CNN_OK;
 }
 
-void cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, float rescale, float *x,
-                        int32_t *labels)
+cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uint8_t *out,
+                            cnn_error *err)
 {
+    enum { CHUNK = 256 };
+    int64_t rows[CHUNK];
     const size_t img = cnn_shape_size(d->shape);
-    for (int b = 0; b < B; b++) {
-        const uint8_t *src = d->images + (size_t)idx[b] * img;
-        float *dst = x + (size_t)b * img;
-        for (size_t k = 0; k < img; k++)
-            dst[k] = (float)src[k] * rescale;
-        labels[b] = d->labels[idx[b]];
+    for (int b0 = 0; b0 < B; b0 += CHUNK) {
+        int nb = B - b0 < CHUNK ? B - b0 : CHUNK;
+        for (int b = 0; b < nb; b++) {
+            if (idx[b0 + b] < 0 || idx[b0 + b] >= d->n)
+                return cnn_error_set(err, CNN_ERR_ARG, "%s: sample %lld of %lld requested",
+                                     d->source, (long long)idx[b0 + b], (long long)d->n);
+            rows[b] = d->first + idx[b0 + b];
+        }
+        cnn_status st = d->store->ops->read(d->store, rows, nb, out + (size_t)b0 * img, err);
+        if (st)
+            return st;
     }
+    return CNN_OK;
+}
+
+cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, float rescale,
+                              uint8_t *raw, float *x, int32_t *labels, cnn_error *err)
+{
+    cnn_status st = cnn_dataset_read(d, idx, B, raw, err);
+    if (st)
+        return st;
+    const size_t n = (size_t)B * cnn_shape_size(d->shape);
+    for (size_t k = 0; k < n; k++)
+        x[k] = (float)raw[k] * rescale;
+    for (int b = 0; b < B; b++)
+        labels[b] = d->labels[idx[b]];
+    return CNN_OK;
 }
 
 static cnn_status path_key(const cnn_section *s, const char *dir, const char *key, const char *def,

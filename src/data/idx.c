@@ -1,20 +1,15 @@
-/* idx.c - MNIST-style IDX files (gzip-compressed or plain, through zlib). */
+/* idx.c - MNIST-style IDX files: gzip-compressed ones are decompressed into
+ * memory (zlib), plain ones are read image by image at their offsets. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "cnn/data.h"
-
-void cnn_dataset_free(cnn_dataset *d)
-{
-    if (!d)
-        return;
-    free(d->images);
-    free(d->labels);
-    free(d);
-}
 
 /* Reads exactly n bytes; returns the number read (short on EOF/error). */
 static size_t read_full(gzFile f, void *buf, size_t n)
@@ -65,23 +60,116 @@ static cnn_status idx_open(const char *path, int want_ndim, gzFile *out, uint32_
     return CNN_OK;
 }
 
+/* A plain IDX image file read image by image. */
+typedef struct idx_file {
+    int fd;
+    off_t data; /* offset of image 0 */
+    int64_t n;
+    char path[1024];
+} idx_file;
+
+static cnn_status idx_file_read(cnn_store *s, const int64_t *rows, int B, uint8_t *out,
+                                cnn_error *err)
+{
+    const idx_file *f = s->impl;
+    const size_t img = cnn_shape_size(s->shape);
+    for (int b = 0; b < B; b++) {
+        off_t at = f->data + (off_t)rows[b] * (off_t)img;
+        size_t got = 0;
+        while (got < img) {
+            ssize_t r = pread(f->fd, out + (size_t)b * img + got, img - got, at + (off_t)got);
+            if (r <= 0)
+                return cnn_error_set(err, r < 0 ? CNN_ERR_IO : CNN_ERR_FORMAT,
+                                     "%s: cannot read image %lld: %s", f->path,
+                                     (long long)rows[b], r < 0 ? strerror(errno) : "file shrank");
+            got += (size_t)r;
+        }
+    }
+    return CNN_OK;
+}
+
+static void idx_file_close(cnn_store *s)
+{
+    idx_file *f = s->impl;
+    if (f && f->fd >= 0)
+        close(f->fd);
+    free(f);
+}
+
+static const cnn_store_ops idx_file_ops = {"idx", idx_file_read, idx_file_close};
+
+static int is_gzip(const char *path)
+{
+    unsigned char m[2] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(m, 1, 2, f);
+    fclose(f);
+    return n == 2 && m[0] == 0x1f && m[1] == 0x8b;
+}
+
+/* The pixels of n images of (h, w) after the header: decompressed into
+ * memory from a gzip file, else opened for reads at an offset. */
+static cnn_status idx_store(gzFile fi, const char *path, int64_t total, int64_t n, int h, int w,
+                            cnn_store **out, cnn_error *err)
+{
+    cnn_shape shape = {1, h, w};
+    size_t img = (size_t)h * w;
+    if (!is_gzip(path)) {
+        idx_file *f = calloc(1, sizeof *f);
+        if (!f)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        snprintf(f->path, sizeof f->path, "%s", path);
+        f->data = 16;
+        f->n = n;
+        f->fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat sb;
+        if (f->fd < 0 || fstat(f->fd, &sb) != 0) {
+            free(f);
+            return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        }
+        if ((uint64_t)sb.st_size < 16 + (uint64_t)total * img) {
+            close(f->fd);
+            free(f);
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "%s: truncated: %lld bytes, the header promises %llu", path,
+                                 (long long)sb.st_size, 16 + (unsigned long long)total * img);
+        }
+        *out = cnn_store_new(&idx_file_ops, f, shape);
+        return *out ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+    size_t bytes = (size_t)n * img;
+    uint8_t *pixels = malloc(bytes ? bytes : 1);
+    if (!pixels)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %lld images", path,
+                             (long long)n);
+    size_t got = read_full(fi, pixels, bytes);
+    if (got != bytes) {
+        free(pixels);
+        return cnn_error_set(err, CNN_ERR_FORMAT,
+                             "%s: truncated or corrupt: %zu of %zu bytes of image data", path,
+                             got, bytes);
+    }
+    *out = cnn_memory_store_new(pixels, n, shape);
+    return *out ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+}
+
 cnn_status cnn_idx_load(cnn_dataset **out, const char *images_path, const char *labels_path,
                         int64_t limit, cnn_error *err)
 {
     *out = NULL;
     uint32_t idim[3] = {0}, ldim[1] = {0};
     gzFile fi = NULL, fl = NULL;
+    cnn_store *store = NULL;
+    cnn_dataset *d = NULL;
+    uint8_t *lab8 = NULL;
     cnn_status st;
     if ((st = idx_open(images_path, 3, &fi, idim, err)))
         return st;
     if ((st = idx_open(labels_path, 1, &fl, ldim, err))) {
         gzclose(fi);
         return st;
-    }
-    cnn_dataset *d = calloc(1, sizeof *d);
-    if (!d) {
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-        goto done;
     }
     if (idim[0] != ldim[0]) {
         st = cnn_error_set(err, CNN_ERR_FORMAT, "%s has %u images but %s has %u labels",
@@ -96,29 +184,17 @@ cnn_status cnn_idx_load(cnn_dataset **out, const char *images_path, const char *
     int64_t n = idim[0];
     if (limit > 0 && limit < n)
         n = limit;
-    d->n = n;
-    d->shape = (cnn_shape){1, (int)idim[1], (int)idim[2]};
-    size_t img_bytes = (size_t)n * idim[1] * idim[2];
-    d->images = malloc(img_bytes ? img_bytes : 1);
-    d->labels = malloc((size_t)(n ? n : 1) * sizeof *d->labels);
-    uint8_t *lab8 = malloc((size_t)(n ? n : 1));
-    if (!d->images || !d->labels || !lab8) {
-        free(lab8);
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %lld images", images_path,
+    if ((st = idx_store(fi, images_path, idim[0], n, (int)idim[1], (int)idim[2], &store, err)))
+        goto done;
+    d = cnn_dataset_new(store, n, images_path);
+    lab8 = malloc((size_t)(n ? n : 1));
+    if (!d || !lab8) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %lld labels", labels_path,
                            (long long)n);
         goto done;
     }
-    size_t got = read_full(fi, d->images, img_bytes);
-    if (got != img_bytes) {
-        free(lab8);
-        st = cnn_error_set(err, CNN_ERR_FORMAT,
-                           "%s: truncated or corrupt: %zu of %zu bytes of image data", images_path,
-                           got, img_bytes);
-        goto done;
-    }
-    got = read_full(fl, lab8, (size_t)n);
+    size_t got = read_full(fl, lab8, (size_t)n);
     if (got != (size_t)n) {
-        free(lab8);
         st = cnn_error_set(err, CNN_ERR_FORMAT, "%s: truncated or corrupt: %zu of %lld labels",
                            labels_path, got, (long long)n);
         goto done;
@@ -129,12 +205,12 @@ cnn_status cnn_idx_load(cnn_dataset **out, const char *images_path, const char *
         if (lab8[i] > maxl)
             maxl = lab8[i];
     }
-    free(lab8);
     d->nclasses = maxl + 1;
-    snprintf(d->source, sizeof d->source, "%s", images_path);
 done:
+    free(lab8);
     gzclose(fi);
     gzclose(fl);
+    cnn_store_release(store); /* the dataset holds it now, or nobody */
     if (st) {
         cnn_dataset_free(d);
         return st;

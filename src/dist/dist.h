@@ -25,6 +25,8 @@ void cnn_dist_finalize(cnn_dist *d);
 /* In-place sums across all ranks. */
 void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n);
 void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n);
+/* In-place element-wise maximum across all ranks. */
+void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n);
 
 /* Collective: each rank says whether it failed (status != 0). Returns -1
  * if none failed, else the lowest failing rank; *status becomes that
@@ -33,6 +35,38 @@ int cnn_dist_agree(const cnn_dist *d, int *status);
 
 /* Collective: 1 if buf (n floats) is bit-identical on all ranks. */
 int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n);
+
+/* Bucketed, overlapped allreduce of a gradient buffer (sum, in place).
+ *
+ * The buffer (n float or int64 elements; an int64 sum is exact in any
+ * order) is cut into buckets of about bucket_bytes at the given cut
+ * points (the offsets where layers' parameters start; ascending, the first
+ * 0). Backward produces gradients from the end of the buffer towards its
+ * start, so buckets are reduced in that order: cnn_dist_reducer_ready(off)
+ * says buf[off .. n) is final and starts a non-blocking allreduce of every
+ * bucket that lies inside it, as PyTorch DDP does. A few doubles of step
+ * statistics travel in a request of their own, started as soon as they are
+ * known. cnn_dist_reducer_finish() starts what is left and waits for all of
+ * it; the time spent waiting there is the communication the overlap could
+ * not hide. With overlap off, finish() reduces every bucket with a
+ * blocking MPI_Allreduce instead (for comparison). Every rank must make the same calls in the same order. */
+typedef struct cnn_dist_reducer cnn_dist_reducer;
+
+typedef enum { CNN_DIST_F32 = 0, CNN_DIST_I64 } cnn_dist_type;
+
+cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
+                                       size_t n, const size_t *cuts, int ncuts,
+                                       size_t bucket_bytes, int overlap);
+void cnn_dist_reducer_free(cnn_dist_reducer *r);
+int cnn_dist_reducer_buckets(const cnn_dist_reducer *r);
+/* Starts the sum of stats[0 .. n) (n <= 8) across ranks. */
+void cnn_dist_reducer_stats(cnn_dist_reducer *r, double *stats, int n);
+void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset);
+/* Lets started reductions progress (Open MPI advances non-blocking
+ * collectives only inside MPI calls); cheap when nothing is in flight. */
+void cnn_dist_reducer_poll(cnn_dist_reducer *r);
+/* Completes the step's reductions; returns the seconds spent waiting. */
+double cnn_dist_reducer_finish(cnn_dist_reducer *r);
 
 double cnn_dist_time(void);
 

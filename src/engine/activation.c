@@ -29,7 +29,7 @@ void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row)
     switch (a) {
     case CNN_ACT_RELU:
         for (size_t i = 0; i < n; i++)
-            y[i] = y[i] > 0 ? y[i] : 0;
+            y[i] = y[i] < 0 ? 0 : y[i]; /* NaN stays NaN, as in PyTorch */
         break;
     case CNN_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)

@@ -149,8 +149,9 @@ static float row_sum(const float *v, int n);
 
 static void shifted_backward(const conv_state *cs, const float *w, float *g, float *gb,
                              const float *in, const float *dout, float *din, int B,
-                             float *scratch)
+                             const cnn_ctx *ctx)
 {
+    float *scratch = ctx->scratch;
     const cnn_window *gw = &cs->g;
     const int F = cs->filters, C = gw->c, T = gw->kh * gw->kw, wp = cs->wp;
     const int N = gw->oh * wp, P = gw->oh * gw->ow, ld = (int)shifted_plane(cs);
@@ -162,6 +163,7 @@ static void shifted_backward(const conv_state *cs, const float *w, float *g, flo
     memset(dyext, 0, (size_t)F * N * sizeof *dyext); /* junk columns stay zero */
     memset(dwr, 0, (size_t)T * F * C * sizeof *dwr);
     for (int b = 0; b < B; b++) {
+        cnn_ctx_poll(ctx);
         const float *dy = dout + b * out_sz;
         pad_image(cs, in + b * in_sz, xp);
         for (int f = 0; f < F; f++) {
@@ -249,7 +251,7 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
     const size_t in_sz = cnn_shape_size(l->in), out_sz = cnn_shape_size(l->out);
     float *gb = cs->use_bias ? g + (size_t)F * K : NULL;
     if (cs->shifted) {
-        shifted_backward(cs, w, g, gb, in, dout, din, B, ctx->scratch);
+        shifted_backward(cs, w, g, gb, in, dout, din, B, ctx);
         return;
     }
     float *col = ctx->scratch, *dcol = col + (cs->direct ? 0 : (size_t)K * P);
@@ -266,6 +268,7 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
             c = col;
         }
         cnn_sgemm(0, 1, K, F, P, 1.0f, c, P, dy, P, 1.0f, dwt, F);
+        cnn_ctx_poll(ctx);
         if (gb)
             for (int f = 0; f < F; f++)
                 gb[f] += row_sum(dy + (size_t)f * P, P);

@@ -318,6 +318,8 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
         l->ops->backward(l, m->params + l->param_offset, m->grads + l->param_offset,
                          i ? m->act[i - 1] : x, m->act[i], m->dact[i], i ? m->dact[i - 1] : NULL,
                          B, ctx);
+        if (ctx->grads_ready && l->param_count)
+            ctx->grads_ready(ctx->grads_ready_arg, l->param_offset);
     }
 }
 

@@ -96,7 +96,7 @@ train_tiny)
   ;;
 nan_loss)
   cfg=$src/configs/fashion_cnn.ini
-  run_expect 1 "loss is (NaN|infinite)" "$cfg" "${tiny[@]}" --set optimizer.type=sgd --set optimizer.lr=1000 \
+  run_expect 1 "(loss|gradient) is (NaN|infinite)" "$cfg" "${tiny[@]}" --set optimizer.type=sgd --set optimizer.lr=1000 \
     --set cv1.activation=linear --set cv2.activation=linear --set dense.activation=linear
   grep -Eq "epoch 1 step [0-9]+ \(global step [0-9]+\)" "$work/err" || fail "NaN message does not name the step: $(cat "$work/err")"
   ;;

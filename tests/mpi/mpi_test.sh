@@ -21,27 +21,74 @@ run_np() { # run_np NP OUTFILE
   timeout 120 mpirun $(mpiflags "$1") -np "$1" "$bin" "$cfg" "${small[@]}" >"$2" 2>&1
 }
 
+# The result lines of a run without times and speeds.
+results() {
+  grep -E '^([0-9]+/[0-9]+ - |test:)' "$1" | sed -E 's/ - [0-9.]+s - / - /; s/ - [0-9]+ img\/s//'
+}
+
 case "$case_name" in
 ranks_agree)
-  # Same config and seed on 1-4 ranks: the same training loss and test
-  # result, up to float summation order.
+  # Same config and seed on 1-4 ranks (uneven chunk counts at 3) give the
+  # same training run, bit for bit: every printed figure is identical.
+  run_np 1 "$work/np1" || { cat "$work/np1"; fail "np 1 failed"; }
+  ref=$(results "$work/np1")
+  [ "$(echo "$ref" | grep -c .)" -ge 2 ] || { cat "$work/np1"; fail "np 1 printed no result"; }
+  for np in 2 3 4; do
+    run_np "$np" "$work/np$np" || { cat "$work/np$np"; fail "np $np failed"; }
+    [ "$(grep -c '^test:' "$work/np$np")" -eq 1 ] || fail "np $np: more than one rank printed"
+    got=$(results "$work/np$np")
+    [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
+    echo "np $np: $(echo "$got" | tail -1)"
+  done
+  ;;
+ranks_agree_float)
+  # [dist] reduction = float: MPI sums floats, so results agree only up to
+  # summation order; uneven slices of a batch of 30 at np 2, 3, 4.
+  small+=(--set dist.reduction=float)
   run_np 1 "$work/np1" || { cat "$work/np1"; fail "np 1 failed"; }
   ref_test=$(grep '^test:' "$work/np1")
   ref_loss=$(grep -E '^[0-9]+/[0-9]+ - ' "$work/np1" | sed -E 's/.* loss: ([0-9.]+) .*/\1/')
   [ -n "$ref_test" ] && [ -n "$ref_loss" ] || fail "np 1 printed no result"
   for np in 2 3 4; do
     run_np "$np" "$work/np$np" || { cat "$work/np$np"; fail "np $np failed"; }
-    t=$(grep '^test:' "$work/np$np")
     l=$(grep -E '^[0-9]+/[0-9]+ - ' "$work/np$np" | sed -E 's/.* loss: ([0-9.]+) .*/\1/')
-    [ "$(grep -c '^test:' "$work/np$np")" -eq 1 ] || fail "np $np: more than one rank printed"
     awk -v a="$l" -v b="$ref_loss" 'BEGIN{d=a-b; if(d<0)d=-d; exit !(d <= 2e-4)}' ||
       fail "np $np training loss $l differs from np 1 ($ref_loss)"
-    ta=$(echo "$t" | sed -E 's/.* accuracy=([0-9.]+).*/\1/')
-    ra=$(echo "$ref_test" | sed -E 's/.* accuracy=([0-9.]+).*/\1/')
-    awk -v a="$ta" -v b="$ra" 'BEGIN{d=a-b; if(d<0)d=-d; exit !(d <= 0.008)}' ||
-      fail "np $np test accuracy $ta differs from np 1 ($ra)"
-    echo "np $np: $t (np 1: $ref_test)"
+    echo "np $np: loss $l (np 1: $ref_loss)"
   done
+  ;;
+rank_fails_io|rank_fails_nan|rank_fails_exit)
+  # One rank fails at step 3 (a read error, a NaN loss, or dying): the job
+  # ends within seconds, non-zero, and the error is reported once with the
+  # rank that had it.
+  kind=${case_name#rank_fails_}
+  start=$(date +%s)
+  # shellcheck disable=SC2046
+  timeout 60 mpirun $(mpiflags 2) -np 2 -x CNN_TEST_FAULT="1:3:$kind" "$bin" "$cfg" "${small[@]}" \
+    >"$work/out" 2>&1
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$work/out"; fail "exit $rc"; }
+  [ "$took" -le 30 ] || fail "took ${took}s"
+  case $kind in
+  io) pat="rank 1: epoch 1 step 3 \(global step 3\): .*injected read error" ;;
+  nan) pat="rank 1: epoch 1 step 3 \(global step 3\): loss is NaN" ;;
+  exit) pat="exited|Exit code" ;;
+  esac
+  [ "$(grep -Ec "$pat" "$work/out")" -ge 1 ] || { cat "$work/out"; fail "no '$pat'"; }
+  [ "$kind" = exit ] || [ "$(grep -c "^cnn-train: rank" "$work/out")" -eq 1 ] ||
+    { cat "$work/out"; fail "message not printed exactly once"; }
+  grep -q '^test:' "$work/out" && fail "training went on"
+  echo "exit $rc after ${took}s"
+  ;;
+nan_skip)
+  # nan_policy = skip_step: the NaN step is skipped on every rank, training ends normally.
+  # shellcheck disable=SC2046
+  timeout 60 mpirun $(mpiflags 2) -np 2 -x CNN_TEST_FAULT="1:3:nan" "$bin" "$cfg" "${small[@]}" \
+    --set train.nan_policy=skip_step >"$work/out" 2>&1 || { cat "$work/out"; fail "exit $?"; }
+  grep -q "global step 3): non-finite loss or gradient, update skipped" "$work/out" &&
+    grep -q "^skipped: 1 steps" "$work/out" && grep -q '^test:' "$work/out" ||
+    { cat "$work/out"; fail "step 3 not skipped"; }
   ;;
 config_error)
   # A config error is reported once (by rank 0) and every rank exits.

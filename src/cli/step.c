@@ -1,0 +1,214 @@
+/* step.c - one data-parallel training step (see step.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "step.h"
+
+/* Fixed point of the exact reduction: value = int64 * 2^-44, so the
+ * resolution is 5.7e-14 and a chunk may contribute up to 2^63/2^44/K. */
+#define FIXED_SCALE 17592186044416.0 /* 2^44 */
+
+/* Element 0 of acc counts chunks whose gradient did not fit (NaN, Inf or
+ * out of range); the gradient follows from element 1. Element 0 sits in
+ * the bucket that is reduced last, after every conversion. */
+enum { ACC_FLAG = 0, ACC_FIRST = 1 };
+
+/* This rank's samples of a global batch of Bg: [*lo, *hi) in chunks of
+ * *csize (exact), or its one slice (float). */
+static void my_chunks(const cnn_stepper *s, int Bg, int *first, int *end, int *csize)
+{
+    const int r = s->d->rank, w = s->d->world;
+    if (s->c.exact) {
+        int K = (Bg + s->c.chunk_size - 1) / s->c.chunk_size;
+        *first = (int)((int64_t)K * r / w);
+        *end = (int)((int64_t)K * (r + 1) / w);
+        *csize = s->c.chunk_size;
+    } else {
+        *first = (int)((int64_t)Bg * r / w);
+        *end = (int)((int64_t)Bg * (r + 1) / w);
+        *csize = 1; /* one "chunk" per sample index, taken as one block below */
+    }
+}
+
+int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg)
+{
+    long units = s->c.exact ? (Bg + s->c.chunk_size - 1) / s->c.chunk_size : Bg;
+    return units < s->d->world ? (int)units : s->d->world;
+}
+
+/* acc += g * 2^44 for n elements; returns 1 if one did not fit in limit. */
+static int add_fixed(int64_t *acc, const float *g, size_t n, double limit)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)g[i] * FIXED_SCALE;
+        int ok = fabs(v) < limit; /* false for NaN */
+        bad |= !ok;
+        acc[i] += (int64_t)(ok ? v : 0.0);
+    }
+    return bad;
+}
+
+/* Called by backward after each layer: grads[offset ..) are final. */
+static void grads_ready(void *arg, size_t offset)
+{
+    cnn_stepper *s = arg;
+    if (s->c.exact) {
+        s->bad |= add_fixed(s->acc + ACC_FIRST + offset, s->m->grads + offset,
+                            s->done_from - offset, s->limit);
+        s->done_from = offset;
+        if (s->last)
+            cnn_dist_reducer_ready(s->red, offset ? offset + ACC_FIRST : 0);
+    } else if (s->last) {
+        cnn_dist_reducer_ready(s->red, offset);
+    }
+}
+
+static void poll(void *arg)
+{
+    cnn_stepper *s = arg;
+    if (s->last)
+        cnn_dist_reducer_poll(s->red);
+}
+
+cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
+                            const cnn_step_config *c, long max_batch, cnn_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->m = m;
+    s->d = d;
+    s->c = *c;
+    s->cap = c->exact ? c->chunk_size : (int)((max_batch + d->world - 1) / d->world);
+    if (s->cap > max_batch)
+        s->cap = (int)max_batch;
+    /* the chunks of a step together stay inside the int64 range */
+    s->limit = 9.2e18 / (double)((max_batch + c->chunk_size - 1) / c->chunk_size + 1);
+    const size_t in = cnn_shape_size(m->input);
+    s->x = malloc((size_t)s->cap * in * sizeof *s->x);
+    s->y = malloc((size_t)s->cap * sizeof *s->y);
+    s->ids = malloc((size_t)s->cap * sizeof *s->ids);
+    s->raw = malloc((size_t)s->cap * in);
+    size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
+    if (c->exact)
+        s->acc = calloc(m->nparams + ACC_FIRST, sizeof *s->acc);
+    if (!s->x || !s->y || !s->ids || !s->raw || !cuts || (c->exact && !s->acc)) {
+        free(cuts);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", s->cap);
+    }
+    int n = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layers[i].param_count)
+            cuts[n++] = m->layers[i].param_offset + (c->exact ? ACC_FIRST : 0);
+    size_t bytes = (size_t)(c->bucket_mb * 1048576.0);
+    s->red = c->exact ? cnn_dist_reducer_new(d, s->acc, CNN_DIST_I64, m->nparams + ACC_FIRST,
+                                             cuts, n, bytes, c->overlap)
+                      : cnn_dist_reducer_new(d, m->grads, CNN_DIST_F32, m->nparams, cuts, n,
+                                             bytes, c->overlap);
+    free(cuts);
+    if (!s->red)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the gradient reducer");
+    return CNN_OK;
+}
+
+void cnn_stepper_free(cnn_stepper *s)
+{
+    cnn_dist_reducer_free(s->red);
+    free(s->acc);
+    free(s->x);
+    free(s->y);
+    free(s->ids);
+    free(s->raw);
+    memset(s, 0, sizeof *s);
+}
+
+static int all_finite(const float *v, size_t n)
+{
+    float acc = 0; /* NaN or Inf anywhere makes the sum of v*0 NaN */
+    for (size_t i = 0; i < n; i++)
+        acc += v[i] * 0.0f;
+    return acc == 0.0f;
+}
+
+cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64_t *batch,
+                           int Bg, float rescale, uint64_t seed, uint64_t epoch, int skip_nan,
+                           double *stats, cnn_error *err)
+{
+    cnn_model *m = s->m;
+    int first, end, csize;
+    my_chunks(s, Bg, &first, &end, &csize);
+    /* float: the slice [first, end) is one block of samples */
+    int nblocks = s->c.exact ? end - first : (end > first);
+    memset(stats, 0, STAT_N * sizeof *stats);
+    if (s->c.exact)
+        memset(s->acc, 0, (m->nparams + ACC_FIRST) * sizeof *s->acc);
+    s->bad = 0;
+    cnn_status st = CNN_OK;
+    cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, s->ids);
+    ctx.grads_ready = grads_ready;
+    ctx.poll = poll;
+    ctx.grads_ready_arg = s;
+    for (int k = 0; k < nblocks && st == CNN_OK; k++) {
+        int lo = s->c.exact ? (first + k) * csize : first;
+        int hi = s->c.exact ? lo + csize : end;
+        if (hi > Bg)
+            hi = Bg;
+        int B = hi - lo;
+        memcpy(s->ids, batch + lo, (size_t)B * sizeof *s->ids);
+        cnn_batch_stats bs = {0};
+        cnn_model_zero_grad(m);
+        st = cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
+        if (s->fault == CNN_FAULT_IO)
+            st = cnn_error_set(err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",
+                               train->source);
+        if (s->fault == CNN_FAULT_NAN)
+            s->x[0] = NAN;
+        if (s->fault == CNN_FAULT_EXIT)
+            _exit(3);
+        if (st == CNN_OK) {
+            cnn_model_forward(m, s->x, B, &ctx);
+            st = cnn_model_loss(m, s->y, B, 1.0f / (float)Bg, 1, &bs, err);
+        }
+        stats[STAT_LOSS] += bs.loss_sum;
+        stats[STAT_CORRECT] += (double)bs.correct;
+        stats[STAT_COUNT] += (double)bs.count;
+        if (st == CNN_OK) {
+            s->last = k == nblocks - 1;
+            /* the statistics travel while the last block's backward runs */
+            if (s->last)
+                cnn_dist_reducer_stats(s->red, stats, STAT_N);
+            s->done_from = m->nparams;
+            cnn_model_backward(m, s->x, B, &ctx);
+        }
+    }
+    if (st != CNN_OK || nblocks == 0) {
+        if (st == CNN_ERR_NUMERIC && skip_nan) {
+            stats[STAT_NONFINITE] = 1;
+            st = CNN_OK;
+            err->msg[0] = 0;
+        } else {
+            stats[STAT_FAILED] = st != CNN_OK;
+        }
+        /* nothing of this rank's gradient counts: contribute zeros */
+        if (s->c.exact)
+            memset(s->acc, 0, (m->nparams + ACC_FIRST) * sizeof *s->acc);
+        else
+            cnn_model_zero_grad(m);
+        cnn_dist_reducer_stats(s->red, stats, STAT_N);
+    }
+    if (s->c.exact)
+        s->acc[ACC_FLAG] += s->bad;
+    s->wait += cnn_dist_reducer_finish(s->red);
+    if (s->c.exact) {
+        const double inv = 1.0 / FIXED_SCALE;
+        const int64_t *a = s->acc + ACC_FIRST;
+        for (size_t i = 0; i < m->nparams; i++)
+            m->grads[i] = (float)((double)a[i] * inv);
+        if (s->acc[ACC_FLAG] > 0)
+            stats[STAT_NONFINITE] += 1;
+    } else if (!all_finite(m->grads, m->nparams)) {
+        stats[STAT_NONFINITE] += 1;
+    }
+    return st;
+}

@@ -1,0 +1,86 @@
+/* step.h - one data-parallel training step on this rank.
+ *
+ * A step takes a global batch of Bg samples (ids into the training set, in
+ * the epoch's shuffled order), computes this rank's part of the gradient
+ * of the mean loss, and sums the parts across ranks. Afterwards every rank
+ * holds the same gradient in model->grads and applies the same update.
+ *
+ * Two reductions ([dist] reduction):
+ *
+ *   exact  The global batch is cut into chunks of chunk_size samples, the
+ *          same cut whatever the number of ranks; each rank computes whole
+ *          chunks. A chunk's gradient is computed on its own (so it is the
+ *          same float numbers on any rank) and added into a 64-bit
+ *          fixed-point buffer (2^-44 resolution), whose sums are exact in
+ *          any order. So the reduced gradient, and with it the whole
+ *          training run, is bit-identical on 1, 2, 3 or 64 ranks.
+ *   float  Rank r takes the slice [Bg*r/world, Bg*(r+1)/world) and the
+ *          float gradients are summed by MPI: faster, but the sum depends
+ *          on the rank count in its last bits, and training amplifies that.
+ *
+ * Either way the buffer is reduced in buckets that start while backward is
+ * still running (see cnn_dist_reducer).
+ */
+#ifndef CNN_STEP_H
+#define CNN_STEP_H
+
+#include <stdint.h>
+
+#include "cnn/data.h"
+#include "cnn/model.h"
+#include "dist.h"
+
+enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_NONFINITE, STAT_N };
+
+typedef struct cnn_step_config {
+    int exact;        /* [dist] reduction = exact */
+    int chunk_size;   /* samples per reduction chunk (exact) */
+    double bucket_mb; /* allreduce bucket size */
+    int overlap;      /* reduce buckets during backward */
+} cnn_step_config;
+
+typedef struct cnn_stepper {
+    cnn_model *m;
+    const cnn_dist *d;
+    cnn_step_config c;
+    int64_t *acc;          /* (nparams) fixed-point gradient sum (exact) */
+    cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
+    int cap;               /* samples a forward pass may hold */
+    double limit;          /* largest |gradient| * 2^44 a chunk may add (exact) */
+    float *x;              /* (cap, input) */
+    int32_t *y;            /* (cap) */
+    int64_t *ids;          /* (cap) training-set ids of the chunk */
+    uint8_t *raw;          /* (cap, input) pixels as stored */
+    /* during backward */
+    size_t done_from;      /* grads[done_from .. nparams) already added into acc */
+    int last;              /* the rank's last chunk of the step: buckets may start */
+    int bad;               /* a gradient was non-finite or beyond fixed-point range */
+    double wait;           /* seconds spent waiting for communication, in total */
+    int fault;             /* test hook: make the next step fail (cnn_fault) */
+} cnn_stepper;
+
+/* Faults the failure tests inject on one rank (CNN_TEST_FAULT): a read
+ * error, a NaN loss, or the process dying in the middle of a step. */
+typedef enum { CNN_FAULT_NONE = 0, CNN_FAULT_IO, CNN_FAULT_NAN, CNN_FAULT_EXIT } cnn_fault;
+
+/* Sizes buffers for global batches of up to max_batch. */
+cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
+                            const cnn_step_config *c, long max_batch, cnn_error *err);
+void cnn_stepper_free(cnn_stepper *s);
+
+/* Ranks that receive samples of a global batch of Bg (all, unless exact
+ * chunks are fewer than ranks). */
+int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg);
+
+/* One step over batch[0 .. Bg): afterwards m->grads holds the summed
+ * gradient of the mean loss on every rank, and stats (STAT_N) the summed
+ * loss, correct, count and failure flags. A failure of this rank's data or
+ * loss is returned (err set) but the step's collectives are still all
+ * made, so the caller can agree on it with the others. A non-finite loss
+ * returns CNN_ERR_NUMERIC unless skip_nan, which marks STAT_NONFINITE
+ * instead. Collective. */
+cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64_t *batch,
+                           int Bg, float rescale, uint64_t seed, uint64_t epoch, int skip_nan,
+                           double *stats, cnn_error *err);
+
+#endif /* CNN_STEP_H */
