@@ -1,12 +1,13 @@
 /* cnn/config.h - the INI file that describes data, training and network.
  *
- * A config is an ordered list of sections. [data], [train] and [optimizer]
- * may appear once each; layer sections ([input], [conv2d], [maxpool2d],
- * [avgpool2d], [dense], [dropout], [flatten]) appear in network order, as
- * many times as needed. Parsing (inih) rejects unknown sections and
- * duplicate keys. Consumers read keys with the typed getters below, which
- * mark a key as used; cnn_config_check_unused() then rejects every key that
- * nothing consumed, so a misspelt key is an error, never silently ignored.
+ * A config is an ordered list of sections. [data], [train], [optimizer],
+ * [dist] and [augment] may appear once each; layer sections ([input],
+ * [conv2d], [maxpool2d], [avgpool2d], [dense], [dropout], [flatten]) appear
+ * in network order, as many times as needed. Parsing (inih) rejects
+ * unknown sections and duplicate keys. Consumers read keys with the typed
+ * getters below, which mark a key as used; cnn_config_check_unused() then
+ * rejects every key that nothing consumed, so a misspelt key is an error,
+ * never silently ignored.
  *
  * Every error message has the form "FILE:LINE: [section] key: problem"
  * (or "--set section.key: problem" for command-line overrides).

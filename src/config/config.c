@@ -19,7 +19,8 @@
 #include "cnn/model.h"
 
 /* Sections that may appear at most once; everything else must be a layer. */
-static const char *const singleton_sections[] = {"data", "train", "optimizer", "dist", NULL};
+static const char *const singleton_sections[] = {"data", "train", "optimizer", "dist", "augment",
+                                                 NULL};
 
 static int is_singleton(const char *name)
 {
@@ -111,8 +112,8 @@ static void open_section(parse_state *ps, const char *hdr)
         return;
     if (!is_singleton(b) && !cnn_layer_find_type(b)) {
         cnn_error_set(ps->err, CNN_ERR_CONFIG,
-                      "%s:%d: unknown section [%s] (expected data, train, optimizer or a layer: "
-                      "input, conv2d, maxpool2d, avgpool2d, dense, dropout, flatten)",
+                      "%s:%d: unknown section [%s] (expected data, train, optimizer, dist, augment "
+                      "or a layer: input, conv2d, maxpool2d, avgpool2d, dense, dropout, flatten)",
                       ps->cfg->path, ps->line, b);
         ps->failed = 1;
         return;
