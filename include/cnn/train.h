@@ -33,6 +33,7 @@ typedef struct cnn_train_config {
     const char *history; /* CSV path or NULL; owned by the config */
     int progress;     /* cnn_progress */
     int nan_policy;   /* cnn_nan_policy */
+    int plot;         /* draw accuracy/loss PNGs beside the history at the end */
 } cnn_train_config;
 
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err);

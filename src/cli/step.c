@@ -90,10 +90,11 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     s->y = malloc((size_t)s->cap * sizeof *s->y);
     s->ids = malloc((size_t)s->cap * sizeof *s->ids);
     s->raw = malloc((size_t)s->cap * in);
+    s->tmp = malloc(in * sizeof *s->tmp);
     size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
     if (c->exact)
         s->acc = calloc(m->nparams + ACC_FIRST, sizeof *s->acc);
-    if (!s->x || !s->y || !s->ids || !s->raw || !cuts || (c->exact && !s->acc)) {
+    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts || (c->exact && !s->acc)) {
         free(cuts);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", s->cap);
     }
@@ -120,7 +121,20 @@ void cnn_stepper_free(cnn_stepper *s)
     free(s->y);
     free(s->ids);
     free(s->raw);
+    free(s->tmp);
     memset(s, 0, sizeof *s);
+}
+
+/* Each image of the chunk through [augment], keyed by its training-set id. */
+static void augment(cnn_stepper *s, int B, uint64_t seed, uint64_t epoch)
+{
+    const cnn_shape sh = s->m->input;
+    const size_t in = cnn_shape_size(sh);
+    for (int b = 0; b < B; b++) {
+        float *x = s->x + (size_t)b * in;
+        cnn_augment_image(&s->c.aug, seed, epoch, s->ids[b], x, s->tmp, sh.c, sh.h, sh.w);
+        memcpy(x, s->tmp, in * sizeof *x);
+    }
 }
 
 static int all_finite(const float *v, size_t n)
@@ -167,6 +181,8 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             s->x[0] = NAN;
         if (s->fault == CNN_FAULT_EXIT)
             _exit(3);
+        if (st == CNN_OK && s->c.aug.enabled)
+            augment(s, B, seed, epoch);
         if (st == CNN_OK) {
             cnn_model_forward(m, s->x, B, &ctx);
             st = cnn_model_loss(m, s->y, B, 1.0f / (float)Bg, 1, &bs, err);

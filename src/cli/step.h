@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "cnn/augment.h"
 #include "cnn/data.h"
 #include "cnn/model.h"
 #include "dist.h"
@@ -39,6 +40,7 @@ typedef struct cnn_step_config {
     int chunk_size;   /* samples per reduction chunk (exact) */
     double bucket_mb; /* allreduce bucket size */
     int overlap;      /* reduce buckets during backward */
+    cnn_augment_config aug; /* [augment], training images only */
 } cnn_step_config;
 
 typedef struct cnn_stepper {
@@ -53,6 +55,7 @@ typedef struct cnn_stepper {
     int32_t *y;            /* (cap) */
     int64_t *ids;          /* (cap) training-set ids of the chunk */
     uint8_t *raw;          /* (cap, input) pixels as stored */
+    float *tmp;            /* (input) one augmented image */
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
     int last;              /* the rank's last chunk of the step: buckets may start */

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cnn/plot.h"
 #include "cnn/rng.h"
 #include "step.h"
 #include "trainer.h"
@@ -54,6 +55,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
         (st = cnn_optim_hparams_from_config(&run->hp, cfg, err)) ||
         (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
         (st = read_dist_section(run, cfg, err)) ||
+        (st = cnn_augment_config_read(&run->step.aug, cfg, err)) ||
         (st = cnn_config_check_unused(cfg, err)))
         return st;
     return CNN_OK;
@@ -176,6 +178,22 @@ static int stdout_is_terminal(FILE *out)
         return 0;
     target[n] = 0;
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
+}
+
+/* The accuracy and loss graphs beside the history CSV: a failure to draw
+ * them is reported but does not fail the run. */
+static void plot_history(const char *csv, FILE *out)
+{
+    char prefix[1024];
+    size_t n = strlen(csv);
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(n > 4 && !strcmp(csv + n - 4, ".csv") ? n - 4 : n),
+             csv);
+    cnn_error e = {0};
+    fflush(NULL); /* the history file is complete on disk */
+    if (cnn_plot_history(csv, prefix, &e) == CNN_OK)
+        fprintf(out, "plots: %s-accuracy.png %s-loss.png\n", prefix, prefix);
+    else
+        fprintf(out, "warning: no plots: %s\n", e.msg);
 }
 
 /* CNN_TEST_FAULT="RANK:STEP:KIND" (KIND io|nan|exit) makes global step
@@ -440,6 +458,8 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         fprintf(out, "memory: peak RSS per rank %.0f-%.0f MiB\n", -mx[2], mx[1]);
         fprintf(out, "test: loss=%.4f accuracy=%.4f correct=%ld incorrect=%lld\n", tloss, tacc,
                 correct, (long long)test->n - correct);
+        if (hist && tc->plot)
+            plot_history(tc->history, out);
         fflush(out);
     }
 done:

@@ -23,7 +23,8 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
         (st = cnn_cfg_enum(s, "loss", CNN_LOSS_SPARSE_CCE, cnn_loss_names, &loss, err)) ||
         (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
         (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)) ||
-        (st = cnn_cfg_enum(s, "nan_policy", CNN_NAN_STOP, nan_policies, &tc->nan_policy, err)))
+        (st = cnn_cfg_enum(s, "nan_policy", CNN_NAN_STOP, nan_policies, &tc->nan_policy, err)) ||
+        (st = cnn_cfg_bool(s, "plot", 1, &tc->plot, err)))
         return st;
     tc->seed = (uint64_t)seed;
     tc->loss = (cnn_loss)loss;
