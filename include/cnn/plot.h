@@ -39,26 +39,26 @@ extern "C" {
 enum { CNN_PLOT_WIDTH = 800, CNN_PLOT_HEIGHT = 600 };
 
 /* A history CSV, one row per epoch. The five arrays are one allocation. */
-typedef struct cnn_history {
+typedef struct cnn_history_csv {
     int n;
     double *epoch;        /* (n) */
     double *loss;         /* (n) NaN where empty */
     double *accuracy;     /* (n) */
     double *val_loss;     /* (n) NaN where empty or without a column */
     double *val_accuracy; /* (n) */
-} cnn_history;
+} cnn_history_csv;
 
-/* Reads csv_path into *h (freed with cnn_history_free). Errors:
+/* Reads csv_path into *h (freed with cnn_history_csv_free). Errors:
  * CNN_ERR_IO if it cannot be read; CNN_ERR_FORMAT "FILE:LINE: ..." for a
  * missing column, a wrong number of fields or a field that is not a
  * number, and "FILE: no epochs" for a file with a header alone. */
-cnn_status cnn_history_read(cnn_history *h, const char *csv_path, cnn_error *err);
+cnn_status cnn_history_csv_read(cnn_history_csv *h, const char *csv_path, cnn_error *err);
 
 /* Frees the arrays of h (not h itself); h may be zeroed or freed again. */
-void cnn_history_free(cnn_history *h);
+void cnn_history_csv_free(cnn_history_csv *h);
 
 /* Writes OUT_PREFIX-accuracy.png and OUT_PREFIX-loss.png from the history
- * in csv_path. Errors name the file: those of cnn_history_read, of
+ * in csv_path. Errors name the file: those of cnn_history_csv_read, of
  * cnn_png_write, and CNN_ERR_IO if PLplot's memcairo driver is not
  * installed (Debian: plplot-driver-cairo). */
 cnn_status cnn_plot_history(const char *csv_path, const char *out_prefix, cnn_error *err);

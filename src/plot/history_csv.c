@@ -10,13 +10,13 @@
 
 #include "cnn/plot.h"
 
-/* The columns we use, in the order of cnn_history's arrays. */
+/* The columns we use, in the order of cnn_history_csv's arrays. */
 enum { COL_EPOCH, COL_LOSS, COL_ACC, COL_VAL_LOSS, COL_VAL_ACC, NCOLS };
 static const char *const col_names[NCOLS] = {"epoch", "loss", "accuracy", "val_loss",
                                              "val_accuracy"};
 static const int col_required[NCOLS] = {1, 1, 1, 0, 0};
 
-void cnn_history_free(cnn_history *h)
+void cnn_history_csv_free(cnn_history_csv *h)
 {
     free(h->epoch);
     memset(h, 0, sizeof *h);
@@ -45,7 +45,7 @@ static int split_fields(char *line, char **field, int max)
 }
 
 /* Grows the five arrays of h to hold cap rows. */
-static int grow(cnn_history *h, int cap)
+static int grow(cnn_history_csv *h, int cap)
 {
     double *block = malloc((size_t)cap * NCOLS * sizeof *block);
     if (!block)
@@ -64,7 +64,7 @@ static int grow(cnn_history *h, int cap)
 /* Columns per line: enough for the trainer's eight and some to spare. */
 enum { MAX_FIELDS = 64 };
 
-cnn_status cnn_history_read(cnn_history *h, const char *csv_path, cnn_error *err)
+cnn_status cnn_history_csv_read(cnn_history_csv *h, const char *csv_path, cnn_error *err)
 {
     memset(h, 0, sizeof *h);
     FILE *f = fopen(csv_path, "r");
@@ -141,6 +141,6 @@ cnn_status cnn_history_read(cnn_history *h, const char *csv_path, cnn_error *err
     free(line);
     fclose(f);
     if (st)
-        cnn_history_free(h);
+        cnn_history_csv_free(h);
     return st;
 }

@@ -239,7 +239,7 @@ static void draw(unsigned char *rgb, const char *title, const char *ylabel, cons
 }
 
 static cnn_status graph(const char *path, const char *title, const char *ylabel,
-                        const cnn_history *h, const double *train, const double *val,
+                        const cnn_history_csv *h, const double *train, const double *val,
                         cnn_error *err)
 {
     const size_t n = (size_t)h->n;
@@ -270,8 +270,8 @@ done:
 
 cnn_status cnn_plot_history(const char *csv_path, const char *out_prefix, cnn_error *err)
 {
-    cnn_history h;
-    cnn_status st = cnn_history_read(&h, csv_path, err);
+    cnn_history_csv h;
+    cnn_status st = cnn_history_csv_read(&h, csv_path, err);
     if (st)
         return st;
     const size_t len = strlen(out_prefix) + sizeof "-accuracy.png";
@@ -291,6 +291,6 @@ cnn_status cnn_plot_history(const char *csv_path, const char *out_prefix, cnn_er
         st = graph(path, "model loss", "loss", &h, h.loss, h.val_loss, err);
     }
     free(path);
-    cnn_history_free(&h);
+    cnn_history_csv_free(&h);
     return st;
 }

@@ -155,9 +155,9 @@ static void test_plot_without_validation(void **state)
 {
     (void)state;
     run_files r = history_file("noval", no_validation);
-    cnn_history hist;
+    cnn_history_csv hist;
     cnn_error err = {0};
-    TU_STATUS(cnn_history_read(&hist, r.csv, &err), CNN_OK, err);
+    TU_STATUS(cnn_history_csv_read(&hist, r.csv, &err), CNN_OK, err);
     assert_int_equal(hist.n, 5);
     for (int i = 0; i < hist.n; i++) {
         assert_true(hist.epoch[i] == i);
@@ -165,8 +165,8 @@ static void test_plot_without_validation(void **state)
     }
     TU_NEAR(hist.loss[4], 0.4, 0);
     TU_NEAR(hist.accuracy[2], 0.75, 0);
-    cnn_history_free(&hist);
-    cnn_history_free(&hist); /* a freed history can be freed again */
+    cnn_history_csv_free(&hist);
+    cnn_history_csv_free(&hist); /* a freed history can be freed again */
 
     TU_STATUS(plot_quietly(r.csv, r.prefix, &err), CNN_OK, err);
     long blue, orange;
@@ -188,15 +188,15 @@ static void test_read_flexible(void **state)
                     "0.5,1,2.0,nan,x\r\n"
                     "\r\n"
                     "0.6,2,1.5,1.7,y\r\n");
-    cnn_history h;
+    cnn_history_csv h;
     cnn_error err = {0};
-    TU_STATUS(cnn_history_read(&h, in_dir("flex.csv"), &err), CNN_OK, err);
+    TU_STATUS(cnn_history_csv_read(&h, in_dir("flex.csv"), &err), CNN_OK, err);
     assert_int_equal(h.n, 2);
     assert_true(h.epoch[0] == 1 && h.epoch[1] == 2);
     assert_true(h.accuracy[1] == 0.6 && h.loss[0] == 2.0);
     assert_true(isnan(h.val_loss[0]) && h.val_loss[1] == 1.7);
     assert_true(isnan(h.val_accuracy[0]) && isnan(h.val_accuracy[1]));
-    cnn_history_free(&h);
+    cnn_history_csv_free(&h);
     /* more rows than one allocation step */
     FILE *f = fopen(in_dir("long.csv"), "w");
     assert_non_null(f);
@@ -205,13 +205,13 @@ static void test_read_flexible(void **state)
         fprintf(f, "%d,%g,%g,%g,%g,0.1,1,1\n", e, 1.0 / (e + 1), e / 300.0, 2.0 / (e + 1),
                 e / 400.0);
     assert_int_equal(fclose(f), 0);
-    TU_STATUS(cnn_history_read(&h, in_dir("long.csv"), &err), CNN_OK, err);
+    TU_STATUS(cnn_history_csv_read(&h, in_dir("long.csv"), &err), CNN_OK, err);
     assert_int_equal(h.n, 300);
     for (int e = 0; e < 300; e++) {
         assert_true(h.epoch[e] == e);
         TU_NEAR(h.val_accuracy[e], e / 400.0, 1e-5); /* %g keeps 6 digits */
     }
-    cnn_history_free(&h);
+    cnn_history_csv_free(&h);
 }
 
 /* The CSV at dir/bad.csv with this text fails with status and a message
