@@ -31,7 +31,9 @@
  *                        square; absent for sgd without momentum
  *   /optimizer/v/<layer>/<p>  float32: adam's second moment (adam only)
  *   /state               attributes epoch, step, global_step, samples_seen (int64),
- *                        seed (uint64), world (int32), best_val_accuracy (float64)
+ *                        seed (uint64), world (int32), best_val_accuracy,
+ *                        epoch_loss_sum, epoch_correct, epoch_count (float64: the
+ *                        current epoch's sums so far)
  *   /history/<column>    1-D, one entry per completed epoch (may be empty): epoch (int64);
  *                        loss, accuracy, val_loss, val_accuracy, lr, seconds,
  *                        images_per_sec (float64; val_* NaN without validation)
@@ -97,6 +99,9 @@ cnn_status cnn_history_append(cnn_history *h, const cnn_epoch_record *r, cnn_err
 /* Frees the rows and empties h (it can be reused). */
 void cnn_history_free(cnn_history *h);
 
+/* 1 if path starts with the HDF5 signature (a checkpoint, not an INI). */
+int cnn_checkpoint_is_hdf5(const char *path);
+
 /* Where training stands. */
 typedef struct cnn_train_state {
     int64_t epoch;        /* epochs completed */
@@ -106,6 +111,9 @@ typedef struct cnn_train_state {
     uint64_t seed;        /* the run's seed */
     int world;            /* ranks of the run that wrote it (informational) */
     double best_val_accuracy;
+    /* sums over the steps done in the current epoch, so that a run resumed
+     * in the middle of an epoch reports the same epoch loss and accuracy */
+    double epoch_loss_sum, epoch_correct, epoch_count;
 } cnn_train_state;
 
 /* Writes path atomically (see above). o must have o->n == m->nparams;

@@ -38,8 +38,12 @@ typedef struct cnn_train_config {
 
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err);
 
-/* Loads the config at path and applies each "section.key=value" of sets
- * in order (see cnn_config_override). */
+/* Loads a config from an INI file, or from the config text stored in a
+ * checkpoint when path is an HDF5 file (messages then name "PATH:/config"). */
+cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *err);
+
+/* Loads the config at path (INI or checkpoint) and applies each
+ * "section.key=value" of sets in order (see cnn_config_override). */
 cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const char *const *sets,
                                      int nsets, cnn_error *err);
 

@@ -405,8 +405,11 @@ static cnn_status write_state(const ckfile *ck, const cnn_train_state *s)
         !(st = write_attr_int64(ck, grp, g, "global_step", s->global_step)) &&
         !(st = write_attr_int64(ck, grp, g, "samples_seen", s->samples_seen)) &&
         !(st = write_attr(ck, grp, g, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &s->seed)) &&
-        !(st = write_attr_int(ck, grp, g, "world", s->world)))
-        st = write_attr_double(ck, grp, g, "best_val_accuracy", s->best_val_accuracy);
+        !(st = write_attr_int(ck, grp, g, "world", s->world)) &&
+        !(st = write_attr_double(ck, grp, g, "best_val_accuracy", s->best_val_accuracy)) &&
+        !(st = write_attr_double(ck, grp, g, "epoch_loss_sum", s->epoch_loss_sum)) &&
+        !(st = write_attr_double(ck, grp, g, "epoch_correct", s->epoch_correct)))
+        st = write_attr_double(ck, grp, g, "epoch_count", s->epoch_count);
     H5Gclose(grp);
     return st;
 }
@@ -831,9 +834,14 @@ static cnn_status read_state(const ckfile *ck, cnn_train_state *s)
         !(st = read_attr(ck, grp, g, "global_step", N, I, &t.global_step)) &&
         !(st = read_attr(ck, grp, g, "samples_seen", N, I, &t.samples_seen)) &&
         !(st = read_attr(ck, grp, g, "seed", N, H5T_NATIVE_UINT64, &t.seed)) &&
-        !(st = read_attr(ck, grp, g, "world", N, H5T_NATIVE_INT, &t.world)))
-        st = read_attr(ck, grp, g, "best_val_accuracy", H5T_FLOAT, H5T_NATIVE_DOUBLE,
-                       &t.best_val_accuracy);
+        !(st = read_attr(ck, grp, g, "world", N, H5T_NATIVE_INT, &t.world)) &&
+        !(st = read_attr(ck, grp, g, "best_val_accuracy", H5T_FLOAT, H5T_NATIVE_DOUBLE,
+                         &t.best_val_accuracy)) &&
+        !(st = read_attr(ck, grp, g, "epoch_loss_sum", H5T_FLOAT, H5T_NATIVE_DOUBLE,
+                         &t.epoch_loss_sum)) &&
+        !(st = read_attr(ck, grp, g, "epoch_correct", H5T_FLOAT, H5T_NATIVE_DOUBLE,
+                         &t.epoch_correct)))
+        st = read_attr(ck, grp, g, "epoch_count", H5T_FLOAT, H5T_NATIVE_DOUBLE, &t.epoch_count);
     H5Gclose(grp);
     if (!st)
         *s = t;
@@ -1238,4 +1246,16 @@ void cnn_history_free(cnn_history *h)
     free(h->rows);
     h->rows = NULL;
     h->n = h->cap = 0;
+}
+
+int cnn_checkpoint_is_hdf5(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char buf[8];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return n == sizeof buf && !memcmp(buf, sig, sizeof sig);
 }

@@ -1,14 +1,18 @@
 /* cnn_train.c - the cnn-train program.
  *
- *   cnn-train CONFIG [--set section.key=value]...     train
- *   cnn-train --summary CONFIG [--set ...]            print the model table
+ *   cnn-train CONFIG [--set section.key=value]... [--resume PATH|auto]   train
+ *   cnn-train CHECKPOINT [--set ...]              continue training from a checkpoint
+ *   cnn-train --summary CONFIG|CHECKPOINT         print the model table
+ *   cnn-train --evaluate CHECKPOINT [--out DIR]   test-set report of a trained model
  *
- * Exit codes: 0 success, 2 bad config or input, 1 other failures.
+ * Exit codes: 0 success, 2 bad config or input, 1 other failures, 75 stopped
+ * by SIGTERM/SIGUSR1 after writing a checkpoint (resubmit to continue).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/checkpoint.h"
 #include "cnn/config.h"
 #include "dist.h"
 #include "trainer.h"
@@ -16,17 +20,29 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cnn-train [--summary] CONFIG [--set section.key=value]...\n"
-            "  CONFIG            INI file describing [data], [train], [optimizer] and the layers\n"
+            "usage: cnn-train [--summary] CONFIG [--set section.key=value]... [--resume R]\n"
+            "       cnn-train --evaluate CHECKPOINT [--out DIR] [--set ...]\n"
+            "  CONFIG            INI file describing [data], [train], [optimizer] and the layers,\n"
+            "                    or a checkpoint (its config; training continues from it)\n"
             "  --summary         print the model like Keras's model.summary() and exit\n"
             "  --set S.K=V       override key K of section S (or of the layer named S)\n"
+            "  --resume R        resume from checkpoint file R, or 'auto': the newest in\n"
+            "                    [checkpoint] dir (start afresh if there is none)\n"
+            "  --evaluate CKPT   test loss/accuracy, per-class precision/recall, confusion\n"
+            "                    matrix; writes DIR/confusion.csv and DIR/misclassified.csv\n"
+            "  --out DIR         directory for --evaluate's files (default .)\n"
             "  -h, --help        this text\n"
-            "Run under MPI for data-parallel training: mpirun -np N cnn-train CONFIG\n");
+            "Run under MPI for data-parallel training: mpirun -np N cnn-train CONFIG\n"
+            "Exit codes: 0 done, 2 bad config or input, 1 other errors, 75 stopped by a\n"
+            "signal (SIGTERM/SIGUSR1) after writing a checkpoint.\n");
 }
 
 typedef struct args {
     const char *config;
+    const char *evaluate; /* checkpoint */
+    const char *out;      /* --out DIR */
     int summary;
+    const char *resume;   /* --resume */
     const char *const *sets;
     int nsets;
 } args;
@@ -46,6 +62,21 @@ static int parse_args(int argc, char **argv, args *a)
             return 0;
         } else if (!strcmp(s, "--summary")) {
             a->summary = 1;
+        } else if (!strcmp(s, "--evaluate") || !strcmp(s, "--out") || !strcmp(s, "--resume")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "cnn-train: %s needs a value\n", s);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(s, "--evaluate")) {
+                a->evaluate = v;
+                if (!a->config)
+                    a->config = v;
+            } else if (!strcmp(s, "--out")) {
+                a->out = v;
+            } else {
+                a->resume = v;
+            }
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
             const char *v = s[5] == '=' ? s + 6 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
@@ -56,7 +87,7 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "cnn-train: unknown option '%s' (see --help)\n", s);
             return 2;
-        } else if (!a->config) {
+        } else if (!a->config || (a->evaluate && a->config == a->evaluate)) {
             a->config = s;
         } else {
             fprintf(stderr, "cnn-train: more than one config given ('%s' and '%s')\n", a->config,
@@ -76,7 +107,20 @@ static cnn_status setup(const args *a, cnn_run *run, cnn_error *err)
 {
     cnn_config *cfg;
     cnn_status st = cnn_config_load_overrides(&cfg, a->config, a->sets, a->nsets, err);
-    return st ? st : cnn_run_setup(run, cfg, err); /* owns cfg from here */
+    /* --resume, or training from a checkpoint: continue from it */
+    const char *resume = a->resume;
+    if (!resume && !a->summary && !a->evaluate && cnn_checkpoint_is_hdf5(a->config))
+        resume = a->config;
+    if (!st && resume) {
+        char set[4200];
+        snprintf(set, sizeof set, "checkpoint.resume=%s", resume);
+        st = cnn_config_override(cfg, set, err);
+    }
+    if (st) {
+        cnn_config_free(cfg);
+        return st;
+    }
+    return cnn_run_setup(run, cfg, err); /* owns cfg from here */
 }
 
 int main(int argc, char **argv)
@@ -113,7 +157,9 @@ int main(int argc, char **argv)
     if (who >= 0 && who != d.rank)
         err.msg[0] = 0; /* the first failing rank reports */
     st = (cnn_status)s;
-    if (st == CNN_OK)
+    if (st == CNN_OK && a.evaluate)
+        st = cnn_run_evaluate(&run, &d, a.evaluate, a.out ? a.out : ".", stdout, &err);
+    else if (st == CNN_OK)
         st = cnn_run_train(&run, &d, stdout, &err);
     /* A rank that failed only because another did has an empty message. */
     if (st != CNN_OK && err.msg[0]) {
@@ -124,8 +170,9 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
     fflush(stderr);
+    int run_stopped = run.stopped;
     cnn_run_free(&run);
     free((void *)a.sets);
     cnn_dist_finalize(&d);
-    return cnn_status_exit_code(st);
+    return st == CNN_OK && run_stopped ? CNN_EXIT_STOPPED : cnn_status_exit_code(st);
 }

@@ -156,6 +156,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     int nblocks = s->c.exact ? end - first : (end > first);
     memset(stats, 0, STAT_N * sizeof *stats);
     stats[STAT_STOP] = s->stop != 0;
+    stats[STAT_SAVE] = s->save != 0;
     if (s->c.exact)
         memset(s->acc, 0, (m->nparams + ACC_FIRST) * sizeof *s->acc);
     s->bad = 0;

@@ -33,7 +33,16 @@
 
 /* Per-step figures summed across ranks. STAT_STOP counts ranks that were
  * asked to stop (a signal), so all ranks stop after the same step. */
-enum { STAT_LOSS, STAT_CORRECT, STAT_COUNT, STAT_FAILED, STAT_NONFINITE, STAT_STOP, STAT_N };
+enum {
+    STAT_LOSS,
+    STAT_CORRECT,
+    STAT_COUNT,
+    STAT_FAILED,
+    STAT_NONFINITE,
+    STAT_STOP,
+    STAT_SAVE, /* rank 0's clock says a checkpoint is due */
+    STAT_N
+};
 
 typedef struct cnn_step_config {
     int exact;        /* [dist] reduction = exact */
@@ -63,6 +72,7 @@ typedef struct cnn_stepper {
     double wait;           /* seconds spent waiting for communication, in total */
     int fault;             /* test hook: make the next step fail (cnn_fault) */
     int stop;              /* this rank was asked to stop: sent with the stats */
+    int save;              /* rank 0 wants a checkpoint after this step */
 } cnn_stepper;
 
 /* Faults the failure tests inject on one rank (CNN_TEST_FAULT): a read

@@ -12,11 +12,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "cnn/checkpoint.h"
 #include "cnn/plot.h"
 #include "cnn/rng.h"
+#include "report.h"
 #include "step.h"
 #include "trainer.h"
 
@@ -45,6 +49,29 @@ static cnn_status read_dist_section(cnn_run *run, const cnn_config *cfg, cnn_err
     return CNN_OK;
 }
 
+/* [checkpoint]: dir, every_epochs, every_steps, every_minutes, keep, best,
+ * resume. */
+static cnn_status read_checkpoint_section(cnn_run *run, const cnn_config *cfg, cnn_error *err)
+{
+    const cnn_section *s = cnn_config_find(cfg, "checkpoint");
+    cnn_ckpt_config *c = &run->ck;
+    cnn_status st;
+    if ((st = cnn_cfg_string(s, "dir", "", &c->dir, err)) ||
+        (st = cnn_cfg_int(s, "every_epochs", 1, 0, 1L << 30, &c->every_epochs, err)) ||
+        (st = cnn_cfg_int(s, "every_steps", 0, 0, 1L << 40, &c->every_steps, err)) ||
+        (st = cnn_cfg_float(s, "every_minutes", 0, 0, 1e9, &c->every_minutes, err)) ||
+        (st = cnn_cfg_int(s, "keep", 3, 1, 1L << 20, &c->keep, err)) ||
+        (st = cnn_cfg_bool(s, "best", 0, &c->best, err)) ||
+        (st = cnn_cfg_string(s, "resume", "", &c->resume, err)))
+        return st;
+    if (!strcmp(c->resume, "none"))
+        c->resume = "";
+    if (!strcmp(c->resume, "auto") && !c->dir[0])
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%s: [checkpoint] resume = auto needs [checkpoint] dir", cfg->path);
+    return CNN_OK;
+}
+
 cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
 {
     memset(run, 0, sizeof *run);
@@ -56,6 +83,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
         (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
         (st = read_dist_section(run, cfg, err)) ||
         (st = cnn_augment_config_read(&run->step.aug, cfg, err)) ||
+        (st = read_checkpoint_section(run, cfg, err)) ||
         (st = cnn_config_check_unused(cfg, err)))
         return st;
     return CNN_OK;
@@ -74,6 +102,7 @@ typedef struct batch_buf {
     int32_t *y;     /* (cap) */
     int64_t *idx;   /* (cap) dataset rows */
     uint8_t *raw;   /* (cap, input) pixels as stored */
+    float *probs;   /* (cap, nclasses) */
     int cap;
 } batch_buf;
 
@@ -84,7 +113,8 @@ static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_err
     b->y = malloc((size_t)cap * sizeof *b->y);
     b->idx = malloc((size_t)cap * sizeof *b->idx);
     b->raw = malloc((size_t)cap * cnn_shape_size(m->input));
-    if (!b->x || !b->y || !b->idx || !b->raw)
+    b->probs = malloc((size_t)cap * m->nclasses * sizeof *b->probs);
+    if (!b->x || !b->y || !b->idx || !b->raw || !b->probs)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
     return CNN_OK;
 }
@@ -95,13 +125,27 @@ static void batch_free(batch_buf *b)
     free(b->y);
     free(b->idx);
     free(b->raw);
+    free(b->probs);
 }
 
 /* Loss and accuracy over a dataset, split across ranks, summed exactly:
  * each sample is evaluated by exactly one rank. Collective. */
+static cnn_status evaluate_preds(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d,
+                                 float rescale, batch_buf *bb, double *loss, double *acc,
+                                 long *correct, float *pred, cnn_error *err);
+
 static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d, float rescale,
                            batch_buf *bb, double *loss, double *acc, long *correct,
                            cnn_error *err)
+{
+    return evaluate_preds(m, ds, d, rescale, bb, loss, acc, correct, NULL, err);
+}
+
+/* Same, and pred (2 x ds->n, zeroed: the class of each sample, then its
+ * probability) on every rank when pred is not NULL. */
+static cnn_status evaluate_preds(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d,
+                                 float rescale, batch_buf *bb, double *loss, double *acc,
+                                 long *correct, float *pred, cnn_error *err)
 {
     int64_t lo = ds->n * d->rank / d->world, hi = ds->n * (d->rank + 1) / d->world;
     double st[STAT_N] = {0};
@@ -119,9 +163,21 @@ static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *
         st[STAT_LOSS] += bs.loss_sum;
         st[STAT_CORRECT] += (double)bs.correct;
         st[STAT_COUNT] += (double)bs.count;
+        if (pred && status == CNN_OK) {
+            cnn_model_probabilities(m, B, bb->probs);
+            for (int b = 0; b < B; b++) {
+                int32_t c;
+                float p;
+                cnn_model_classes(m, bb->probs + (size_t)b * m->nclasses, 1, &c, &p);
+                pred[i + b] = (float)c;
+                pred[ds->n + i + b] = p;
+            }
+        }
     }
     st[STAT_FAILED] = status != CNN_OK;
     cnn_dist_allreduce_f64(d, st, STAT_N);
+    if (pred && st[STAT_FAILED] == 0) /* each sample is nonzero on one rank only */
+        cnn_dist_allreduce_f32(d, pred, 2 * (size_t)ds->n);
     if (st[STAT_FAILED] > 0) {
         int s = status;
         int who = cnn_dist_agree(d, &s);
@@ -219,13 +275,28 @@ static double peak_rss_mib(void)
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
 }
 
-static cnn_status open_history(const char *path, FILE **f, cnn_error *err)
+static void history_row(FILE *f, const cnn_epoch_record *r)
+{
+    fprintf(f, "%lld,%.6f,%.6f,", (long long)r->epoch, r->loss, r->accuracy);
+    if (isnan(r->val_loss))
+        fprintf(f, ",,");
+    else
+        fprintf(f, "%.6f,%.6f,", r->val_loss, r->val_accuracy);
+    fprintf(f, "%g,%.3f,%.1f\n", r->lr, r->seconds, r->images_per_sec);
+    fflush(f);
+}
+
+/* Starts the history CSV with the rows of the epochs already done (those
+ * of a checkpoint resumed from). */
+static cnn_status open_history(const char *path, const cnn_history *h, FILE **f, cnn_error *err)
 {
     *f = fopen(path, "w");
     if (!*f)
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write history: %s", path,
                              strerror(errno));
     fprintf(*f, "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_sec\n");
+    for (int i = 0; i < h->n; i++)
+        history_row(*f, &h->rows[i]);
     fflush(*f);
     return CNN_OK;
 }
@@ -250,27 +321,60 @@ static void setup_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *o
                 d->local_size, used, cores);
 }
 
-cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *err)
+/* SIGTERM / SIGUSR1 (SLURM's warning before the time limit) ask for a
+ * checkpoint and a clean stop at the next step boundary. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static void catch_stop_signals(void)
 {
-    const cnn_train_config *tc = &run->tc;
-    cnn_model *m = run->model;
-    const int root = d->rank == 0;
-    cnn_dataset *train = NULL, *val = NULL, *test = NULL;
-    cnn_optim *opt = NULL;
-    FILE *hist = NULL;
-    int64_t *perm = NULL;
-    cnn_stepper sp = {0};
-    batch_buf eb = {0};
-    cnn_status st;
-    int s, who;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
 
-    setup_threads(tc, d, out);
-    int progress_mode = tc->progress;
-    if (progress_mode == CNN_PROGRESS_AUTO)
-        progress_mode = stdout_is_terminal(out) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
+/* One training run in progress. */
+typedef struct session {
+    cnn_run *run;
+    const cnn_dist *d;
+    FILE *out;
+    int root;
+    int progress_mode;
+    cnn_dataset *train, *val, *test;
+    cnn_optim *opt;
+    FILE *hist;
+    int64_t *perm;      /* (train->n) the epoch's order */
+    cnn_stepper sp;
+    batch_buf eb;
+    cnn_history h;      /* per-epoch metrics so far */
+    cnn_train_state ts; /* position: what a checkpoint records */
+    double last_save;   /* time of the last checkpoint (every_minutes) */
+} session;
 
-    /* Phase 1: every rank loads data and allocates; then all agree. */
-    st = cnn_data_load(&run->dc, d->rank, d->world, &train, &val, &test, err);
+/* Every rank has the status of the rank that failed first, and only that
+ * rank keeps a message. Collective. */
+static cnn_status agree(const session *S, cnn_status st, cnn_error *err)
+{
+    int s = st, who = cnn_dist_agree(S->d, &s);
+    if (who >= 0 && who != S->d->rank)
+        quiet(err, (cnn_status)s);
+    return who >= 0 ? (cnn_status)s : CNN_OK;
+}
+
+/* Phase 1: every rank loads data and allocates; then all agree. */
+static cnn_status session_open(session *S, cnn_error *err)
+{
+    const cnn_train_config *tc = &S->run->tc;
+    cnn_model *m = S->run->model;
+    cnn_dataset *train;
+    cnn_status st = cnn_data_load(&S->run->dc, S->d->rank, S->d->world, &S->train, &S->val,
+                                  &S->test, err);
+    train = S->train;
     if (!st && (train->shape.c != m->input.c || train->shape.h != m->input.h ||
                 train->shape.w != m->input.w))
         st = cnn_error_set(err, CNN_ERR_SHAPE,
@@ -287,43 +391,176 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                            "%s has %d classes; binary_crossentropy needs labels 0 and 1",
                            train->source, train->nclasses);
     if (!st)
-        st = cnn_stepper_init(&sp, m, d, &run->step, tc->batch_size, err);
+        st = cnn_stepper_init(&S->sp, m, S->d, &S->run->step, tc->batch_size, err);
     if (!st)
-        st = cnn_model_reserve(m, sp.cap > tc->eval_batch_size ? sp.cap : (int)tc->eval_batch_size,
-                               err);
+        st = cnn_model_reserve(
+            m, S->sp.cap > tc->eval_batch_size ? S->sp.cap : (int)tc->eval_batch_size, err);
     if (!st)
-        st = cnn_optim_create(&opt, &run->hp, m->nparams, err);
+        st = cnn_optim_create(&S->opt, &S->run->hp, m->nparams, err);
     if (!st)
-        st = batch_alloc(&eb, m, (int)tc->eval_batch_size, err);
-    if (!st && !(perm = malloc((size_t)train->n * sizeof *perm)))
+        st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
+    if (!st && !(S->perm = malloc((size_t)train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
-    if (!st && root && tc->history)
-        st = open_history(tc->history, &hist, err);
-    s = st;
-    if ((who = cnn_dist_agree(d, &s)) >= 0) {
-        st = (cnn_status)s;
-        if (who != d->rank)
-            quiet(err, st);
-        goto done;
-    }
+    if (!st && S->root && S->run->ck.dir[0] && mkdir(S->run->ck.dir, 0777) != 0 &&
+        errno != EEXIST)
+        st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
+                           S->run->ck.dir, strerror(errno));
+    return agree(S, st, err);
+}
 
+/* The checkpoint to resume from: [checkpoint] resume (or --resume) is a
+ * file, or "auto" for the newest valid one in dir (none: start afresh).
+ * Rank 0 decides and tells the others. Collective. */
+static cnn_status resume_path(session *S, char *path, size_t n, cnn_error *err)
+{
+    const cnn_ckpt_config *ck = &S->run->ck;
+    cnn_status st = CNN_OK;
+    path[0] = 0;
+    if (S->root && !strcmp(ck->resume, "auto")) {
+        int found = 0;
+        st = cnn_checkpoint_find_latest(ck->dir, path, n, &found, err);
+        if (!found)
+            path[0] = 0;
+    } else if (S->root && ck->resume[0]) {
+        snprintf(path, n, "%s", ck->resume);
+    }
+    if ((st = agree(S, st, err)))
+        return st;
+    cnn_dist_bcast(S->d, path, n, 0);
+    return CNN_OK;
+}
+
+/* Loads the checkpoint at path on every rank and checks that it continues
+ * this run: same seed; in the middle of an epoch, same batch size. */
+static cnn_status resume(session *S, const char *path, cnn_error *err)
+{
+    const cnn_train_config *tc = &S->run->tc;
+    cnn_status st = cnn_checkpoint_load(path, S->run->model, S->opt, &S->ts, &S->h, err);
+    if (!st && S->ts.seed != tc->seed)
+        st = cnn_error_set(err, CNN_ERR_CONFIG,
+                           "%s was trained with seed %llu but [train] seed is %llu", path,
+                           (unsigned long long)S->ts.seed, (unsigned long long)tc->seed);
+    if (!st && S->ts.step > 0 && (double)S->ts.step * (double)tc->batch_size != S->ts.epoch_count)
+        st = cnn_error_set(err, CNN_ERR_CONFIG,
+                           "%s stopped in the middle of an epoch (step %lld) with another "
+                           "[train] batch_size; resume it with the batch size it was trained with",
+                           path, (long long)S->ts.step);
+    if (!st && S->ts.step > 0 && S->ts.epoch_count >= (double)S->train->n)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: step %lld is past the end of the epoch",
+                           path, (long long)S->ts.step);
+    return agree(S, st, err);
+}
+
+/* Rank 0 writes a checkpoint (ckpt-E-S.h5, or best.h5) and prunes old
+ * ones; all ranks learn whether it worked. Collective. */
+static cnn_status save(session *S, int best, cnn_error *err)
+{
+    const cnn_ckpt_config *ck = &S->run->ck;
+    cnn_status st = CNN_OK;
+    if (S->root) {
+        char path[4096];
+        if (best)
+            snprintf(path, sizeof path, "%s/best.h5", ck->dir);
+        else
+            cnn_checkpoint_name(path, sizeof path, ck->dir, &S->ts);
+        const cnn_dataset *t = S->train;
+        S->ts.world = S->d->world;
+        st = cnn_checkpoint_write(path, S->run->model, S->opt, &S->ts, &S->h,
+                                  S->run->cfg->text, (const char *const *)t->class_names,
+                                  t->class_names ? t->nclasses : 0, err);
+        if (!st && !best)
+            st = cnn_checkpoint_prune(ck->dir, (int)ck->keep, err);
+        if (!st) {
+            if (S->progress_mode == CNN_PROGRESS_BAR)
+                fprintf(S->out, "\r\033[K");
+            fprintf(S->out, "checkpoint: %s\n", path);
+        }
+        fflush(S->out);
+    }
+    S->last_save = cnn_dist_time();
+    return agree(S, st, err);
+}
+
+static void session_close(session *S)
+{
+    if (S->hist)
+        fclose(S->hist);
+    batch_free(&S->eb);
+    free(S->perm);
+    cnn_stepper_free(&S->sp);
+    cnn_optim_free(S->opt);
+    cnn_history_free(&S->h);
+    if (S->val && S->val != S->test)
+        cnn_dataset_free(S->val);
+    cnn_dataset_free(S->train);
+    cnn_dataset_free(S->test);
+}
+
+/* The end of an epoch on rank 0: the Keras-style line and the CSV row. */
+static void report_epoch(const session *S, const cnn_epoch_record *r, long steps, long total)
+{
+    FILE *out = S->out;
+    if (S->progress_mode == CNN_PROGRESS_BAR)
+        fprintf(out, "\r\033[K");
+    fprintf(out, "%ld/%ld - %.1fs - loss: %.4f - accuracy: %.4f", steps, total, r->seconds,
+            r->loss, r->accuracy);
+    if (!isnan(r->val_loss))
+        fprintf(out, " - val_loss: %.4f - val_accuracy: %.4f", r->val_loss, r->val_accuracy);
+    fprintf(out, " - lr: %g - %.0f img/s\n", r->lr, r->images_per_sec);
+    fflush(out);
+    if (S->hist)
+        history_row(S->hist, r);
+}
+
+cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *err)
+{
+    const cnn_train_config *tc = &run->tc;
+    const cnn_ckpt_config *ck = &run->ck;
+    cnn_model *m = run->model;
+    session S = {.run = run, .d = d, .out = out, .root = d->rank == 0};
+    cnn_status st;
+
+    setup_threads(tc, d, out);
+    S.progress_mode = tc->progress;
+    if (S.progress_mode == CNN_PROGRESS_AUTO)
+        S.progress_mode = stdout_is_terminal(out) ? CNN_PROGRESS_BAR : CNN_PROGRESS_LINES;
+    stop_signal = 0;
+    catch_stop_signals();
+
+    if ((st = session_open(&S, err)))
+        goto done;
     cnn_model_init_params(m, tc->seed);
+    S.ts.seed = tc->seed;
+    char from[4096];
+    if ((st = resume_path(&S, from, sizeof from, err)) || (from[0] && (st = resume(&S, from, err))))
+        goto done;
     if (!cnn_dist_identical(d, m->params, m->nparams)) {
         st = cnn_error_set(err, CNN_ERR_DIST,
-                           "initial parameters differ between ranks (different builds or "
-                           "configs?)");
-        if (!root)
+                           "parameters differ between ranks (different builds or configs?)");
+        if (!S.root)
             quiet(err, st);
         goto done;
     }
-    if (root) {
+    if (S.root && tc->history)
+        st = open_history(tc->history, &S.h, &S.hist, err);
+    if ((st = agree(&S, st, err)))
+        goto done;
+    const cnn_dataset *train = S.train;
+    if (S.root) {
         fprintf(out,
                 "cnn-train: %d rank%s, global batch %ld, %lld training samples, %lld validation, "
                 "%lld test, %zu parameters, %d BLAS thread%s per rank\n",
                 d->world, d->world > 1 ? "s" : "", tc->batch_size, (long long)train->n,
-                (long long)(val ? val->n : 0), (long long)test->n, m->nparams,
+                (long long)(S.val ? S.val->n : 0), (long long)S.test->n, m->nparams,
                 cnn_get_threads(), cnn_get_threads() > 1 ? "s" : "");
-        int busy = cnn_stepper_busy_ranks(&sp, tc->batch_size);
+        if (from[0] && S.ts.step == 0)
+            fprintf(out, "resumed from %s after epoch %lld (global step %lld)\n", from,
+                    (long long)S.ts.epoch, (long long)S.ts.global_step);
+        else if (from[0])
+            fprintf(out, "resumed from %s in epoch %lld after step %lld (global step %lld)\n",
+                    from, (long long)S.ts.epoch + 1, (long long)S.ts.step,
+                    (long long)S.ts.global_step);
+        int busy = cnn_stepper_busy_ranks(&S.sp, tc->batch_size);
         if (busy < d->world)
             fprintf(out,
                     "warning: a global batch of %ld in reduction chunks of %d keeps only %d of "
@@ -334,37 +571,42 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
 
     const long B = tc->batch_size;
     const long steps_per_epoch = (long)((train->n + B - 1) / B);
-    long global_step = 0, skipped = 0, fault_step;
+    long skipped = 0, fault_step, saved_at = -1;
     int fault_kind;
     parse_fault(d, &fault_step, &fault_kind);
     double total_imgs = 0, total_time = 0;
-    for (long epoch = 0; epoch < tc->epochs; epoch++) {
-        if (tc->max_steps && global_step >= tc->max_steps)
+    S.last_save = cnn_dist_time();
+    cnn_train_state *ts = &S.ts;
+    for (long epoch = (long)ts->epoch; epoch < tc->epochs; epoch++) {
+        if (tc->max_steps && ts->global_step >= tc->max_steps)
             break;
-        cnn_rng_permutation(perm, train->n, tc->seed, (uint64_t)epoch);
-        double t0 = cnn_dist_time(), last_draw = 0, ep[STAT_N] = {0};
+        cnn_rng_permutation(S.perm, train->n, tc->seed, (uint64_t)epoch);
+        double t0 = cnn_dist_time(), last_draw = 0, imgs = 0;
         long step;
-        if (root && progress_mode != CNN_PROGRESS_NONE)
+        if (S.root && S.progress_mode != CNN_PROGRESS_NONE)
             fprintf(out, "Epoch %ld/%ld\n", epoch + 1, tc->epochs);
-        for (step = 0; step < steps_per_epoch; step++) {
-            if (tc->max_steps && global_step >= tc->max_steps)
+        for (step = (long)ts->step; step < steps_per_epoch; step++) {
+            if (tc->max_steps && ts->global_step >= tc->max_steps)
                 break;
             int64_t g0 = step * B;
             int Bg = (int)(train->n - g0 < B ? train->n - g0 : B);
             double stats[STAT_N];
-            sp.fault = global_step + 1 == fault_step ? fault_kind : CNN_FAULT_NONE;
-            st = cnn_stepper_run(&sp, train, perm + g0, Bg, run->dc.rescale, tc->seed,
+            S.sp.fault = ts->global_step + 1 == fault_step ? fault_kind : CNN_FAULT_NONE;
+            S.sp.stop = stop_signal != 0;
+            S.sp.save = S.root && ck->dir[0] && ck->every_minutes > 0 &&
+                        cnn_dist_time() - S.last_save >= 60.0 * ck->every_minutes;
+            st = cnn_stepper_run(&S.sp, train, S.perm + g0, Bg, run->dc.rescale, tc->seed,
                                  (uint64_t)epoch, tc->nan_policy == CNN_NAN_SKIP_STEP, stats,
                                  err);
             if (stats[STAT_FAILED] > 0) {
-                s = st;
+                int who, s = st;
                 who = cnn_dist_agree(d, &s);
                 st = (cnn_status)s;
                 if (who == d->rank) {
                     char msg[CNN_ERROR_MSG_MAX];
                     snprintf(msg, sizeof msg, "%s", err->msg);
-                    cnn_error_set(err, st, "epoch %ld step %ld (global step %ld): %s", epoch + 1,
-                                  step + 1, global_step + 1, msg);
+                    cnn_error_set(err, st, "epoch %ld step %ld (global step %lld): %s",
+                                  epoch + 1, step + 1, (long long)ts->global_step + 1, msg);
                 } else {
                     quiet(err, st);
                 }
@@ -372,106 +614,211 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
             }
             /* The flag comes from reduced numbers, the same on every rank,
              * so every rank takes the same decision without a message. */
+            int update = 1;
             if (stats[STAT_NONFINITE] > 0) {
                 if (tc->nan_policy != CNN_NAN_SKIP_STEP) {
                     st = cnn_error_set(err, CNN_ERR_NUMERIC,
-                                       "epoch %ld step %ld (global step %ld): the gradient is "
+                                       "epoch %ld step %ld (global step %lld): the gradient is "
                                        "NaN, infinite or too large to reduce exactly; see "
                                        "[train] nan_policy",
-                                       epoch + 1, step + 1, global_step + 1);
-                    if (!root)
+                                       epoch + 1, step + 1, (long long)ts->global_step + 1);
+                    if (!S.root)
                         quiet(err, st);
                     goto done;
                 }
+                update = 0;
                 skipped++;
-                global_step++;
-                if (root)
-                    fprintf(out, "warning: epoch %ld step %ld (global step %ld): non-finite loss "
-                                 "or gradient, update skipped (nan_policy = skip_step)\n",
-                            epoch + 1, step + 1, global_step);
-                continue;
+                if (S.root)
+                    fprintf(out, "warning: epoch %ld step %ld (global step %lld): non-finite "
+                                 "loss or gradient, update skipped (nan_policy = skip_step)\n",
+                            epoch + 1, step + 1, (long long)ts->global_step + 1);
             }
-            cnn_optim_step(opt, m);
-            global_step++;
-            for (int k = 0; k < STAT_FAILED; k++)
-                ep[k] += stats[k];
+            if (update) {
+                cnn_optim_step(S.opt, m);
+                ts->epoch_loss_sum += stats[STAT_LOSS];
+                ts->epoch_correct += stats[STAT_CORRECT];
+                ts->epoch_count += stats[STAT_COUNT];
+            }
+            imgs += Bg;
+            ts->global_step++;
+            ts->step = step + 1;
+            ts->samples_seen += Bg;
             /* the bar is redrawn at most 5 times a second */
-            int draw = progress_mode == CNN_PROGRESS_BAR
+            int draw = S.progress_mode == CNN_PROGRESS_BAR
                            ? cnn_dist_time() - last_draw >= 0.2 || step + 1 == steps_per_epoch
                            : (step + 1) % tc->log_every == 0;
-            if (root && draw) {
+            if (S.root && draw && ts->epoch_count > 0) {
                 last_draw = cnn_dist_time();
-                progress(out, progress_mode, step + 1, steps_per_epoch,
-                         ep[STAT_LOSS] / ep[STAT_COUNT], ep[STAT_CORRECT] / ep[STAT_COUNT],
-                         last_draw - t0, ep[STAT_COUNT], 0);
+                progress(out, S.progress_mode, step + 1, steps_per_epoch,
+                         ts->epoch_loss_sum / ts->epoch_count,
+                         ts->epoch_correct / ts->epoch_count, last_draw - t0, imgs, 0);
+            }
+            int stop = stats[STAT_STOP] > 0;
+            int due = ck->dir[0] && step + 1 < steps_per_epoch &&
+                      ((ck->every_steps && ts->global_step % ck->every_steps == 0) ||
+                       stats[STAT_SAVE] > 0 || stop);
+            if (due) {
+                if ((st = save(&S, 0, err)))
+                    goto done;
+                saved_at = (long)ts->global_step;
+            }
+            if (stop && step + 1 < steps_per_epoch) {
+                run->stopped = 1;
+                goto stopped;
             }
         }
         double train_time = cnn_dist_time() - t0;
-        double vloss = NAN, vacc = NAN;
-        if (val && (st = evaluate(m, val, d, run->dc.rescale, &eb, &vloss, &vacc, NULL, err)))
+        if (step < steps_per_epoch) { /* max_steps in the middle of an epoch */
+            total_imgs += imgs;
+            total_time += train_time;
+            break;
+        }
+        cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN,
+                              .lr = run->hp.lr};
+        if (S.val && (st = evaluate(m, S.val, d, run->dc.rescale, &S.eb, &r.val_loss,
+                                    &r.val_accuracy, NULL, err)))
             goto done;
-        double secs = cnn_dist_time() - t0;
-        double loss = ep[STAT_LOSS] / ep[STAT_COUNT], acc = ep[STAT_CORRECT] / ep[STAT_COUNT];
-        double ips = ep[STAT_COUNT] / train_time;
-        total_imgs += ep[STAT_COUNT];
+        r.seconds = cnn_dist_time() - t0;
+        r.loss = ts->epoch_loss_sum / ts->epoch_count;
+        r.accuracy = ts->epoch_correct / ts->epoch_count;
+        r.images_per_sec = imgs / train_time;
+        total_imgs += imgs;
         total_time += train_time;
-        if (root) {
-            if (progress_mode == CNN_PROGRESS_BAR)
-                fprintf(out, "\r\033[K");
-            fprintf(out, "%ld/%ld - %.1fs - loss: %.4f - accuracy: %.4f", step, steps_per_epoch,
-                    secs, loss, acc);
-            if (val)
-                fprintf(out, " - val_loss: %.4f - val_accuracy: %.4f", vloss, vacc);
-            fprintf(out, " - lr: %g - %.0f img/s\n", run->hp.lr, ips);
-            fflush(out);
-            if (hist) {
-                fprintf(hist, "%ld,%.6f,%.6f,", epoch, loss, acc);
-                if (val)
-                    fprintf(hist, "%.6f,%.6f,", vloss, vacc);
-                else
-                    fprintf(hist, ",,");
-                fprintf(hist, "%g,%.3f,%.1f\n", run->hp.lr, secs, ips);
-                fflush(hist);
-            }
+        if ((st = cnn_history_append(&S.h, &r, err)))
+            goto done;
+        if (S.root)
+            report_epoch(&S, &r, step, steps_per_epoch);
+        *ts = (cnn_train_state){.epoch = epoch + 1, .global_step = ts->global_step,
+                                .samples_seen = ts->samples_seen, .seed = ts->seed,
+                                .best_val_accuracy = ts->best_val_accuracy};
+        int better = S.val && r.val_accuracy > ts->best_val_accuracy;
+        if (better)
+            ts->best_val_accuracy = r.val_accuracy;
+        if (ck->dir[0] && ck->best && better && (st = save(&S, 1, err)))
+            goto done;
+        int stop = stop_signal != 0;
+        /* a signal seen by any rank during evaluation stops all */
+        if (d->world > 1) {
+            double f = stop;
+            cnn_dist_allreduce_max_f64(d, &f, 1);
+            stop = f > 0;
+        }
+        if (ck->dir[0] && (stop || epoch + 1 == tc->epochs ||
+                           (ck->every_epochs && (epoch + 1) % ck->every_epochs == 0) ||
+                           (ck->every_steps && ts->global_step % ck->every_steps == 0))) {
+            if ((st = save(&S, 0, err)))
+                goto done;
+            saved_at = (long)ts->global_step;
+        }
+        if (stop && epoch + 1 < tc->epochs) {
+            run->stopped = 1;
+            goto stopped;
         }
     }
+    /* the end: a checkpoint of the final state, unless there is one */
+    if (ck->dir[0] && saved_at != (long)ts->global_step && (st = save(&S, 0, err)))
+        goto done;
     double tloss, tacc;
     long correct;
-    if ((st = evaluate(m, test, d, run->dc.rescale, &eb, &tloss, &tacc, &correct, err)))
+    if ((st = evaluate(m, S.test, d, run->dc.rescale, &S.eb, &tloss, &tacc, &correct, err)))
         goto done;
     /* the slowest rank's figures: max of wait, of peak memory, of -peak */
-    double rss = peak_rss_mib(), mx[3] = {sp.wait, rss, -rss};
+    double rss = peak_rss_mib(), mx[3] = {S.sp.wait, rss, -rss};
     cnn_dist_allreduce_max_f64(d, mx, 3);
-    if (root) {
+    if (S.root) {
         if (total_time > 0)
-            fprintf(out, "training: %ld steps, %.0f images in %.2fs, %.0f img/s\n", global_step,
-                    total_imgs, total_time, total_imgs / total_time);
+            fprintf(out, "training: %lld steps, %.0f images in %.2fs, %.0f img/s\n",
+                    (long long)ts->global_step, total_imgs, total_time, total_imgs / total_time);
         if (skipped)
             fprintf(out, "skipped: %ld steps with a non-finite loss or gradient\n", skipped);
         if (d->world > 1 && total_time > 0)
             fprintf(out,
                     "communication: %d bucket%s of <= %g MB, overlap %s; waiting %.2fs = %.1f%% "
                     "of training time (slowest rank)\n",
-                    cnn_dist_reducer_buckets(sp.red), cnn_dist_reducer_buckets(sp.red) > 1 ? "s" : "",
-                    run->step.bucket_mb, run->step.overlap ? "on" : "off", mx[0],
-                    100.0 * mx[0] / total_time);
+                    cnn_dist_reducer_buckets(S.sp.red),
+                    cnn_dist_reducer_buckets(S.sp.red) > 1 ? "s" : "", run->step.bucket_mb,
+                    run->step.overlap ? "on" : "off", mx[0], 100.0 * mx[0] / total_time);
         fprintf(out, "memory: peak RSS per rank %.0f-%.0f MiB\n", -mx[2], mx[1]);
         fprintf(out, "test: loss=%.4f accuracy=%.4f correct=%ld incorrect=%lld\n", tloss, tacc,
-                correct, (long long)test->n - correct);
-        if (hist && tc->plot)
+                correct, (long long)S.test->n - correct);
+        if (S.hist && tc->plot) {
+            fclose(S.hist);
+            S.hist = NULL;
             plot_history(tc->history, out);
+        }
+        fflush(out);
+    }
+    goto done;
+stopped:
+    if (S.root) {
+        fprintf(out, "stopped by signal %d after global step %lld (epoch %lld, step %lld)%s\n",
+                (int)stop_signal, (long long)ts->global_step,
+                (long long)ts->epoch + (ts->step > 0), (long long)ts->step,
+                ck->dir[0] ? "; resume with --resume auto"
+                           : "; no [checkpoint] dir, nothing saved");
         fflush(out);
     }
 done:
-    if (hist)
-        fclose(hist);
-    batch_free(&eb);
-    free(perm);
-    cnn_stepper_free(&sp);
-    cnn_optim_free(opt);
-    if (val && val != test)
-        cnn_dataset_free(val);
-    cnn_dataset_free(train);
-    cnn_dataset_free(test);
+    session_close(&S);
+    return st;
+}
+
+cnn_status cnn_run_evaluate(cnn_run *run, const cnn_dist *d, const char *path, const char *dir,
+                            FILE *out, cnn_error *err)
+{
+    cnn_model *m = run->model;
+    session S = {.run = run, .d = d, .out = out, .root = d->rank == 0};
+    float *pred = NULL;
+    int32_t *cls = NULL;
+    cnn_report rep = {0};
+    cnn_status st;
+    setup_threads(&run->tc, d, out);
+    run->ck.dir = ""; /* evaluating writes no checkpoints */
+    if ((st = session_open(&S, err)))
+        goto done;
+    st = cnn_checkpoint_load(path, m, NULL, NULL, NULL, err);
+    const cnn_dataset *test = S.test;
+    if (!st && !(pred = calloc(2 * (size_t)test->n, sizeof *pred)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for %lld predictions",
+                           (long long)test->n);
+    if ((st = agree(&S, st, err)))
+        goto done;
+    double loss, acc;
+    long correct;
+    if ((st = evaluate_preds(m, test, d, run->dc.rescale, &S.eb, &loss, &acc, &correct, pred,
+                             err)))
+        goto done;
+    if (!S.root)
+        goto done;
+    if (!(cls = malloc((size_t)(test->n ? test->n : 1) * sizeof *cls))) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < test->n; i++)
+        cls[i] = (int32_t)pred[i];
+    int k = m->nclasses > 1 ? m->nclasses : 2;
+    const char *const *names = (const char *const *)test->class_names;
+    if (test->class_names && test->nclasses != k)
+        names = NULL;
+    char cpath[4096], mpath[4096];
+    int64_t wrong = 0;
+    snprintf(cpath, sizeof cpath, "%s/confusion.csv", dir);
+    snprintf(mpath, sizeof mpath, "%s/misclassified.csv", dir);
+    fprintf(out, "evaluate: %s on %s\n", path, test->source);
+    if ((st = cnn_report_build(&rep, k, test->labels, cls, test->n, loss, err)))
+        goto done;
+    cnn_report_print(&rep, names, out);
+    if ((st = cnn_report_write_confusion(&rep, names, cpath, err)) ||
+        (st = cnn_report_write_misclassified(test, cls, pred + test->n, names, mpath, &wrong,
+                                             err)))
+        goto done;
+    fprintf(out, "\nwrote %s and %s (%lld misclassified)\n", cpath, mpath, (long long)wrong);
+    fprintf(out, "test: loss=%.4f accuracy=%.4f correct=%ld incorrect=%lld\n", loss, acc, correct,
+            (long long)test->n - correct);
+done:
+    cnn_report_free(&rep);
+    free(cls);
+    free(pred);
+    session_close(&S);
     return st;
 }

@@ -20,6 +20,7 @@
 
 /* Sections that may appear at most once; everything else must be a layer. */
 static const char *const singleton_sections[] = {"data", "train", "optimizer", "dist", "augment",
+                                                 "checkpoint",
                                                  NULL};
 
 static int is_singleton(const char *name)

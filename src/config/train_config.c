@@ -1,6 +1,9 @@
 /* train_config.c - the [train] section and config loading with overrides. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cnn/checkpoint.h"
 #include "cnn/train.h"
 #include "tensor.h"
 
@@ -31,11 +34,25 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
     return CNN_OK;
 }
 
+cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *err)
+{
+    if (!cnn_checkpoint_is_hdf5(path))
+        return cnn_config_load(out, path, err);
+    char *text, name[1100];
+    cnn_status st = cnn_checkpoint_read_config(path, &text, err);
+    if (st)
+        return st;
+    snprintf(name, sizeof name, "%s:/config", path);
+    st = cnn_config_parse_string(out, text, name, err);
+    free(text);
+    return st;
+}
+
 cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const char *const *sets,
                                      int nsets, cnn_error *err)
 {
     cnn_config *cfg;
-    cnn_status st = cnn_config_load(&cfg, path, err);
+    cnn_status st = cnn_config_load_any(&cfg, path, err);
     for (int i = 0; st == CNN_OK && i < nsets; i++)
         st = cnn_config_override(cfg, sets[i], err);
     if (st) {

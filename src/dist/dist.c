@@ -49,6 +49,12 @@ void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n)
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 
+void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
+{
+    if (d->world > 1)
+        MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
+}
+
 void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
