@@ -16,9 +16,11 @@ cfg=$src/configs/fashion_cnn.ini
 small=(--set data.train_limit=500 --set data.test_limit=250 --set train.epochs=1
        --set train.batch_size=30 --set train.threads=1 --set train.history="$work/h.csv")
 
-run_np() { # run_np NP OUTFILE
+run_np() { # run_np NP OUTFILE [options...]
+  local np=$1 outfile=$2
+  shift 2
   # shellcheck disable=SC2046
-  timeout 120 mpirun $(mpiflags "$1") -np "$1" "$bin" "$cfg" "${small[@]}" >"$2" 2>&1
+  timeout 120 mpirun $(mpiflags "$np") -np "$np" "$bin" "$cfg" "${small[@]}" "$@" >"$outfile" 2>&1
 }
 
 # The result lines of a run without times and speeds.
@@ -29,17 +31,69 @@ results() {
 case "$case_name" in
 ranks_agree)
   # Same config and seed on 1-4 ranks (uneven chunk counts at 3) give the
-  # same training run, bit for bit: every printed figure is identical.
-  run_np 1 "$work/np1" || { cat "$work/np1"; fail "np 1 failed"; }
+  # same training run, bit for bit: the final weights and optimizer state
+  # are identical and so is every printed figure.
+  run_np 1 "$work/np1" --set checkpoint.dir="$work/c1" || { cat "$work/np1"; fail "np 1 failed"; }
   ref=$(results "$work/np1")
   [ "$(echo "$ref" | grep -c .)" -ge 2 ] || { cat "$work/np1"; fail "np 1 printed no result"; }
+  final=ckpt-e0001-s00000017.h5
   for np in 2 3 4; do
-    run_np "$np" "$work/np$np" || { cat "$work/np$np"; fail "np $np failed"; }
+    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" || { cat "$work/np$np"; fail "np $np failed"; }
     [ "$(grep -c '^test:' "$work/np$np")" -eq 1 ] || fail "np $np: more than one rank printed"
     got=$(results "$work/np$np")
     [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
-    echo "np $np: $(echo "$got" | tail -1)"
+    h5diff "$work/c1/$final" "$work/c$np/$final" /model /model ||
+      fail "np $np: weights differ from np 1"
+    h5diff "$work/c1/$final" "$work/c$np/$final" /optimizer /optimizer ||
+      fail "np $np: optimizer state differs from np 1"
+    echo "np $np: weights identical to np 1; $(echo "$got" | tail -1)"
   done
+  ;;
+resume_other_np)
+  # A checkpoint written at np 4 in the middle of the epoch (step 9 of 17)
+  # resumes at np 2, and at np 3, and ends with the weights of a straight
+  # np 1 run.
+  run_np 1 "$work/s" --set checkpoint.dir="$work/s1" || { cat "$work/s"; fail "straight run failed"; }
+  run_np 4 "$work/a" --set checkpoint.dir="$work/m" --set train.max_steps=9 || { cat "$work/a"; fail "np 4 failed"; }
+  mid=$work/m/ckpt-e0000-s00000009.h5
+  [ -f "$mid" ] || { ls "$work/m"; fail "no mid-epoch checkpoint"; }
+  for np in 2 3; do
+    rm -rf "$work/r$np"
+    run_np "$np" "$work/b$np" --set checkpoint.dir="$work/r$np" --resume "$mid" ||
+      { cat "$work/b$np"; fail "resume at np $np failed"; }
+    grep -q "in epoch 1 after step 9" "$work/b$np" || { cat "$work/b$np"; fail "np $np did not resume"; }
+    h5diff "$work/s1/ckpt-e0001-s00000017.h5" "$work/r$np/ckpt-e0001-s00000017.h5" /model /model ||
+      fail "np 4 -> $np resume: weights differ from the straight run"
+    echo "np 4 -> np $np: identical to the straight run"
+  done
+  ;;
+signal_stop)
+  # SIGUSR1 to mpirun (SLURM's --signal=B:USR1@T) during a 2-rank run: all
+  # ranks stop after the same step, a checkpoint is written, exit 75; the
+  # resumed run ends with the weights of an uninterrupted one.
+  long=(--set train.epochs=30 --set checkpoint.every_epochs=10)
+  # shellcheck disable=SC2046
+  mpirun $(mpiflags 2) -np 2 "$bin" "$cfg" "${small[@]}" "${long[@]}" \
+    --set checkpoint.dir="$work/k" >"$work/out" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do # the first epoch is done: training is under way
+    grep -q '^17/17 - ' "$work/out" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -USR1 "$pid"
+  wait "$pid"
+  rc=$?
+  [ "$rc" -eq 75 ] || { cat "$work/out"; fail "exit $rc, expected 75"; }
+  grep -q "^stopped by signal 10 after global step" "$work/out" || { cat "$work/out"; fail "no stop message"; }
+  grep -q '^test:' "$work/out" && fail "the stopped run went on to test"
+  n=$(ls "$work/k"/ckpt-*.h5 | wc -l)
+  [ "$n" -ge 1 ] || fail "no checkpoint"
+  run_np 1 "$work/res" "${long[@]}" --set checkpoint.dir="$work/k" --resume auto ||
+    { cat "$work/res"; fail "resume failed"; }
+  run_np 1 "$work/st" "${long[@]}" --set checkpoint.dir="$work/u" || { cat "$work/st"; fail "straight run failed"; }
+  last=ckpt-e0030-s00000510.h5
+  h5diff "$work/u/$last" "$work/k/$last" /model /model || fail "resumed weights differ from the straight run"
+  echo "stopped at: $(grep '^stopped' "$work/out")"
   ;;
 ranks_agree_float)
   # [dist] reduction = float: MPI sums floats, so results agree only up to
