@@ -92,7 +92,8 @@ static void idx_file_close(cnn_store *s)
     free(f);
 }
 
-static const cnn_store_ops idx_file_ops = {"idx", idx_file_read, idx_file_close};
+static const cnn_store_ops idx_file_ops = {.format = "idx", .read = idx_file_read,
+                                            .close = idx_file_close};
 
 static int is_gzip(const char *path)
 {
