@@ -195,6 +195,16 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
 cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dataset **train,
                          cnn_dataset **val, cnn_dataset **test, cnn_error *err);
 
+/* CIFAR-10, binary version, in dir: the training set (test = 0) is
+ * data_batch_1.bin, data_batch_2.bin, ... (consecutive from 1; five in the
+ * official set), the test set (test = 1) test_batch.bin. A record is 3073
+ * bytes: the label, then 3 x 32 x 32 pixels, channel-first; pixels are
+ * read record by record. Class names come from batches.meta.txt (one a
+ * line) if present, else they are CIFAR-10's. limit > 0 keeps the first
+ * limit samples. */
+cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_t limit,
+                            cnn_error *err);
+
 /* An image folder as Keras's flow_from_directory reads it: one
  * subdirectory of dir per class, classes sorted by name (byte order),
  * label = position in that list; the image files (.jpg .jpeg .png .bmp

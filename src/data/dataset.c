@@ -424,7 +424,7 @@ static cnn_status load_set(const cnn_data_config *dc, int which, int64_t limit, 
         return which == TRAIN ? cnn_idx_load(out, dc->train_images, dc->train_labels, limit, err)
                               : cnn_idx_load(out, dc->test_images, dc->test_labels, limit, err);
     case CNN_FORMAT_CIFAR10:
-        return cnn_error_set(err, CNN_ERR_CONFIG, "[data] format = cifar10: not implemented yet");
+        return cnn_cifar10_load(out, dc->dir, which == TEST, limit, err);
     case CNN_FORMAT_IMAGEFOLDER:
         return cnn_imagefolder_load(out,
                                     which == TRAIN ? dc->train_dir
