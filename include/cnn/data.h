@@ -223,6 +223,38 @@ cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_
 cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
                                 int64_t limit, double split, cnn_dataset **val, cnn_error *err);
 
+/* An HDF5 dataset file:
+ *   /images   (N, H, W, C) uint8, chunked, optionally gzip-compressed
+ *   /labels   (N) any integer type (written as int32), values >= 0
+ *   /classes  (K) strings, optional: class names, label = index
+ * Labels are read whole; pixels only for the rows a batch needs, one
+ * hyperslab read per run of consecutive rows, then transposed to
+ * channel-first. The file is opened read-only without HDF5's file locks,
+ * which parallel file systems often lack. limit > 0 keeps the first limit. */
+cnn_status cnn_h5data_load(cnn_dataset **out, const char *path, int64_t limit, cnn_error *err);
+
+/* Writes that layout, a block of images at a time:
+ *
+ *     cnn_h5data_create(&w, "train.h5", shape, 0, 0, &err);
+ *     while (...) cnn_h5data_append(w, images, n, &err);   // (n, C, H, W)
+ *     cnn_h5data_close(w, labels, names, nclasses, &err);
+ *
+ * chunk = images per chunk of /images (0 = 1); gzip = deflate level 0
+ * (none) to 9. A batch reads whole chunks, so one image per chunk suits
+ * random batches best: Fashion-MNIST, batches of 32, warm page cache:
+ * 229k images/s at 1 a chunk, 122k at 64; with gzip 4, 86k at 1 (files of
+ * 51, 47 and 32 MB), 4.7k at 64. */
+typedef struct cnn_h5data_writer cnn_h5data_writer;
+cnn_status cnn_h5data_create(cnn_h5data_writer **out, const char *path, cnn_shape shape, int chunk,
+                             int gzip, cnn_error *err);
+cnn_status cnn_h5data_append(cnn_h5data_writer *w, const uint8_t *images, int64_t n,
+                             cnn_error *err);
+/* Writes /labels (one per image appended) and, when names is not NULL,
+ * /classes; closes the file and frees w in every case. labels = NULL
+ * abandons the file: it is closed and removed. */
+cnn_status cnn_h5data_close(cnn_h5data_writer *w, const int32_t *labels, const char *const *names,
+                            int nclasses, cnn_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -432,7 +432,11 @@ static cnn_status load_set(const cnn_data_config *dc, int which, int64_t limit, 
                                                    : dc->test_dir,
                                     dc, limit, split, val, err);
     case CNN_FORMAT_HDF5:
-        return cnn_error_set(err, CNN_ERR_CONFIG, "[data] format = hdf5: not implemented yet");
+        return cnn_h5data_load(out,
+                               which == TRAIN ? dc->train_file
+                               : which == VAL ? dc->val_file
+                                              : dc->test_file,
+                               limit, err);
     }
     return cnn_error_set(err, CNN_ERR_ARG, "unknown data format %d", (int)dc->format);
 }
