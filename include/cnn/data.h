@@ -14,6 +14,16 @@
  * Loaders take the process's (rank, world) as plain integers and never call
  * MPI. A dataset may be shared as a view: cnn_dataset_split_tail() makes the
  * last samples a second dataset over the same store.
+ *
+ * Image folders may hold files that do not decode. Before training, each
+ * rank checks its share and the flags are combined across ranks (the one
+ * step that needs MPI, done by the caller):
+ *
+ *     uint8_t *bad = malloc(d->n);
+ *     cnn_dataset_verify(d, rank, world, bad, &err);   // fatal mode: error
+ *     MPI_Allreduce(MPI_IN_PLACE, bad, d->n, MPI_UINT8_T, MPI_BOR, comm);
+ *     for (i...) if (bad[i]) print cnn_dataset_describe(d, i, buf, sizeof buf);
+ *     cnn_dataset_drop(d, bad, &dropped, &err);         // same on every rank
  */
 #ifndef CNN_DATA_H
 #define CNN_DATA_H
@@ -35,9 +45,14 @@ typedef struct cnn_store cnn_store;
 typedef struct cnn_store_ops {
     const char *format; /* "idx", "cifar10", ... for messages */
     /* Writes images rows[0..B) of the store (uint8, B x C x H x W) into out.
-     * May be called with rows in any order. */
+     * May be called with rows in any order. Not thread-safe. */
     cnn_status (*read)(cnn_store *s, const int64_t *rows, int B, uint8_t *out, cnn_error *err);
     void (*close)(cnn_store *s); /* frees s->impl */
+    /* Optional: names row r for messages (its file, for image folders). */
+    void (*describe)(const cnn_store *s, int64_t row, char *buf, size_t n);
+    /* 1 when every image is a file of its own that may fail to decode on
+     * its own (image folders): cnn_dataset_verify reads those stores. */
+    int per_file;
 } cnn_store_ops;
 
 struct cnn_store {
@@ -58,12 +73,16 @@ void cnn_store_release(cnn_store *s);
 typedef struct cnn_dataset {
     int64_t n;            /* samples in this dataset */
     int64_t first;        /* store row of sample 0 */
+    int64_t *rows;        /* (n) store row of each sample, or NULL: rows first .. first+n-1
+                             (a row map exists once cnn_dataset_drop removed samples) */
     cnn_shape shape;      /* (C, H, W) of one image */
     int32_t *labels;      /* (n) */
     int nclasses;         /* number of classes (1 + largest label, or the class list) */
     char **class_names;   /* (nclasses) or NULL: image folders and HDF5 sets have names */
     cnn_store *store;     /* the pixels, shared by views */
     char source[1024];    /* file or directory it came from, for messages */
+    int skip_bad;         /* [data] on_bad_image = skip: cnn_dataset_verify flags
+                             images that fail to decode instead of failing */
 } cnn_dataset;
 
 /* A new dataset of n samples over store (taking one reference to it), with
@@ -93,6 +112,42 @@ cnn_status cnn_idx_load(cnn_dataset **out, const char *images_path, const char *
 cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset **tail,
                                   cnn_error *err);
 
+/* The same at a sample count: d keeps samples [0, keep), *tail gets the
+ * rest (0 < keep < d->n). */
+cnn_status cnn_dataset_split_at(cnn_dataset *d, int64_t keep, cnn_dataset **tail,
+                                cnn_error *err);
+
+/* Reads sample i of d into out (C x H x W) and sets *bad = 0. When the
+ * image's file cannot be opened or decoded: with d->skip_bad, *bad = 1,
+ * err holds the reason (naming the file) and CNN_OK is returned; without,
+ * that error, with a hint at on_bad_image = skip. */
+cnn_status cnn_dataset_read_one(const cnn_dataset *d, int64_t i, uint8_t *out, int *bad,
+                                cnn_error *err);
+
+/* Decodes every image of this rank's share of d, samples
+ * [n*rank/world, n*(rank+1)/world), and sets bad[i] for all i in [0, n):
+ * 1 for a sample of the share whose file cannot be opened or decoded, 0
+ * otherwise, so the flags of all ranks combine by OR (or max). Only stores
+ * of separate files (image folders) can fail: for the others bad is all 0
+ * and nothing is read. With d->skip_bad = 0 (on_bad_image = fatal) the
+ * first failure is returned instead, its message naming the file; errors
+ * other than a bad file (out of memory) are returned in both modes. This
+ * costs one decode of every image, shared by the ranks. */
+cnn_status cnn_dataset_verify(const cnn_dataset *d, int rank, int world, uint8_t *bad,
+                              cnn_error *err);
+
+/* Removes from d the samples with bad[i] != 0 (bad has d->n entries and
+ * must be the same on every rank, e.g. OR-combined), keeping the order of
+ * the others; *dropped (may be NULL) is how many went. Sample indices
+ * shift: describe the bad samples before dropping them. Fails, leaving d
+ * unchanged, when no sample would be left. */
+cnn_status cnn_dataset_drop(cnn_dataset *d, const uint8_t *bad, int64_t *dropped,
+                            cnn_error *err);
+
+/* What sample i of d is, for messages: its file for image folders
+ * ("data/train/cat/cat.7.jpg"), else "SOURCE sample i". Returns buf. */
+const char *cnn_dataset_describe(const cnn_dataset *d, int64_t i, char *buf, size_t n);
+
 /* Raw pixels of samples idx[0..B) into out (B x C x H x W uint8). */
 cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uint8_t *out,
                             cnn_error *err);
@@ -102,7 +157,7 @@ cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uin
 cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, float rescale,
                               uint8_t *raw, float *x, int32_t *labels, cnn_error *err);
 
-/* The [data] section, resolved. */
+/* The [data] section, resolved. Relative paths are taken from dir. */
 typedef enum {
     CNN_FORMAT_IDX = 0,
     CNN_FORMAT_CIFAR10,
@@ -110,26 +165,95 @@ typedef enum {
     CNN_FORMAT_HDF5
 } cnn_data_format;
 
+enum { CNN_CLASS_BINARY = 0, CNN_CLASS_CATEGORICAL, CNN_CLASS_SPARSE };
+
 typedef struct cnn_data_config {
     cnn_data_format format;
-    char dir[1024];                       /* idx, cifar10 */
-    char train_dir[1024], val_dir[1024], test_dir[1024]; /* imagefolder */
+    char dir[1024];                       /* base of the paths below */
+    char train_dir[1024], val_dir[1024], test_dir[1024]; /* imagefolder; val_dir "" = none */
     int image_h, image_w;                 /* imagefolder: resize target */
-    int class_mode;                       /* imagefolder: binary|categorical|sparse */
-    char train_images[1024], train_labels[1024];
+    int channels;                         /* imagefolder: 1 grayscale, 3 RGB */
+    int class_mode;                       /* imagefolder: CNN_CLASS_* */
+    int skip_bad;                         /* imagefolder: on_bad_image = skip (1) | fatal (0) */
+    char train_images[1024], train_labels[1024]; /* idx */
     char test_images[1024], test_labels[1024];
+    char train_file[1024], val_file[1024], test_file[1024]; /* hdf5; val_file "" = none */
     float rescale;
     int64_t train_limit, test_limit;
-    enum { CNN_VAL_TEST = 0, CNN_VAL_SPLIT, CNN_VAL_NONE } validation;
+    /* CNN_VAL_SEPARATE: validation_dir / validation_file holds the set */
+    enum { CNN_VAL_TEST = 0, CNN_VAL_SPLIT, CNN_VAL_NONE, CNN_VAL_SEPARATE } validation;
     double validation_split;
 } cnn_data_config;
 
 cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err);
 
-/* Loads train and test sets as [data] describes; *val is the validation set
- * (a split of train, the test set itself, or NULL). */
+/* Loads train and test sets as [data] describes; *val is the validation set:
+ * a split of train (validation = split), a set of its own (validation_dir,
+ * validation_file), the test set itself (validation = test; free it once),
+ * or NULL (none). Train, validation and test have the same image shape
+ * and, where they have names, the same classes. */
 cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dataset **train,
                          cnn_dataset **val, cnn_dataset **test, cnn_error *err);
+
+/* CIFAR-10, binary version, in dir: the training set (test = 0) is
+ * data_batch_1.bin, data_batch_2.bin, ... (consecutive from 1; five in the
+ * official set), the test set (test = 1) test_batch.bin. A record is 3073
+ * bytes: the label, then 3 x 32 x 32 pixels, channel-first; pixels are
+ * read record by record. Class names come from batches.meta.txt (one a
+ * line) if present, else they are CIFAR-10's. limit > 0 keeps the first
+ * limit samples. */
+cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_t limit,
+                            cnn_error *err);
+
+/* An image folder as Keras's flow_from_directory reads it: one
+ * subdirectory of dir per class, classes sorted by name (byte order),
+ * label = position in that list; the image files (.jpg .jpeg .png .bmp
+ * .gif, any case) below each class directory, subdirectories included,
+ * depth first with each directory's entries sorted by name, so every rank
+ * sees the same order. Entries whose names start with '.' are skipped
+ * (Keras would make a class of .ipynb_checkpoints). Images are decoded
+ * and resized to dc->image_h x dc->image_w with dc->channels when a batch
+ * reads them (cnn_image_load). class_mode = binary needs exactly two
+ * classes. d->skip_bad = dc->skip_bad.
+ *
+ * limit > 0 keeps about limit samples, the first of each class in
+ * proportion to its size. split > 0 (validation_split) moves the first
+ * floor(split * n_c) files of each class c into *val, as Keras's
+ * subset = "validation" does (val may be NULL when split is 0). */
+cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
+                                int64_t limit, double split, cnn_dataset **val, cnn_error *err);
+
+/* An HDF5 dataset file:
+ *   /images   (N, H, W, C) uint8, chunked, optionally gzip-compressed
+ *   /labels   (N) any integer type (written as int32), values >= 0
+ *   /classes  (K) strings, optional: class names, label = index
+ * Labels are read whole; pixels only for the rows a batch needs, one
+ * hyperslab read per run of consecutive rows, then transposed to
+ * channel-first. The file is opened read-only without HDF5's file locks,
+ * which parallel file systems often lack. limit > 0 keeps the first limit. */
+cnn_status cnn_h5data_load(cnn_dataset **out, const char *path, int64_t limit, cnn_error *err);
+
+/* Writes that layout, a block of images at a time:
+ *
+ *     cnn_h5data_create(&w, "train.h5", shape, 0, 0, &err);
+ *     while (...) cnn_h5data_append(w, images, n, &err);   // (n, C, H, W)
+ *     cnn_h5data_close(w, labels, names, nclasses, &err);
+ *
+ * chunk = images per chunk of /images (0 = 1); gzip = deflate level 0
+ * (none) to 9. A batch reads whole chunks, so one image per chunk suits
+ * random batches best: Fashion-MNIST, batches of 32, warm page cache:
+ * 229k images/s at 1 a chunk, 122k at 64; with gzip 4, 86k at 1 (files of
+ * 51, 47 and 32 MB), 4.7k at 64. */
+typedef struct cnn_h5data_writer cnn_h5data_writer;
+cnn_status cnn_h5data_create(cnn_h5data_writer **out, const char *path, cnn_shape shape, int chunk,
+                             int gzip, cnn_error *err);
+cnn_status cnn_h5data_append(cnn_h5data_writer *w, const uint8_t *images, int64_t n,
+                             cnn_error *err);
+/* Writes /labels (one per image appended) and, when names is not NULL,
+ * /classes; closes the file and frees w in every case. labels = NULL
+ * abandons the file: it is closed and removed. */
+cnn_status cnn_h5data_close(cnn_h5data_writer *w, const int32_t *labels, const char *const *names,
+                            int nclasses, cnn_error *err);
 
 #ifdef __cplusplus
 }

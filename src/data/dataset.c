@@ -1,5 +1,6 @@
 /* dataset.c - datasets over pixel stores, validation split, batching and
  * the [data] settings. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,8 @@ static void memory_close(cnn_store *s)
     free(m);
 }
 
-static const cnn_store_ops memory_ops = {"memory", memory_read, memory_close};
+static const cnn_store_ops memory_ops = {.format = "memory", .read = memory_read,
+                                          .close = memory_close};
 
 cnn_store *cnn_memory_store_new(uint8_t *pixels, int64_t n, cnn_shape shape)
 {
@@ -101,6 +103,7 @@ void cnn_dataset_free(cnn_dataset *d)
     cnn_store_release(d->store);
     free_names(d->class_names, d->nclasses);
     free(d->labels);
+    free(d->rows);
     free(d);
 }
 
@@ -121,6 +124,36 @@ cnn_status cnn_dataset_set_classes(cnn_dataset *d, const char *const *names, int
     return CNN_OK;
 }
 
+cnn_status cnn_dataset_split_at(cnn_dataset *d, int64_t keep, cnn_dataset **tail,
+                                cnn_error *err)
+{
+    *tail = NULL;
+    if (keep < 1 || keep >= d->n)
+        return cnn_error_set(err, CNN_ERR_ARG, "%s: cannot split %lld samples after %lld",
+                             d->source, (long long)d->n, (long long)keep);
+    int64_t nt = d->n - keep;
+    cnn_dataset *t = cnn_dataset_new(d->store, nt, d->source);
+    if (t && d->rows && (t->rows = malloc((size_t)nt * sizeof *t->rows)))
+        memcpy(t->rows, d->rows + keep, (size_t)nt * sizeof *t->rows);
+    if (!t || (d->rows && !t->rows)) {
+        cnn_dataset_free(t);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the validation split");
+    }
+    cnn_status st;
+    if (d->class_names &&
+        (st = cnn_dataset_set_classes(t, (const char *const *)d->class_names, d->nclasses, err))) {
+        cnn_dataset_free(t);
+        return st;
+    }
+    t->nclasses = d->nclasses;
+    t->first = d->first + keep;
+    t->skip_bad = d->skip_bad;
+    memcpy(t->labels, d->labels + keep, (size_t)nt * sizeof *t->labels);
+    d->n = keep; /* the tails of d's labels and rows stay allocated, unused */
+    *tail = t;
+    return CNN_OK;
+}
+
 cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset **tail,
                                   cnn_error *err)
 {
@@ -130,22 +163,84 @@ cnn_status cnn_dataset_split_tail(cnn_dataset *d, double fraction, cnn_dataset *
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "validation_split %.4g of %lld samples leaves an empty set", fraction,
                              (long long)d->n);
-    int64_t keep = d->n - nt;
-    cnn_dataset *t = cnn_dataset_new(d->store, nt, d->source);
-    if (!t)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the validation split");
-    cnn_status st;
-    if (d->class_names &&
-        (st = cnn_dataset_set_classes(t, (const char *const *)d->class_names, d->nclasses, err))) {
-        cnn_dataset_free(t);
+    return cnn_dataset_split_at(d, d->n - nt, tail, err);
+}
+
+static int64_t store_row(const cnn_dataset *d, int64_t i)
+{
+    return d->rows ? d->rows[i] : d->first + i;
+}
+
+cnn_status cnn_dataset_read_one(const cnn_dataset *d, int64_t i, uint8_t *out, int *bad,
+                                cnn_error *err)
+{
+    *bad = 0;
+    cnn_status st = cnn_dataset_read(d, &i, 1, out, err);
+    if (st != CNN_ERR_FORMAT && st != CNN_ERR_IO)
         return st;
+    if (d->skip_bad) {
+        *bad = 1;
+        return CNN_OK;
     }
-    t->nclasses = d->nclasses;
-    t->first = d->first + keep;
-    memcpy(t->labels, d->labels + keep, (size_t)nt * sizeof *t->labels);
-    d->n = keep; /* the tail of d's labels stays allocated, unused */
-    *tail = t;
+    size_t len = strlen(err->msg);
+    snprintf(err->msg + len, sizeof err->msg - len, " ([data] on_bad_image = skip skips it)");
+    return st;
+}
+
+cnn_status cnn_dataset_verify(const cnn_dataset *d, int rank, int world, uint8_t *bad,
+                              cnn_error *err)
+{
+    memset(bad, 0, (size_t)d->n);
+    if (!d->store->ops->per_file)
+        return CNN_OK;
+    uint8_t *img = malloc(cnn_shape_size(d->shape));
+    if (!img)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    const int64_t lo = d->n * rank / world, hi = d->n * (rank + 1) / world;
+    cnn_status st = CNN_OK;
+    for (int64_t i = lo; i < hi && !st; i++) {
+        int b;
+        st = cnn_dataset_read_one(d, i, img, &b, err);
+        bad[i] = (uint8_t)b;
+    }
+    free(img);
+    return st;
+}
+
+cnn_status cnn_dataset_drop(cnn_dataset *d, const uint8_t *bad, int64_t *dropped, cnn_error *err)
+{
+    int64_t keep = 0;
+    for (int64_t i = 0; i < d->n; i++)
+        keep += !bad[i];
+    if (keep == 0)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: none of the %lld images can be read",
+                             d->source, (long long)d->n);
+    if (dropped)
+        *dropped = d->n - keep;
+    if (keep == d->n)
+        return CNN_OK;
+    int64_t *rows = malloc((size_t)keep * sizeof *rows);
+    if (!rows)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    int64_t k = 0;
+    for (int64_t i = 0; i < d->n; i++)
+        if (!bad[i]) {
+            rows[k] = store_row(d, i);
+            d->labels[k++] = d->labels[i];
+        }
+    free(d->rows);
+    d->rows = rows;
+    d->n = keep;
     return CNN_OK;
+}
+
+const char *cnn_dataset_describe(const cnn_dataset *d, int64_t i, char *buf, size_t n)
+{
+    if (d->store->ops->describe)
+        d->store->ops->describe(d->store, store_row(d, i), buf, n);
+    else
+        snprintf(buf, n, "%s sample %lld", d->source, (long long)i);
+    return buf;
 }
 
 cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uint8_t *out,
@@ -160,7 +255,7 @@ cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uin
             if (idx[b0 + b] < 0 || idx[b0 + b] >= d->n)
                 return cnn_error_set(err, CNN_ERR_ARG, "%s: sample %lld of %lld requested",
                                      d->source, (long long)idx[b0 + b], (long long)d->n);
-            rows[b] = d->first + idx[b0 + b];
+            rows[b] = store_row(d, idx[b0 + b]);
         }
         cnn_status st = d->store->ops->read(d->store, rows, nb, out + (size_t)b0 * img, err);
         if (st)
@@ -183,6 +278,8 @@ cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, f
     return CNN_OK;
 }
 
+/* A path key, taken relative to dir unless absolute; an empty value (the
+ * default "" of an optional key) stays empty. */
 static cnn_status path_key(const cnn_section *s, const char *dir, const char *key, const char *def,
                            char *out, size_t n, cnn_error *err)
 {
@@ -190,77 +287,93 @@ static cnn_status path_key(const cnn_section *s, const char *dir, const char *ke
     cnn_status st = cnn_cfg_string(s, key, def, &v, err);
     if (st)
         return st;
-    int len = v[0] == '/' || !dir[0] ? snprintf(out, n, "%s", v) : snprintf(out, n, "%s/%s", dir, v);
-    if (len < 0 || (size_t)len >= n)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "[data] %s: path too long", key);
+    int len = v[0] == '/' || !v[0] || !dir[0] ? snprintf(out, n, "%s", v)
+                                              : snprintf(out, n, "%s/%s", dir, v);
+    if (len < 0 || (size_t)len >= n) {
+        char where[320];
+        cnn_cfg_where(s, cnn_section_find(s, key), key, where, sizeof where);
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: path too long", where);
+    }
     return CNN_OK;
 }
 
-/* Keys of the image-folder format (its loader is not in this version). */
+typedef struct path_spec {
+    const char *key, *def;
+    size_t offset; /* of the char[1024] in cnn_data_config */
+} path_spec;
+
+#define PATH(key, def, field) {key, def, offsetof(cnn_data_config, field)}
+
+/* The file keys of each format; "" marks an optional one. */
+static const path_spec idx_paths[] = {
+    PATH("train_images", "train-images-idx3-ubyte.gz", train_images),
+    PATH("train_labels", "train-labels-idx1-ubyte.gz", train_labels),
+    PATH("test_images", "t10k-images-idx3-ubyte.gz", test_images),
+    PATH("test_labels", "t10k-labels-idx1-ubyte.gz", test_labels), {NULL, NULL, 0}};
+static const path_spec imagefolder_paths[] = {
+    PATH("train_dir", "train", train_dir), PATH("validation_dir", "", val_dir),
+    PATH("test_dir", "test", test_dir), {NULL, NULL, 0}};
+static const path_spec hdf5_paths[] = {
+    PATH("train_file", "train.h5", train_file), PATH("validation_file", "", val_file),
+    PATH("test_file", "test.h5", test_file), {NULL, NULL, 0}};
+static const path_spec no_paths[] = {{NULL, NULL, 0}};
+
+static const struct format_spec {
+    const char *name;
+    const char *dir; /* default [data] dir */
+    const path_spec *paths;
+} format_specs[] = {
+    [CNN_FORMAT_IDX] = {"idx", "/usr/share/datasets/fashion-mnist", idx_paths},
+    [CNN_FORMAT_CIFAR10] = {"cifar10", "cifar-10-batches-bin", no_paths},
+    [CNN_FORMAT_IMAGEFOLDER] = {"imagefolder", "", imagefolder_paths},
+    [CNN_FORMAT_HDF5] = {"hdf5", "", hdf5_paths},
+};
+
+/* The keys of the image-folder format beyond its paths. */
 static cnn_status imagefolder_keys(cnn_data_config *dc, const cnn_section *s, cnn_error *err)
 {
     static const char *const modes[] = {"binary", "categorical", "sparse", NULL};
-    const char *v;
+    static const char *const policies[] = {"fatal", "skip", NULL};
+    static const char *const channels[] = {"1", "3", NULL};
+    int rgb;
     cnn_status st;
-    if ((st = cnn_cfg_string(s, "train_dir", "train", &v, err)))
+    if ((st = cnn_cfg_pair(s, "image_size", 256, 256, &dc->image_h, &dc->image_w, err)) ||
+        (st = cnn_cfg_enum(s, "class_mode", CNN_CLASS_SPARSE, modes, &dc->class_mode, err)) ||
+        (st = cnn_cfg_enum(s, "on_bad_image", 0, policies, &dc->skip_bad, err)) ||
+        (st = cnn_cfg_enum(s, "channels", 1, channels, &rgb, err)))
         return st;
-    snprintf(dc->train_dir, sizeof dc->train_dir, "%s", v);
-    if ((st = cnn_cfg_string(s, "validation_dir", "", &v, err)))
-        return st;
-    snprintf(dc->val_dir, sizeof dc->val_dir, "%s", v);
-    if ((st = cnn_cfg_string(s, "test_dir", "test", &v, err)))
-        return st;
-    snprintf(dc->test_dir, sizeof dc->test_dir, "%s", v);
-    return (st = cnn_cfg_pair(s, "image_size", 256, 256, &dc->image_h, &dc->image_w, err)) ? st
-           : cnn_cfg_enum(s, "class_mode", 2, modes, &dc->class_mode, err);
+    dc->channels = rgb ? 3 : 1;
+    return CNN_OK;
 }
 
-cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err)
+/* validation = test|split|none, or a separate set (validation_dir or
+ * validation_file), which then must not be contradicted. */
+static cnn_status validation_keys(cnn_data_config *dc, const cnn_section *s, const char *path,
+                                  cnn_error *err)
 {
-    static const char *const formats[] = {"idx", "cifar10", "imagefolder", NULL};
     static const char *const validations[] = {"test", "split", "none", NULL};
-    memset(dc, 0, sizeof *dc);
-    const cnn_section *s = cnn_config_find(cfg, "data");
-    const char *dir;
-    int format, val;
-    double rescale;
-    long tl, vl;
-    cnn_status st;
-    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)))
+    int val;
+    cnn_status st = cnn_cfg_enum(s, "validation", CNN_VAL_TEST, validations, &val, err);
+    if (st)
         return st;
-    dc->format = (cnn_data_format)format;
-    if (dc->format == CNN_FORMAT_IMAGEFOLDER) {
-        if ((st = imagefolder_keys(dc, s, err)))
-            return st;
-    } else {
-        if ((st = cnn_cfg_string(s, "dir", "/usr/share/datasets/fashion-mnist", &dir, err)))
-            return st;
-        snprintf(dc->dir, sizeof dc->dir, "%s", dir);
-    }
-    if (dc->format == CNN_FORMAT_IDX &&
-        ((st = path_key(s, dir, "train_images", "train-images-idx3-ubyte.gz", dc->train_images,
-                        sizeof dc->train_images, err)) ||
-         (st = path_key(s, dir, "train_labels", "train-labels-idx1-ubyte.gz", dc->train_labels,
-                        sizeof dc->train_labels, err)) ||
-         (st = path_key(s, dir, "test_images", "t10k-images-idx3-ubyte.gz", dc->test_images,
-                        sizeof dc->test_images, err)) ||
-         (st = path_key(s, dir, "test_labels", "t10k-labels-idx1-ubyte.gz", dc->test_labels,
-                        sizeof dc->test_labels, err))))
-        return st;
-    if ((st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
-        (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
-        (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
-        (st = cnn_cfg_enum(s, "validation", CNN_VAL_TEST, validations, &val, err)))
-        return st;
-    dc->rescale = (float)rescale;
-    dc->train_limit = tl;
-    dc->test_limit = vl;
     dc->validation = val;
+    if (dc->val_dir[0] || dc->val_file[0]) {
+        const char *key = dc->val_dir[0] ? "validation_dir" : "validation_file";
+        if (cnn_section_find(s, "validation")) {
+            char where[320];
+            cnn_cfg_where(s, cnn_section_find(s, "validation"), "validation", where,
+                          sizeof where);
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s: contradicts %s, which is the validation set; remove one",
+                                 where, key);
+        }
+        dc->validation = CNN_VAL_SEPARATE;
+    }
     if (val == CNN_VAL_SPLIT) {
         if (!cnn_section_find(s, "validation_split"))
             return cnn_error_set(err, CNN_ERR_CONFIG,
                                  "%s: [data] validation = split needs validation_split (e.g. 0.1)",
-                                 cfg->path);
+                                 path);
         if ((st = cnn_cfg_float(s, "validation_split", 0.1, 1e-6, 0.999, &dc->validation_split,
                                 err)))
             return st;
@@ -268,40 +381,117 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     return CNN_OK;
 }
 
+cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const formats[] = {"idx", "cifar10", "imagefolder", "hdf5", NULL};
+    memset(dc, 0, sizeof *dc);
+    const cnn_section *s = cnn_config_find(cfg, "data");
+    const char *dir;
+    int format;
+    double rescale;
+    long tl, vl;
+    cnn_status st;
+    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)))
+        return st;
+    dc->format = (cnn_data_format)format;
+    const struct format_spec *fs = &format_specs[format];
+    if ((st = cnn_cfg_string(s, "dir", fs->dir, &dir, err)))
+        return st;
+    snprintf(dc->dir, sizeof dc->dir, "%s", dir);
+    for (const path_spec *p = fs->paths; p->key; p++)
+        if ((st = path_key(s, dir, p->key, p->def, (char *)dc + p->offset, 1024, err)))
+            return st;
+    if (dc->format == CNN_FORMAT_IMAGEFOLDER && (st = imagefolder_keys(dc, s, err)))
+        return st;
+    if ((st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
+        (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
+        (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
+        (st = validation_keys(dc, s, cfg->path, err)))
+        return st;
+    dc->rescale = (float)rescale;
+    dc->train_limit = tl;
+    dc->test_limit = vl;
+    return CNN_OK;
+}
+
+/* One set (train, validation or test) of the configured format. */
+static cnn_status load_set(const cnn_data_config *dc, int which, int64_t limit, double split,
+                           cnn_dataset **out, cnn_dataset **val, cnn_error *err)
+{
+    enum { TRAIN, VAL, TEST };
+    switch (dc->format) {
+    case CNN_FORMAT_IDX:
+        return which == TRAIN ? cnn_idx_load(out, dc->train_images, dc->train_labels, limit, err)
+                              : cnn_idx_load(out, dc->test_images, dc->test_labels, limit, err);
+    case CNN_FORMAT_CIFAR10:
+        return cnn_cifar10_load(out, dc->dir, which == TEST, limit, err);
+    case CNN_FORMAT_IMAGEFOLDER:
+        return cnn_imagefolder_load(out,
+                                    which == TRAIN ? dc->train_dir
+                                    : which == VAL ? dc->val_dir
+                                                   : dc->test_dir,
+                                    dc, limit, split, val, err);
+    case CNN_FORMAT_HDF5:
+        return cnn_h5data_load(out,
+                               which == TRAIN ? dc->train_file
+                               : which == VAL ? dc->val_file
+                                              : dc->test_file,
+                               limit, err);
+    }
+    return cnn_error_set(err, CNN_ERR_ARG, "unknown data format %d", (int)dc->format);
+}
+
+/* b must hold images of a's shape and, when both have class names, the
+ * same ones. */
+static cnn_status check_alike(const cnn_dataset *a, const cnn_dataset *b, cnn_error *err)
+{
+    if (a->shape.c != b->shape.c || a->shape.h != b->shape.h || a->shape.w != b->shape.w)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s has %dx%dx%d images but %s has %dx%dx%d",
+                             a->source, a->shape.h, a->shape.w, a->shape.c, b->source, b->shape.h,
+                             b->shape.w, b->shape.c);
+    if (!a->class_names || !b->class_names)
+        return CNN_OK;
+    for (int k = 0; k < a->nclasses || k < b->nclasses; k++)
+        if (k >= a->nclasses || k >= b->nclasses || strcmp(a->class_names[k], b->class_names[k]))
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "%s and %s have different classes: '%s' and '%s' at label %d",
+                                 a->source, b->source, k < a->nclasses ? a->class_names[k] : "",
+                                 k < b->nclasses ? b->class_names[k] : "", k);
+    return CNN_OK;
+}
+
 cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dataset **train,
                          cnn_dataset **val, cnn_dataset **test, cnn_error *err)
 {
-    /* IDX.gz offers no random access, so every rank holds the whole set;
-     * rank and world matter for formats that can be read in pieces. */
+    /* Every rank holds all labels and reads the pixels of its batches;
+     * rank and world would matter to a format that must be read in pieces. */
     (void)rank;
     (void)world;
+    enum { TRAIN, VAL, TEST };
     *train = *val = *test = NULL;
-    if (dc->format != CNN_FORMAT_IDX)
-        return cnn_error_set(err, CNN_ERR_CONFIG,
-                             "[data] format = %s: this version reads only idx data; the %s "
-                             "loader is not implemented yet",
-                             dc->format == CNN_FORMAT_CIFAR10 ? "cifar10" : "imagefolder",
-                             dc->format == CNN_FORMAT_CIFAR10 ? "CIFAR-10" : "image-folder");
-    cnn_status st = cnn_idx_load(train, dc->train_images, dc->train_labels, dc->train_limit, err);
+    const int folder_split =
+        dc->format == CNN_FORMAT_IMAGEFOLDER && dc->validation == CNN_VAL_SPLIT;
+    cnn_status st = load_set(dc, TRAIN, dc->train_limit, folder_split ? dc->validation_split : 0,
+                             train, val, err);
     if (st)
         return st;
-    if ((st = cnn_idx_load(test, dc->test_images, dc->test_labels, dc->test_limit, err)))
+    if ((st = load_set(dc, TEST, dc->test_limit, 0, test, NULL, err)) ||
+        (st = check_alike(*train, *test, err)))
         goto fail;
-    if ((*train)->shape.h != (*test)->shape.h || (*train)->shape.w != (*test)->shape.w) {
-        st = cnn_error_set(err, CNN_ERR_FORMAT, "%s has %dx%d images but %s has %dx%d",
-                           dc->train_images, (*train)->shape.h, (*train)->shape.w, dc->test_images,
-                           (*test)->shape.h, (*test)->shape.w);
-        goto fail;
-    }
-    if (dc->validation == CNN_VAL_SPLIT &&
+    if (dc->validation == CNN_VAL_SPLIT && !folder_split &&
         (st = cnn_dataset_split_tail(*train, dc->validation_split, val, err)))
+        goto fail;
+    if (dc->validation == CNN_VAL_SEPARATE &&
+        ((st = load_set(dc, VAL, 0, 0, val, NULL, err)) || (st = check_alike(*train, *val, err))))
         goto fail;
     if (dc->validation == CNN_VAL_TEST)
         *val = *test;
     return CNN_OK;
 fail:
+    if (*val != *test)
+        cnn_dataset_free(*val);
     cnn_dataset_free(*train);
     cnn_dataset_free(*test);
-    *train = *test = NULL;
+    *train = *val = *test = NULL;
     return st;
 }

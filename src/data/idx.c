@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "cnn/data.h"
+#include "internal.h"
 
 /* Reads exactly n bytes; returns the number read (short on EOF/error). */
 static size_t read_full(gzFile f, void *buf, size_t n)
@@ -75,15 +76,10 @@ static cnn_status idx_file_read(cnn_store *s, const int64_t *rows, int B, uint8_
     const size_t img = cnn_shape_size(s->shape);
     for (int b = 0; b < B; b++) {
         off_t at = f->data + (off_t)rows[b] * (off_t)img;
-        size_t got = 0;
-        while (got < img) {
-            ssize_t r = pread(f->fd, out + (size_t)b * img + got, img - got, at + (off_t)got);
-            if (r <= 0)
-                return cnn_error_set(err, r < 0 ? CNN_ERR_IO : CNN_ERR_FORMAT,
-                                     "%s: cannot read image %lld: %s", f->path,
-                                     (long long)rows[b], r < 0 ? strerror(errno) : "file shrank");
-            got += (size_t)r;
-        }
+        if (cnn_pread_full(f->fd, out + (size_t)b * img, img, at))
+            return cnn_error_set(err, errno ? CNN_ERR_IO : CNN_ERR_FORMAT,
+                                 "%s: cannot read image %lld: %s", f->path, (long long)rows[b],
+                                 errno ? strerror(errno) : "file shrank");
     }
     return CNN_OK;
 }
@@ -96,7 +92,8 @@ static void idx_file_close(cnn_store *s)
     free(f);
 }
 
-static const cnn_store_ops idx_file_ops = {"idx", idx_file_read, idx_file_close};
+static const cnn_store_ops idx_file_ops = {.format = "idx", .read = idx_file_read,
+                                            .close = idx_file_close};
 
 static int is_gzip(const char *path)
 {

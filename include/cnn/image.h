@@ -1,0 +1,49 @@
+/* cnn/image.h - one image file into a channel-first uint8 array.
+ *
+ *     uint8_t x[3 * 224 * 224];
+ *     if (cnn_image_load("cats/001.jpg", 3, 224, 224, x, &err) != CNN_OK)
+ *         ... err.msg: "cats/001.jpg: cannot decode: Corrupt JPEG"
+ *
+ * Decoding is stb_image's (JPEG baseline and progressive, PNG including
+ * 16-bit, BMP, GIF first frame, also TGA, PSD, PNM), in this module only.
+ * Used by the image-folder store and by programs that classify single files.
+ */
+#ifndef CNN_IMAGE_H
+#define CNN_IMAGE_H
+
+#include <stdint.h>
+
+#include "cnn/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Images with more pixels than this are refused rather than decoded (a
+ * 12000 x 12000 photo would take 430 MB as RGB). */
+#define CNN_IMAGE_MAX_PIXELS ((int64_t)1 << 27)
+
+/* Decodes the image file at path into out (c, h, w): c channels (1 =
+ * grayscale, by stb_image's luma 0.30 R + 0.59 G + 0.11 B; 3 = RGB; an
+ * alpha channel is dropped, a grayscale file is replicated), resized to
+ * h x w when its size differs.
+ *
+ * Resizing is bilinear: stb_image_resize's triangle filter on linear
+ * (not sRGB-decoded) values, pixel centres aligned, the edge pixels
+ * repeated beyond the border. Enlarging, this is exactly bilinear
+ * interpolation; shrinking, the triangle widens with the scale factor, so
+ * every source pixel contributes (no aliasing), as in PIL's
+ * Image.resize(BILINEAR), which differs only at the borders. Keras's
+ * flow_from_directory defaults to interpolation = "nearest", so resized
+ * images differ slightly from a default Keras pipeline; images already of
+ * size h x w are copied unchanged.
+ *
+ * Errors (out untouched): CNN_ERR_IO when the file cannot be opened,
+ * CNN_ERR_FORMAT when it does not decode or is over CNN_IMAGE_MAX_PIXELS,
+ * CNN_ERR_NOMEM; the message names path and stb_image's reason. */
+cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, cnn_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNN_IMAGE_H */

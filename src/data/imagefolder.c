@@ -1,0 +1,274 @@
+/* imagefolder.c - a directory of class directories of image files, as
+ * Keras's flow_from_directory reads it; images are decoded when a batch
+ * reads them. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "cnn/data.h"
+#include "cnn/image.h"
+
+enum { MAX_DEPTH = 16 }; /* below a class directory; also stops symlink loops */
+
+typedef struct strlist {
+    char **v;
+    size_t n, cap;
+} strlist;
+
+static int strlist_push(strlist *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(s)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static void strlist_free(strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    *l = (strlist){0};
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The entries of dir, hidden ones (".name") excepted, sorted byte-wise. */
+static cnn_status list_dir(const char *dir, strlist *names, cnn_error *err)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open directory: %s", dir,
+                             strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(dp)))
+        if (e->d_name[0] != '.' && strlist_push(names, e->d_name)) {
+            closedir(dp);
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
+        }
+    closedir(dp);
+    qsort(names->v, names->n, sizeof *names->v, by_name);
+    return CNN_OK;
+}
+
+static int is_image_name(const char *name)
+{
+    static const char *const exts[] = {"jpg", "jpeg", "png", "bmp", "gif"};
+    const char *dot = strrchr(name, '.');
+    for (size_t k = 0; dot && k < sizeof exts / sizeof *exts; k++)
+        if (!strcasecmp(dot + 1, exts[k]))
+            return 1;
+    return 0;
+}
+
+/* Appends the image files below dir to files, depth first, each
+ * directory's entries in sorted order. */
+static cnn_status find_images(const char *dir, int depth, strlist *files, cnn_error *err)
+{
+    strlist names = {0};
+    cnn_status st = list_dir(dir, &names, err);
+    char path[4096];
+    for (size_t i = 0; i < names.n && !st; i++) {
+        struct stat sb;
+        if (snprintf(path, sizeof path, "%s/%s", dir, names.v[i]) >= (int)sizeof path)
+            st = cnn_error_set(err, CNN_ERR_IO, "%s/%s: path too long", dir, names.v[i]);
+        else if (stat(path, &sb) != 0)
+            continue; /* a dangling link: not an image */
+        else if (S_ISDIR(sb.st_mode) && depth < MAX_DEPTH)
+            st = find_images(path, depth + 1, files, err);
+        else if (S_ISREG(sb.st_mode) && is_image_name(names.v[i]) && strlist_push(files, path))
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
+    }
+    strlist_free(&names);
+    return st;
+}
+
+/* The class directories of dir and the image files of each: class k's
+ * files are files[start[k] .. start[k+1]). */
+static cnn_status scan(const char *dir, strlist *classes, strlist *files, int64_t **start,
+                       cnn_error *err)
+{
+    strlist names = {0};
+    cnn_status st = list_dir(dir, &names, err);
+    char path[4096];
+    for (size_t i = 0; i < names.n && !st; i++) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, names.v[i]);
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) && strlist_push(classes, names.v[i]))
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
+    }
+    strlist_free(&names);
+    if (!st && classes->n == 0)
+        st = cnn_error_set(err, CNN_ERR_FORMAT,
+                           "%s: no class directories (expected one directory of images per "
+                           "class)",
+                           dir);
+    if (!st && !(*start = malloc((classes->n + 1) * sizeof **start)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < classes->n && !st; k++) {
+        (*start)[k] = (int64_t)files->n;
+        snprintf(path, sizeof path, "%s/%s", dir, classes->v[k]);
+        st = find_images(path, 0, files, err);
+    }
+    if (!st)
+        (*start)[classes->n] = (int64_t)files->n;
+    if (!st && files->n == 0)
+        st = cnn_error_set(err, CNN_ERR_FORMAT,
+                           "%s: no .jpg, .jpeg, .png, .bmp or .gif files in its %zu class "
+                           "directories",
+                           dir, classes->n);
+    return st;
+}
+
+typedef struct folder_store {
+    char **paths; /* (n) the file of each store row */
+    int64_t n;
+} folder_store;
+
+static cnn_status folder_read(cnn_store *s, const int64_t *rows, int B, uint8_t *out,
+                              cnn_error *err)
+{
+    const folder_store *f = s->impl;
+    const size_t img = cnn_shape_size(s->shape);
+    for (int b = 0; b < B; b++) {
+        if (rows[b] < 0 || rows[b] >= f->n)
+            return cnn_error_set(err, CNN_ERR_ARG, "image %lld of a folder of %lld",
+                                 (long long)rows[b], (long long)f->n);
+        cnn_status st = cnn_image_load(f->paths[rows[b]], s->shape.c, s->shape.h, s->shape.w,
+                                       out + (size_t)b * img, err);
+        if (st)
+            return st;
+    }
+    return CNN_OK;
+}
+
+static void folder_describe(const cnn_store *s, int64_t row, char *buf, size_t n)
+{
+    const folder_store *f = s->impl;
+    snprintf(buf, n, "%s", row >= 0 && row < f->n ? f->paths[row] : "?");
+}
+
+static void folder_close(cnn_store *s)
+{
+    folder_store *f = s->impl;
+    for (int64_t i = 0; f && i < f->n; i++)
+        free(f->paths[i]);
+    if (f)
+        free(f->paths);
+    free(f);
+}
+
+static const cnn_store_ops folder_ops = {.format = "imagefolder",
+                                         .read = folder_read,
+                                         .close = folder_close,
+                                         .describe = folder_describe,
+                                         .per_file = 1};
+
+/* The rows of the store: for each class, which of its files are kept
+ * (limit, in proportion to class sizes) and which of those go to the
+ * validation set (the first floor(split * kept) of the class). Moves the
+ * chosen paths out of files into paths (train rows, then validation rows)
+ * and sets their labels. Returns the number of training rows. */
+static int64_t arrange(strlist *files, const int64_t *start, int K, int64_t limit, double split,
+                       char **paths, int32_t *labels, int64_t *nval)
+{
+    const int64_t total = start[K];
+    int64_t ntrain = 0, nv = 0, used = 0;
+    int64_t *keep = malloc((size_t)K * sizeof *keep), *vk = malloc((size_t)K * sizeof *vk);
+    if (!keep || !vk) {
+        free(keep);
+        free(vk);
+        return -1;
+    }
+    for (int k = 0; k < K; k++) {
+        int64_t nk = start[k + 1] - start[k];
+        if (limit > 0 && limit < total)
+            nk = limit * start[k + 1] / total - limit * start[k] / total;
+        keep[k] = nk;
+        vk[k] = (int64_t)(split * (double)nk);
+        ntrain += nk - vk[k];
+    }
+    for (int k = 0; k < K; k++)
+        for (int64_t j = 0; j < keep[k]; j++) {
+            int64_t row = j < vk[k] ? ntrain + nv++ : used++;
+            paths[row] = files->v[start[k] + j];
+            files->v[start[k] + j] = NULL;
+            labels[row] = k;
+        }
+    *nval = nv;
+    free(keep);
+    free(vk);
+    return ntrain;
+}
+
+cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
+                                int64_t limit, double split, cnn_dataset **val, cnn_error *err)
+{
+    *out = NULL;
+    if (val)
+        *val = NULL;
+    strlist classes = {0}, files = {0};
+    int64_t *start = NULL, ntrain = 0, nval = 0;
+    cnn_dataset *d = NULL;
+    cnn_store *store = NULL;
+    folder_store *f = NULL;
+    cnn_status st = scan(dir, &classes, &files, &start, err);
+    const int K = (int)classes.n;
+    if (!st && dc->class_mode == CNN_CLASS_BINARY && K != 2)
+        st = cnn_error_set(err, CNN_ERR_FORMAT,
+                           "%s: class_mode = binary needs 2 class directories, found %d (%s%s)",
+                           dir, K, classes.v[0], K > 1 ? ", ..." : "");
+    if (st)
+        goto done;
+    if (!(f = calloc(1, sizeof *f)) || !(f->paths = calloc(files.n, sizeof *f->paths))) {
+        free(f);
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %zu paths", dir, files.n);
+        goto done;
+    }
+    if (!(store = cnn_store_new(&folder_ops, f, (cnn_shape){dc->channels, dc->image_h,
+                                                            dc->image_w})) ||
+        !(d = cnn_dataset_new(store, (int64_t)files.n, dir))) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((ntrain = arrange(&files, start, K, limit, split, f->paths, d->labels, &nval)) < 0) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    f->n = d->n = ntrain + nval;
+    d->skip_bad = dc->skip_bad;
+    if ((st = cnn_dataset_set_classes(d, (const char *const *)classes.v, K, err)))
+        goto done;
+    if (split > 0 && (nval == 0 || ntrain == 0))
+        st = cnn_error_set(err, CNN_ERR_CONFIG,
+                           "%s: validation_split %.4g of %lld images leaves an empty set", dir,
+                           split, (long long)d->n);
+    else if (split > 0)
+        st = cnn_dataset_split_at(d, ntrain, val, err);
+done:
+    cnn_store_release(store); /* the dataset holds it now, or nobody */
+    strlist_free(&classes);
+    strlist_free(&files);
+    free(start);
+    if (st) {
+        cnn_dataset_free(d);
+        return st;
+    }
+    *out = d;
+    return CNN_OK;
+}
