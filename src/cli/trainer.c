@@ -366,6 +366,37 @@ static cnn_status agree(const session *S, cnn_status st, cnn_error *err)
     return who >= 0 ? (cnn_status)s : CNN_OK;
 }
 
+/* Image files that do not decode: each rank decodes its share of d, all
+ * learn the union; with on_bad_image = skip rank 0 lists them and every
+ * rank drops them, with fatal the first is an error. Collective. */
+static cnn_status check_images(const session *S, cnn_dataset *d, cnn_error *err)
+{
+    if (!d->store->ops->per_file)
+        return CNN_OK;
+    uint8_t *bad = calloc((size_t)(d->n > 0 ? d->n : 1), 1);
+    cnn_status st = bad ? cnn_dataset_verify(d, S->d->rank, S->d->world, bad, err)
+                        : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    if ((st = agree(S, st, err))) {
+        free(bad);
+        return st;
+    }
+    cnn_dist_allreduce_max_u8(S->d, bad, (size_t)d->n);
+    int64_t dropped = 0;
+    if (S->root)
+        for (int64_t i = 0; i < d->n; i++)
+            if (bad[i]) {
+                char buf[1200];
+                fprintf(S->out, "skipped (does not decode): %s\n",
+                        cnn_dataset_describe(d, i, buf, sizeof buf));
+            }
+    st = cnn_dataset_drop(d, bad, &dropped, err);
+    if (!st && dropped && S->root)
+        fprintf(S->out, "skipped %lld of %lld images of %s\n", (long long)dropped,
+                (long long)(d->n + dropped), d->source);
+    free(bad);
+    return st;
+}
+
 /* Phase 1: every rank loads data and allocates; then all agree. */
 static cnn_status session_open(session *S, cnn_error *err)
 {
@@ -374,6 +405,10 @@ static cnn_status session_open(session *S, cnn_error *err)
     cnn_dataset *train;
     cnn_status st = cnn_data_load(&S->run->dc, S->d->rank, S->d->world, &S->train, &S->val,
                                   &S->test, err);
+    if ((st = agree(S, st, err)) || (st = check_images(S, S->train, err)) ||
+        (S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
+        (st = check_images(S, S->test, err)))
+        return st;
     train = S->train;
     if (!st && (train->shape.c != m->input.c || train->shape.h != m->input.h ||
                 train->shape.w != m->input.w))
@@ -566,6 +601,12 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                     "warning: a global batch of %ld in reduction chunks of %d keeps only %d of "
                     "%d ranks busy; lower [dist] chunk_size or raise [train] batch_size\n",
                     tc->batch_size, run->step.chunk_size, busy, d->world);
+        if (train->class_names) {
+            fprintf(out, "classes (%d):", train->nclasses);
+            for (int c = 0; c < train->nclasses; c++)
+                fprintf(out, "%s %s", c ? "," : "", train->class_names[c]);
+            fputc('\n', out);
+        }
         fflush(out);
     }
 

@@ -6,6 +6,9 @@
 
 #include "dist.h"
 
+/* MPI counts are int: larger buffers go in pieces of this many elements. */
+enum { MAX_CALL = 1 << 30 };
+
 int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
 {
     memset(d, 0, sizeof *d);
@@ -53,6 +56,16 @@ void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
 {
     if (d->world > 1)
         MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
+}
+
+void cnn_dist_allreduce_max_u8(const cnn_dist *d, uint8_t *buf, size_t n)
+{
+    if (d->world == 1)
+        return;
+    for (size_t off = 0; off < n; off += MAX_CALL) {
+        size_t k = n - off < MAX_CALL ? n - off : MAX_CALL;
+        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_UINT8_T, MPI_MAX, MPI_COMM_WORLD);
+    }
 }
 
 void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n)
@@ -107,7 +120,6 @@ struct cnn_dist_reducer {
     int nreq, nreq_max;
 };
 
-enum { MAX_CALL = 1 << 30 };
 
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,

@@ -28,6 +28,9 @@ void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n);
 /* Rank root's n bytes of buf to every rank. */
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root);
 
+/* In-place element-wise maximum of bytes across all ranks. */
+void cnn_dist_allreduce_max_u8(const cnn_dist *d, uint8_t *buf, size_t n);
+
 /* In-place element-wise maximum across all ranks. */
 void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n);
 
