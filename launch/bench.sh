@@ -24,10 +24,13 @@ have_torch=1
 blas=""
 [ "$threads" -gt 1 ] && blas="--blas-threads 1"
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 ours_synth() { "$build/cnn-bench" "$root/configs/$1.ini" --threads "$threads" --steps "$2" |
   sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }
 ours_real() { "$build/cnn-train" "$root/configs/$1.ini" --set train.max_steps=300 --set train.epochs=1 \
-  --set train.threads="$threads" --set data.test_limit=1000 --set train.progress=none |
+  --set train.threads="$threads" --set data.test_limit=1000 --set train.progress=none \
+  --set checkpoint.dir=none --set train.history="$tmp/h.csv" |
   grep '^training:' | sed -E 's/.* ([0-9.]+) img\/s/\1/'; }
 torch_synth() { OMP_NUM_THREADS=$threads $py "$peer" --model "$1" --threads "$threads" $blas --synthetic \
   --steps "$2" | grep RESULT | sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }

@@ -26,7 +26,8 @@ ours() {
   # shellcheck disable=SC2046
   mpirun $(bash "$here/mpirun-flags.sh" "$np") -np "$np" "$build/cnn-train" "$root/configs/$cfg.ini" \
     --set train.max_steps="$steps" --set train.epochs=1 --set train.threads=1 \
-    --set data.test_limit=1000 --set train.progress=none --set train.history="$tmp/h.csv" "$@" 2>&1 |
+    --set data.test_limit=1000 --set train.progress=none --set train.history="$tmp/h.csv" \
+    --set checkpoint.dir=none "$@" 2>&1 |
     awk '/^training:/ {ips=$(NF-1)} /^communication:/ {match($0, /= [0-9.]+%/); w=substr($0, RSTART+2, RLENGTH-3)}
          END {printf "%s %s\n", ips, (w == "" ? "-" : w)}'
 }

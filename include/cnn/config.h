@@ -92,6 +92,10 @@ cnn_status cnn_cfg_pair(const cnn_section *s, const char *key, int def_h, int de
 void cnn_cfg_where(const cnn_section *s, const cnn_kv *kv, const char *key, char *buf,
                    size_t n);
 
+/* Marks every key of the sections named `name` used: for a program that
+ * has no use for a section but accepts configs that have it. */
+void cnn_config_ignore_section(cnn_config *cfg, const char *name);
+
 /* Error for the first key nothing consumed. */
 cnn_status cnn_config_check_unused(const cnn_config *cfg, cnn_error *err);
 

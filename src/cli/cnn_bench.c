@@ -75,6 +75,10 @@ int main(int argc, char **argv)
     cnn_data_config dc; /* read only so that every key is checked */
     cnn_model *m;
     cnn_optim *opt;
+    /* timing needs neither checkpoints, the reduction nor augmentation */
+    cnn_config_ignore_section(cfg, "checkpoint");
+    cnn_config_ignore_section(cfg, "dist");
+    cnn_config_ignore_section(cfg, "augment");
     if (cnn_optim_hparams_from_config(&hp, cfg, &err) || cnn_data_config_read(&dc, cfg, &err) ||
         cnn_model_create(&m, cfg, tc.loss, &err) || cnn_config_check_unused(cfg, &err) ||
         cnn_model_reserve(m, (int)batch, &err) ||

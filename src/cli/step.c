@@ -38,8 +38,9 @@ int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg)
     return units < s->d->world ? (int)units : s->d->world;
 }
 
-/* acc += g * 2^44 for n elements; returns 1 if one did not fit in limit. */
-static int add_fixed(int64_t *acc, const float *g, size_t n, double limit)
+/* acc += g * 2^44 for n elements, and g = 0 for the next chunk (one pass
+ * instead of two); returns 1 if a value did not fit in limit. */
+static int add_fixed(int64_t *acc, float *g, size_t n, double limit)
 {
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
@@ -47,6 +48,7 @@ static int add_fixed(int64_t *acc, const float *g, size_t n, double limit)
         int ok = fabs(v) < limit; /* false for NaN */
         bad |= !ok;
         acc[i] += (int64_t)(ok ? v : 0.0);
+        g[i] = 0.0f;
     }
     return bad;
 }
@@ -173,7 +175,8 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         int B = hi - lo;
         memcpy(s->ids, batch + lo, (size_t)B * sizeof *s->ids);
         cnn_batch_stats bs = {0};
-        cnn_model_zero_grad(m);
+        if (k == 0 || !s->c.exact) /* exact: the conversion leaves zeros behind */
+            cnn_model_zero_grad(m);
         st = cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
         if (s->fault == CNN_FAULT_IO)
             st = cnn_error_set(err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",

@@ -66,6 +66,8 @@ static cnn_status read_checkpoint_section(cnn_run *run, const cnn_config *cfg, c
         return st;
     if (!strcmp(c->resume, "none"))
         c->resume = "";
+    if (!strcmp(c->dir, "none"))
+        c->dir = "";
     if (!strcmp(c->resume, "auto") && !c->dir[0])
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "%s: [checkpoint] resume = auto needs [checkpoint] dir", cfg->path);
@@ -397,6 +399,30 @@ static cnn_status check_images(const session *S, cnn_dataset *d, cnn_error *err)
     return st;
 }
 
+/* mkdir -p: 0 when path is (now) a directory. */
+static int make_dirs(const char *path)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *c = '/';
+        }
+    if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        return -1;
+    struct stat sb;
+    if (stat(p, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
 /* Phase 1: every rank loads data and allocates; then all agree. */
 static cnn_status session_open(session *S, cnn_error *err)
 {
@@ -436,8 +462,7 @@ static cnn_status session_open(session *S, cnn_error *err)
         st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
     if (!st && !(S->perm = malloc((size_t)train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
-    if (!st && S->root && S->run->ck.dir[0] && mkdir(S->run->ck.dir, 0777) != 0 &&
-        errno != EEXIST)
+    if (!st && S->root && S->run->ck.dir[0] && make_dirs(S->run->ck.dir) != 0)
         st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
                            S->run->ck.dir, strerror(errno));
     return agree(S, st, err);

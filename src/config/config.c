@@ -604,3 +604,11 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
         return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
     return CNN_OK;
 }
+
+void cnn_config_ignore_section(cnn_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nsec; i++)
+        if (!strcmp(cfg->sec[i].name, name))
+            for (int k = 0; k < cfg->sec[i].nkv; k++)
+                cfg->sec[i].kv[k].used = 1;
+}

@@ -78,6 +78,14 @@ checkpoint_uses)
   [ "$(wc -l <ev/confusion.csv)" -eq 11 ] || { cat ev/confusion.csv; fail "confusion.csv is not 10x10"; }
   incorrect=$(sed -nE 's/^test: .*incorrect=([0-9]+)$/\1/p' ev.out)
   [ "$(($(wc -l <ev/misclassified.csv) - 1))" -eq "$incorrect" ] || fail "misclassified.csv rows != $incorrect"
+  # every_steps and every_minutes write mid-epoch checkpoints (19 steps an epoch)
+  run steps 0 --set train.epochs=1 --set checkpoint.dir=S --set checkpoint.every_steps=5 \
+    --set checkpoint.keep=10
+  [ "$(ls S | grep ^ckpt- | tr '\n' ' ')" = "ckpt-e0000-s00000005.h5 ckpt-e0000-s00000010.h5 ckpt-e0000-s00000015.h5 ckpt-e0001-s00000019.h5 " ] ||
+    { ls S; fail "every_steps = 5"; }
+  run minutes 0 --set train.epochs=1 --set checkpoint.dir=T --set checkpoint.every_minutes=0.000001 \
+    --set checkpoint.keep=100
+  [ "$(ls T | wc -l)" -ge 10 ] || { ls T; fail "every_minutes: $(ls T | wc -l) checkpoints"; }
   # the evaluation equals the training run's own test line
   [ "$(grep '^test:' ev.out)" = "$(grep '^test:' train.out)" ] || fail "evaluate differs from training's test line"
   ;;
