@@ -131,23 +131,12 @@ static void batch_free(batch_buf *b)
 }
 
 /* Loss and accuracy over a dataset, split across ranks, summed exactly:
- * each sample is evaluated by exactly one rank. Collective. */
-static cnn_status evaluate_preds(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d,
-                                 float rescale, batch_buf *bb, double *loss, double *acc,
-                                 long *correct, float *pred, cnn_error *err);
-
+ * each sample is evaluated by exactly one rank. pred, when not NULL
+ * (2 x ds->n, zeroed), gets the class of each sample and then its
+ * probability, on every rank. Collective. */
 static cnn_status evaluate(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d, float rescale,
-                           batch_buf *bb, double *loss, double *acc, long *correct,
+                           batch_buf *bb, double *loss, double *acc, long *correct, float *pred,
                            cnn_error *err)
-{
-    return evaluate_preds(m, ds, d, rescale, bb, loss, acc, correct, NULL, err);
-}
-
-/* Same, and pred (2 x ds->n, zeroed: the class of each sample, then its
- * probability) on every rank when pred is not NULL. */
-static cnn_status evaluate_preds(cnn_model *m, const cnn_dataset *ds, const cnn_dist *d,
-                                 float rescale, batch_buf *bb, double *loss, double *acc,
-                                 long *correct, float *pred, cnn_error *err)
 {
     int64_t lo = ds->n * d->rank / d->world, hi = ds->n * (d->rank + 1) / d->world;
     double st[STAT_N] = {0};
@@ -423,46 +412,45 @@ static int make_dirs(const char *path)
     return 0;
 }
 
-/* Phase 1: every rank loads data and allocates; then all agree. */
-static cnn_status session_open(session *S, cnn_error *err)
+/* Phase 1: every rank loads data and allocates; then all agree. For
+ * training everything; otherwise (--evaluate) only what evaluating the
+ * test set needs: no image check of the training files, no optimizer. */
+static cnn_status session_open(session *S, int training, cnn_error *err)
 {
     const cnn_train_config *tc = &S->run->tc;
     cnn_model *m = S->run->model;
-    cnn_dataset *train;
     cnn_status st = cnn_data_load(&S->run->dc, S->d->rank, S->d->world, &S->train, &S->val,
                                   &S->test, err);
-    if ((st = agree(S, st, err)) || (st = check_images(S, S->train, err)) ||
-        (S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
+    if ((st = agree(S, st, err)) || (training && (st = check_images(S, S->train, err))) ||
+        (training && S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
         (st = check_images(S, S->test, err)))
         return st;
-    train = S->train;
-    if (!st && (train->shape.c != m->input.c || train->shape.h != m->input.h ||
-                train->shape.w != m->input.w))
+    const cnn_dataset *ds = training ? S->train : S->test;
+    if (ds->shape.c != m->input.c || ds->shape.h != m->input.h || ds->shape.w != m->input.w)
         st = cnn_error_set(err, CNN_ERR_SHAPE,
                            "%s holds %dx%dx%d images but [input] shape is %dx%dx%d (HxWxC)",
-                           train->source, train->shape.h, train->shape.w, train->shape.c,
-                           m->input.h, m->input.w, m->input.c);
-    if (!st && m->loss != CNN_LOSS_BCE && train->nclasses > m->nclasses)
+                           ds->source, ds->shape.h, ds->shape.w, ds->shape.c, m->input.h,
+                           m->input.w, m->input.c);
+    if (!st && m->loss != CNN_LOSS_BCE && ds->nclasses > m->nclasses)
         st = cnn_error_set(err, CNN_ERR_SHAPE,
-                           "%s has %d classes but the last layer '%s' has %d units",
-                           train->source, train->nclasses, m->layers[m->nlayers - 1].name,
-                           m->nclasses);
-    if (!st && m->loss == CNN_LOSS_BCE && train->nclasses > 2)
+                           "%s has %d classes but the last layer '%s' has %d units", ds->source,
+                           ds->nclasses, m->layers[m->nlayers - 1].name, m->nclasses);
+    if (!st && m->loss == CNN_LOSS_BCE && ds->nclasses > 2)
         st = cnn_error_set(err, CNN_ERR_SHAPE,
                            "%s has %d classes; binary_crossentropy needs labels 0 and 1",
-                           train->source, train->nclasses);
-    if (!st)
+                           ds->source, ds->nclasses);
+    if (!st && training)
         st = cnn_stepper_init(&S->sp, m, S->d, &S->run->step, tc->batch_size, err);
     if (!st)
         st = cnn_model_reserve(
             m, S->sp.cap > tc->eval_batch_size ? S->sp.cap : (int)tc->eval_batch_size, err);
-    if (!st)
+    if (!st && training)
         st = cnn_optim_create(&S->opt, &S->run->hp, m->nparams, err);
     if (!st)
         st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
-    if (!st && !(S->perm = malloc((size_t)train->n * sizeof *S->perm)))
+    if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
-    if (!st && S->root && S->run->ck.dir[0] && make_dirs(S->run->ck.dir) != 0)
+    if (!st && training && S->root && S->run->ck.dir[0] && make_dirs(S->run->ck.dir) != 0)
         st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
                            S->run->ck.dir, strerror(errno));
     return agree(S, st, err);
@@ -587,7 +575,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     stop_signal = 0;
     catch_stop_signals();
 
-    if ((st = session_open(&S, err)))
+    if ((st = session_open(&S, 1, err)))
         goto done;
     cnn_model_init_params(m, tc->seed);
     S.ts.seed = tc->seed;
@@ -742,7 +730,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN,
                               .lr = run->hp.lr};
         if (S.val && (st = evaluate(m, S.val, d, run->dc.rescale, &S.eb, &r.val_loss,
-                                    &r.val_accuracy, NULL, err)))
+                                    &r.val_accuracy, NULL, NULL, err)))
             goto done;
         r.seconds = cnn_dist_time() - t0;
         r.loss = ts->epoch_loss_sum / ts->epoch_count;
@@ -786,7 +774,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         goto done;
     double tloss, tacc;
     long correct;
-    if ((st = evaluate(m, S.test, d, run->dc.rescale, &S.eb, &tloss, &tacc, &correct, err)))
+    if ((st = evaluate(m, S.test, d, run->dc.rescale, &S.eb, &tloss, &tacc, &correct, NULL, err)))
         goto done;
     /* the slowest rank's figures: max of wait, of peak memory, of -peak */
     double rss = peak_rss_mib(), mx[3] = {S.sp.wait, rss, -rss};
@@ -839,10 +827,11 @@ cnn_status cnn_run_evaluate(cnn_run *run, const cnn_dist *d, const char *path, c
     cnn_report rep = {0};
     cnn_status st;
     setup_threads(&run->tc, d, out);
-    run->ck.dir = ""; /* evaluating writes no checkpoints */
-    if ((st = session_open(&S, err)))
+    if ((st = session_open(&S, 0, err)))
         goto done;
     st = cnn_checkpoint_load(path, m, NULL, NULL, NULL, err);
+    if (!st && S.root && make_dirs(dir) != 0)
+        st = cnn_error_set(err, CNN_ERR_IO, "--out %s: cannot create: %s", dir, strerror(errno));
     const cnn_dataset *test = S.test;
     if (!st && !(pred = calloc(2 * (size_t)test->n, sizeof *pred)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for %lld predictions",
@@ -851,7 +840,7 @@ cnn_status cnn_run_evaluate(cnn_run *run, const cnn_dist *d, const char *path, c
         goto done;
     double loss, acc;
     long correct;
-    if ((st = evaluate_preds(m, test, d, run->dc.rescale, &S.eb, &loss, &acc, &correct, pred,
+    if ((st = evaluate(m, test, d, run->dc.rescale, &S.eb, &loss, &acc, &correct, pred,
                              err)))
         goto done;
     if (!S.root)
