@@ -47,6 +47,10 @@ cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *er
 cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const char *const *sets,
                                      int nsets, cnn_error *err);
 
+/* mkdir -p: creates path and its missing parents. 0 when path is (now) a
+ * directory, else -1 with errno set. */
+int cnn_make_dirs(const char *path);
+
 /* Threads of the engine's BLAS; n <= 0 leaves the library's default. */
 void cnn_set_threads(int n);
 int cnn_get_threads(void);

@@ -11,6 +11,7 @@
  * batches. Exit codes: 0, 2 bad input (unreadable checkpoint or image:
  * the other images are still classified), 1 other errors.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,9 @@ static cnn_status predictor_open(predictor *p, const char *path, cnn_error *err)
     cnn_data_config dc;
     cnn_status st;
     memset(p, 0, sizeof *p);
+    if (!cnn_checkpoint_is_hdf5(path))
+        return cnn_error_set(err, CNN_ERR_FORMAT,
+                             "%s: not a checkpoint (an HDF5 file written by cnn-train)", path);
     if ((st = cnn_config_load_any(&p->cfg, path, err)) ||
         (st = cnn_train_config_read(&tc, p->cfg, err)) ||
         (st = cnn_data_config_read(&dc, p->cfg, err)) ||
@@ -262,6 +266,9 @@ int main(int argc, char **argv)
         st = cnn_error_set(&err, CNN_ERR_CONFIG,
                            "--feature-maps %s: no such layer in %s (see cnn-train --summary)",
                            a.maps_layer, a.ckpt);
+    if (!st && a.maps_layer && cnn_make_dirs(a.out) != 0)
+        st = cnn_error_set(&err, CNN_ERR_IO, "--out %s: cannot create: %s", a.out,
+                           strerror(errno));
     if (st) {
         fprintf(stderr, "cnn-predict: %s\n", err.msg);
         predictor_close(&p);

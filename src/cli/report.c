@@ -135,14 +135,14 @@ cnn_status cnn_report_write_misclassified(const cnn_dataset *d, const int32_t *p
     FILE *f = fopen(path, "w");
     if (!f)
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    char a[32], b[32];
+    char a[32], b[32], src[1200];
     *written = 0;
     fputs("index,source,true,predicted,probability\n", f);
     for (int64_t i = 0; i < d->n; i++) {
         if (pred[i] == d->labels[i])
             continue;
         fprintf(f, "%lld,", (long long)i);
-        csv_field(f, d->source);
+        csv_field(f, cnn_dataset_describe(d, i, src, sizeof src));
         fputc(',', f);
         csv_field(f, class_name(names, d->labels[i], a, sizeof a));
         fputc(',', f);

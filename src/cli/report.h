@@ -31,8 +31,8 @@ cnn_status cnn_report_write_confusion(const cnn_report *r, const char *const *na
                                       const char *path, cnn_error *err);
 
 /* misclassified.csv: index,source,true,predicted,probability for every
- * sample whose prediction is wrong; source names the file of image-folder
- * samples (else the dataset's source). */
+ * sample whose prediction is wrong; source is cnn_dataset_describe(): the
+ * file of an image-folder sample, else "FILE sample I". */
 cnn_status cnn_report_write_misclassified(const cnn_dataset *d, const int32_t *pred,
                                           const float *prob, const char *const *names,
                                           const char *path, int64_t *written, cnn_error *err);

@@ -14,7 +14,6 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cnn/checkpoint.h"
@@ -388,30 +387,6 @@ static cnn_status check_images(const session *S, cnn_dataset *d, cnn_error *err)
     return st;
 }
 
-/* mkdir -p: 0 when path is (now) a directory. */
-static int make_dirs(const char *path)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *c = p + 1; *c; c++)
-        if (*c == '/') {
-            *c = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST)
-                return -1;
-            *c = '/';
-        }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST)
-        return -1;
-    struct stat sb;
-    if (stat(p, &sb) != 0)
-        return -1;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
 /* Phase 1: every rank loads data and allocates; then all agree. For
  * training everything; otherwise (--evaluate) only what evaluating the
  * test set needs: no image check of the training files, no optimizer. */
@@ -450,7 +425,7 @@ static cnn_status session_open(session *S, int training, cnn_error *err)
         st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
     if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
-    if (!st && training && S->root && S->run->ck.dir[0] && make_dirs(S->run->ck.dir) != 0)
+    if (!st && training && S->root && S->run->ck.dir[0] && cnn_make_dirs(S->run->ck.dir) != 0)
         st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
                            S->run->ck.dir, strerror(errno));
     return agree(S, st, err);
@@ -830,7 +805,7 @@ cnn_status cnn_run_evaluate(cnn_run *run, const cnn_dist *d, const char *path, c
     if ((st = session_open(&S, 0, err)))
         goto done;
     st = cnn_checkpoint_load(path, m, NULL, NULL, NULL, err);
-    if (!st && S.root && make_dirs(dir) != 0)
+    if (!st && S.root && cnn_make_dirs(dir) != 0)
         st = cnn_error_set(err, CNN_ERR_IO, "--out %s: cannot create: %s", dir, strerror(errno));
     const cnn_dataset *test = S.test;
     if (!st && !(pred = calloc(2 * (size_t)test->n, sizeof *pred)))

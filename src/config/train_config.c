@@ -1,7 +1,10 @@
-/* train_config.c - the [train] section and config loading with overrides. */
+/* train_config.c - the [train] section, config loading with overrides, and
+ * small services of the programs (threads, directories). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cnn/checkpoint.h"
 #include "cnn/train.h"
@@ -66,3 +69,26 @@ cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const c
 void cnn_set_threads(int n) { cnn_blas_set_threads(n); }
 
 int cnn_get_threads(void) { return cnn_blas_get_threads(); }
+
+int cnn_make_dirs(const char *path)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *c = '/';
+        }
+    if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        return -1;
+    struct stat sb;
+    if (stat(p, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}

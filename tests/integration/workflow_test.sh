@@ -85,12 +85,17 @@ imagefolder)
   "$build/cnn-predict" "$ck" f/train/3/broken.jpg "$img" >b.out 2>b.err
   [ $? -eq 2 ] && grep -q "^cnn-predict: f/train/3/broken.jpg: " b.err && grep -q "^$img:" b.out ||
     { cat b.out b.err; fail "broken image"; }
-  mkdir maps
-  "$build/cnn-predict" "$ck" "$img" --feature-maps cv1 --out maps --scale 2 >/dev/null 2>m.err ||
+  # --evaluate names the files of misclassified images
+  "$build/cnn-train" --evaluate "$ck" --out ev >ev.out 2>&1 || { cat ev.out; fail "--evaluate"; }
+  [ "$(wc -l <ev/misclassified.csv)" -gt 1 ] && tail -n +2 ev/misclassified.csv | cut -d, -f2 |
+    grep -qv "^$work/f/test/[0-9]/" && fail "misclassified.csv does not name the files"
+  [ -f ev/confusion.csv ] || fail "no confusion.csv"
+  "$build/cnn-predict" "$ck" "$img" --feature-maps cv1 --out maps/new --scale 2 >/dev/null 2>m.err ||
     { cat m.err; fail "feature maps"; }
   base=$(basename "${img%.*}")
   # 4 maps of 28x28 at scale 2 in a 2x2 grid with 1-pixel separators
-  [ "$(png_size "maps/$base-cv1.png")" = 113x113 ] || { cat m.err; fail "feature map grid size $(png_size "maps/$base-cv1.png")"; }
+  [ "$(png_size "maps/new/$base-cv1.png")" = 113x113 ] ||
+    { cat m.err; fail "feature map grid size $(png_size "maps/new/$base-cv1.png")"; }
   "$build/cnn-predict" "$ck" "$img" --feature-maps nope 2>n.err; [ $? -eq 2 ] &&
     grep -q "no such layer" n.err || fail "unknown layer"
   ;;
