@@ -220,8 +220,9 @@ void cnn_model_classes(const cnn_model *m, const float *probs, int B, int32_t *c
 /* Backpropagates the gradient left by cnn_model_loss(); adds into grads. */
 void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx);
 
-/* Adds wd * w to the gradient of every decayed tensor (kernels). */
-void cnn_model_add_weight_decay(cnn_model *m, float wd);
+/* Adds wd * w to the gradient of every decayed tensor (kernels), for the
+ * parameters in [lo, hi) of the flat buffer. */
+void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi);
 
 /* A ctx whose scratch points at the model's workspace. */
 cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t epoch,

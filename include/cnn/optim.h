@@ -61,6 +61,12 @@ void cnn_optim_free(cnn_optim *o);
 /* One update of m->params from m->grads (weight decay applied first). */
 void cnn_optim_step(cnn_optim *o, cnn_model *m);
 
+/* The same update of only the parameters [lo, hi) of the flat buffer (one
+ * rank's shard of the optimizer work); counts as one step. Every update
+ * rule is element-wise, so shards updated separately give the same numbers
+ * as one full update. */
+void cnn_optim_step_range(cnn_optim *o, cnn_model *m, size_t lo, size_t hi);
+
 #ifdef __cplusplus
 }
 #endif

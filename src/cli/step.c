@@ -10,11 +10,6 @@
  * resolution is 5.7e-14 and a chunk may contribute up to 2^63/2^44/K. */
 #define FIXED_SCALE 17592186044416.0 /* 2^44 */
 
-/* Element 0 of acc counts chunks whose gradient did not fit (NaN, Inf or
- * out of range); the gradient follows from element 1. Element 0 sits in
- * the bucket that is reduced last, after every conversion. */
-enum { ACC_FLAG = 0, ACC_FIRST = 1 };
-
 /* This rank's samples of a global batch of Bg: [*lo, *hi) in chunks of
  * *csize (exact), or its one slice (float). */
 static void my_chunks(const cnn_stepper *s, int Bg, int *first, int *end, int *csize)
@@ -38,16 +33,17 @@ int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg)
     return units < s->d->world ? (int)units : s->d->world;
 }
 
-/* acc += g * 2^44 for n elements, and g = 0 for the next chunk (one pass
- * instead of two); returns 1 if a value did not fit in limit. */
-static int add_fixed(int64_t *acc, float *g, size_t n, double limit)
+/* acc += g * 2^44 for n elements (acc = ... for the first chunk of the
+ * step, so acc needs no clearing), and g = 0 for the next chunk: one pass
+ * instead of three. Returns 1 if a value did not fit in limit. */
+static int add_fixed(int64_t *restrict acc, float *restrict g, size_t n, double limit, int first)
 {
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         double v = (double)g[i] * FIXED_SCALE;
         int ok = fabs(v) < limit; /* false for NaN */
         bad |= !ok;
-        acc[i] += (int64_t)(ok ? v : 0.0);
+        acc[i] = (first ? 0 : acc[i]) + (int64_t)(ok ? v : 0.0);
         g[i] = 0.0f;
     }
     return bad;
@@ -58,11 +54,11 @@ static void grads_ready(void *arg, size_t offset)
 {
     cnn_stepper *s = arg;
     if (s->c.exact) {
-        s->bad |= add_fixed(s->acc + ACC_FIRST + offset, s->m->grads + offset,
-                            s->done_from - offset, s->limit);
+        s->bad |= add_fixed(s->acc + offset, s->m->grads + offset, s->done_from - offset,
+                            s->limit, s->first);
         s->done_from = offset;
         if (s->last)
-            cnn_dist_reducer_ready(s->red, offset ? offset + ACC_FIRST : 0);
+            cnn_dist_reducer_ready(s->red, offset);
     } else if (s->last) {
         cnn_dist_reducer_ready(s->red, offset);
     }
@@ -95,7 +91,7 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     s->tmp = malloc(in * sizeof *s->tmp);
     size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
     if (c->exact)
-        s->acc = calloc(m->nparams + ACC_FIRST, sizeof *s->acc);
+        s->acc = calloc(m->nparams ? m->nparams : 1, sizeof *s->acc);
     if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts || (c->exact && !s->acc)) {
         free(cuts);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", s->cap);
@@ -103,15 +99,16 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     int n = 0;
     for (int i = 0; i < m->nlayers; i++)
         if (m->layers[i].param_count)
-            cuts[n++] = m->layers[i].param_offset + (c->exact ? ACC_FIRST : 0);
+            cuts[n++] = m->layers[i].param_offset;
     size_t bytes = (size_t)(c->bucket_mb * 1048576.0);
-    s->red = c->exact ? cnn_dist_reducer_new(d, s->acc, CNN_DIST_I64, m->nparams + ACC_FIRST,
-                                             cuts, n, bytes, c->overlap)
+    s->red = c->exact ? cnn_dist_reducer_new(d, s->acc, CNN_DIST_I64, m->nparams, cuts, n,
+                                             bytes, c->overlap)
                       : cnn_dist_reducer_new(d, m->grads, CNN_DIST_F32, m->nparams, cuts, n,
                                              bytes, c->overlap);
     free(cuts);
     if (!s->red)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the gradient reducer");
+    cnn_dist_shard(d, m->nparams, &s->lo, &s->hi);
     return CNN_OK;
 }
 
@@ -159,8 +156,6 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     memset(stats, 0, STAT_N * sizeof *stats);
     stats[STAT_STOP] = s->stop != 0;
     stats[STAT_SAVE] = s->save != 0;
-    if (s->c.exact)
-        memset(s->acc, 0, (m->nparams + ACC_FIRST) * sizeof *s->acc);
     s->bad = 0;
     cnn_status st = CNN_OK;
     cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, s->ids);
@@ -196,9 +191,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         stats[STAT_COUNT] += (double)bs.count;
         if (st == CNN_OK) {
             s->last = k == nblocks - 1;
-            /* the statistics travel while the last block's backward runs */
-            if (s->last)
-                cnn_dist_reducer_stats(s->red, stats, STAT_N);
+            s->first = k == 0;
             s->done_from = m->nparams;
             cnn_model_backward(m, s->x, B, &ctx);
         }
@@ -213,23 +206,41 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         }
         /* nothing of this rank's gradient counts: contribute zeros */
         if (s->c.exact)
-            memset(s->acc, 0, (m->nparams + ACC_FIRST) * sizeof *s->acc);
+            memset(s->acc, 0, m->nparams * sizeof *s->acc);
         else
             cnn_model_zero_grad(m);
-        cnn_dist_reducer_stats(s->red, stats, STAT_N);
     }
-    if (s->c.exact)
-        s->acc[ACC_FLAG] += s->bad;
     s->wait += cnn_dist_reducer_finish(s->red);
+    /* this rank's shard of the summed gradient, as floats */
+    const size_t lo = s->lo, len = s->hi - s->lo;
     if (s->c.exact) {
         const double inv = 1.0 / FIXED_SCALE;
-        const int64_t *a = s->acc + ACC_FIRST;
-        for (size_t i = 0; i < m->nparams; i++)
-            m->grads[i] = (float)((double)a[i] * inv);
-        if (s->acc[ACC_FLAG] > 0)
-            stats[STAT_NONFINITE] += 1;
-    } else if (!all_finite(m->grads, m->nparams)) {
+        for (size_t i = lo; i < lo + len; i++)
+            m->grads[i] = (float)((double)s->acc[i] * inv);
+        stats[STAT_NONFINITE] += s->bad;
+    } else if (!all_finite(m->grads + lo, len)) {
         stats[STAT_NONFINITE] += 1;
     }
+    double t0 = cnn_dist_time();
+    cnn_dist_allreduce_f64(s->d, stats, STAT_N);
+    s->wait += cnn_dist_time() - t0;
     return st;
+}
+
+void cnn_stepper_update(cnn_stepper *s, cnn_optim *o)
+{
+    cnn_optim_step_range(o, s->m, s->lo, s->hi);
+    double t0 = cnn_dist_time();
+    cnn_dist_allgather_shards(s->d, s->m->params, s->m->nparams);
+    s->wait += cnn_dist_time() - t0;
+}
+
+void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o)
+{
+    if (!s->d || !o)
+        return;
+    if (o->m)
+        cnn_dist_allgather_shards(s->d, o->m, o->n);
+    if (o->v)
+        cnn_dist_allgather_shards(s->d, o->v, o->n);
 }

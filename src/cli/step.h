@@ -2,8 +2,11 @@
  *
  * A step takes a global batch of Bg samples (ids into the training set, in
  * the epoch's shuffled order), computes this rank's part of the gradient
- * of the mean loss, and sums the parts across ranks. Afterwards every rank
- * holds the same gradient in model->grads and applies the same update.
+ * of the mean loss, and sums the parts across ranks, each rank receiving
+ * the sum of its shard of the parameters only (a reduce-scatter). Each rank
+ * then updates its shard and the shards are gathered, so every rank ends
+ * the step with the same parameters (ZeRO stage 1: the optimizer's work is
+ * split, not repeated).
  *
  * Two reductions ([dist] reduction):
  *
@@ -15,8 +18,9 @@
  *          any order. So the reduced gradient, and with it the whole
  *          training run, is bit-identical on 1, 2, 3 or 64 ranks.
  *   float  Rank r takes the slice [Bg*r/world, Bg*(r+1)/world) and the
- *          float gradients are summed by MPI: faster, but the sum depends
- *          on the rank count in its last bits, and training amplifies that.
+ *          float gradients are summed in rank order: faster, but the sum
+ *          depends on the rank count in its last bits, and training
+ *          amplifies that.
  *
  * Either way the buffer is reduced in buckets that start while backward is
  * still running (see cnn_dist_reducer).
@@ -29,6 +33,7 @@
 #include "cnn/augment.h"
 #include "cnn/data.h"
 #include "cnn/model.h"
+#include "cnn/optim.h"
 #include "dist.h"
 
 /* Per-step figures summed across ranks. STAT_STOP counts ranks that were
@@ -58,6 +63,7 @@ typedef struct cnn_stepper {
     cnn_step_config c;
     int64_t *acc;          /* (nparams) fixed-point gradient sum (exact) */
     cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
+    size_t lo, hi;         /* this rank's shard of the parameters */
     int cap;               /* samples a forward pass may hold */
     double limit;          /* largest |gradient| * 2^44 a chunk may add (exact) */
     float *x;              /* (cap, input) */
@@ -68,6 +74,7 @@ typedef struct cnn_stepper {
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
     int last;              /* the rank's last chunk of the step: buckets may start */
+    int first;             /* the rank's first chunk of the step: sets acc */
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
     double wait;           /* seconds spent waiting for communication, in total */
     int fault;             /* test hook: make the next step fail (cnn_fault) */
@@ -88,9 +95,10 @@ void cnn_stepper_free(cnn_stepper *s);
  * chunks are fewer than ranks). */
 int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg);
 
-/* One step over batch[0 .. Bg): afterwards m->grads holds the summed
- * gradient of the mean loss on every rank, and stats (STAT_N) the summed
- * loss, correct, count and failure flags. A failure of this rank's data or
+/* One step over batch[0 .. Bg): afterwards m->grads[s->lo .. s->hi) holds
+ * this rank's shard of the summed gradient of the mean loss (the rest of
+ * m->grads is scratch), and stats (STAT_N) the loss, correct, count and
+ * failure flags summed over all ranks. A failure of this rank's data or
  * loss is returned (err set) but the step's collectives are still all
  * made, so the caller can agree on it with the others. A non-finite loss
  * returns CNN_ERR_NUMERIC unless skip_nan, which marks STAT_NONFINITE
@@ -98,5 +106,14 @@ int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg);
 cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64_t *batch,
                            int Bg, float rescale, uint64_t seed, uint64_t epoch, int skip_nan,
                            double *stats, cnn_error *err);
+
+/* The optimizer step after cnn_stepper_run(): this rank updates its shard
+ * of the parameters, then every rank receives the others'. Collective. */
+void cnn_stepper_update(cnn_stepper *s, cnn_optim *o);
+
+/* Each rank holds the optimizer's moments of its own shard up to date
+ * only; this gathers them all on every rank (before a checkpoint).
+ * Collective. */
+void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o);
 
 #endif /* CNN_STEP_H */

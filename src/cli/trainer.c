@@ -480,6 +480,7 @@ static cnn_status save(session *S, int best, cnn_error *err)
 {
     const cnn_ckpt_config *ck = &S->run->ck;
     cnn_status st = CNN_OK;
+    cnn_stepper_gather_optimizer(&S->sp, S->opt);
     if (S->root) {
         char path[4096];
         if (best)
@@ -663,7 +664,7 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
                             epoch + 1, step + 1, (long long)ts->global_step + 1);
             }
             if (update) {
-                cnn_optim_step(S.opt, m);
+                cnn_stepper_update(&S.sp, S.opt);
                 ts->epoch_loss_sum += stats[STAT_LOSS];
                 ts->epoch_correct += stats[STAT_CORRECT];
                 ts->epoch_count += stats[STAT_COUNT];

@@ -102,24 +102,72 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n)
     return lo == hi;
 }
 
-/* One bucket: buf[lo, hi), reduced by up to `parts` calls of < 2^30 floats. */
+void cnn_dist_shard(const cnn_dist *d, size_t n, size_t *lo, size_t *hi)
+{
+    *lo = (size_t)((unsigned __int128)n * (unsigned)d->rank / (unsigned)d->world);
+    *hi = (size_t)((unsigned __int128)n * (unsigned)(d->rank + 1) / (unsigned)d->world);
+}
+
+void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n)
+{
+    if (d->world == 1)
+        return;
+    int *cnt = malloc(2 * (size_t)d->world * sizeof *cnt), fits = 1;
+    cnn_dist peer = *d;
+    for (int j = 0; cnt && j < d->world; j++) {
+        size_t lo, hi;
+        peer.rank = j;
+        cnn_dist_shard(&peer, n, &lo, &hi);
+        fits &= hi - lo < MAX_CALL;
+        cnt[j] = (int)(hi - lo);
+        cnt[d->world + j] = (int)lo;
+    }
+    if (cnt && fits && n < ((size_t)1 << 31)) {
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnt, cnt + d->world, MPI_FLOAT,
+                       MPI_COMM_WORLD);
+    } else { /* out of memory for the counts, or shards beyond int counts */
+        for (int j = 0; j < d->world; j++) {
+            size_t lo, hi;
+            peer.rank = j;
+            cnn_dist_shard(&peer, n, &lo, &hi);
+            for (size_t off = lo; off < hi; off += MAX_CALL)
+                MPI_Bcast(buf + off, (int)(hi - off < MAX_CALL ? hi - off : MAX_CALL), MPI_FLOAT,
+                          j, MPI_COMM_WORLD);
+        }
+    }
+    free(cnt);
+}
+
+/* One bucket: buf[lo, hi), at most MAX_CALL elements. */
 typedef struct bucket {
     size_t lo, hi;
 } bucket;
 
 struct cnn_dist_reducer {
     const cnn_dist *d;
-    char *buf;  /* (n) elements of esize bytes */
+    MPI_Comm comm;     /* the exchange's own: its tags are bucket numbers */
+    char *buf;         /* (n) elements of esize bytes */
     size_t n, esize;
-    MPI_Datatype type;
-    bucket *b;  /* (nb) in the order backward completes them: highest offset first */
+    cnn_dist_type type;
+    MPI_Datatype mtype;
+    size_t *lo, *hi;   /* (world) every rank's shard */
+    char *in;          /* (world - 1) * shard: the parts received from the others */
+    bucket *b;         /* (nb) in the order backward completes them: highest offset first */
     int nb;
-    int next;   /* first bucket not started this step */
+    int next;          /* first bucket not sent this step */
+    int posted;        /* receives of this step are posted */
     int overlap;
-    MPI_Request *req; /* (nreq_max) */
+    MPI_Request *req;  /* (nreq_max) */
     int nreq, nreq_max;
 };
 
+/* Slot of rank j's part in r->in (ranks other than this one, in order). */
+static char *slot(const cnn_dist_reducer *r, int j)
+{
+    const int me = r->d->rank;
+    size_t len = r->hi[me] - r->lo[me];
+    return r->in + (size_t)(j < me ? j : j - 1) * len * r->esize;
+}
 
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,
@@ -128,62 +176,103 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     cnn_dist_reducer *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->b = calloc((size_t)ncuts + 1, sizeof *r->b);
-    if (!r->b) {
-        free(r);
-        return NULL;
-    }
-    *r = (cnn_dist_reducer){.d = d, .buf = buf, .n = n, .b = r->b, .overlap = overlap};
+    const int w = d->world;
+    r->d = d;
+    r->buf = buf;
+    r->n = n;
+    r->type = type;
+    r->overlap = overlap;
+    r->comm = MPI_COMM_NULL;
     r->esize = type == CNN_DIST_I64 ? sizeof(int64_t) : sizeof(float);
-    r->type = type == CNN_DIST_I64 ? MPI_INT64_T : MPI_FLOAT;
-    size_t bucket_floats = bucket_bytes / r->esize ? bucket_bytes / r->esize : 1;
-    /* Walk the cuts from the end; close a bucket once it holds enough. */
+    r->mtype = type == CNN_DIST_I64 ? MPI_INT64_T : MPI_FLOAT;
+    size_t per = bucket_bytes / r->esize ? bucket_bytes / r->esize : 1;
+    /* Walk the cuts from the end; close a bucket once it holds enough,
+     * and split one that is too big for an int count. */
+    size_t nmax = (size_t)ncuts + 2 + n / MAX_CALL;
+    r->b = calloc(nmax, sizeof *r->b);
+    r->lo = calloc((size_t)w, sizeof *r->lo);
+    r->hi = calloc((size_t)w, sizeof *r->hi);
+    if (!r->b || !r->lo || !r->hi)
+        goto nomem;
     size_t hi = n;
-    for (int i = ncuts - 1; i >= 0; i--) {
-        size_t lo = cuts[i];
-        if (lo < hi && (hi - lo >= bucket_floats || lo == 0)) {
-            r->b[r->nb++] = (bucket){lo, hi};
-            hi = lo;
-        }
+    for (int i = ncuts; i >= 0 && hi > 0; i--) {
+        size_t lo = i > 0 ? cuts[i - 1] : 0;
+        if (lo >= hi || (hi - lo < per && lo > 0))
+            continue;
+        for (; hi - lo > MAX_CALL; hi -= MAX_CALL)
+            r->b[r->nb++] = (bucket){hi - MAX_CALL, hi};
+        r->b[r->nb++] = (bucket){lo, hi};
+        hi = lo;
     }
-    if (hi > 0)
-        r->b[r->nb++] = (bucket){0, hi};
-    r->nreq_max = 1;
-    for (int i = 0; i < r->nb; i++)
-        r->nreq_max += (int)((r->b[i].hi - r->b[i].lo + MAX_CALL - 1) / MAX_CALL);
+    cnn_dist peer = *d;
+    for (int j = 0; j < w; j++) {
+        peer.rank = j;
+        cnn_dist_shard(&peer, n, &r->lo[j], &r->hi[j]);
+    }
+    if (w == 1)
+        return r;
+    r->in = malloc(((size_t)(w - 1) * (r->hi[d->rank] - r->lo[d->rank]) + 1) * r->esize);
+    r->nreq_max = 2 * r->nb * (w - 1);
     r->req = malloc((size_t)r->nreq_max * sizeof *r->req);
-    if (!r->req) {
-        cnn_dist_reducer_free(r);
-        return NULL;
-    }
+    if (!r->in || !r->req)
+        goto nomem;
+    MPI_Comm_dup(MPI_COMM_WORLD, &r->comm);
     return r;
+nomem:
+    cnn_dist_reducer_free(r);
+    return NULL;
 }
 
 void cnn_dist_reducer_free(cnn_dist_reducer *r)
 {
     if (!r)
         return;
+    if (r->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&r->comm);
     free(r->b);
+    free(r->lo);
+    free(r->hi);
+    free(r->in);
     free(r->req);
     free(r);
 }
 
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r) { return r->nb; }
 
-void cnn_dist_reducer_stats(cnn_dist_reducer *r, double *stats, int n)
+/* [*plo, *phi): the part of bucket i that belongs to rank j's shard. */
+static size_t part(const cnn_dist_reducer *r, int i, int j, size_t *plo)
 {
-    if (r->d->world == 1)
-        return;
-    MPI_Iallreduce(MPI_IN_PLACE, stats, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD,
-                   &r->req[r->nreq++]);
+    size_t a = r->b[i].lo > r->lo[j] ? r->b[i].lo : r->lo[j];
+    size_t z = r->b[i].hi < r->hi[j] ? r->b[i].hi : r->hi[j];
+    *plo = a;
+    return z > a ? z - a : 0;
 }
 
-static void start_bucket(cnn_dist_reducer *r, const bucket *b)
+/* Receives of every bucket's part of this rank's shard, from every rank. */
+static void post_receives(cnn_dist_reducer *r)
 {
-    for (size_t off = b->lo; off < b->hi; off += MAX_CALL) {
-        size_t k = b->hi - off < MAX_CALL ? b->hi - off : MAX_CALL;
-        MPI_Iallreduce(MPI_IN_PLACE, r->buf + off * r->esize, (int)k, r->type, MPI_SUM,
-                       MPI_COMM_WORLD, &r->req[r->nreq++]);
+    const int me = r->d->rank;
+    for (int i = 0; i < r->nb; i++)
+        for (int j = 0; j < r->d->world; j++) {
+            size_t plo, len = part(r, i, me, &plo);
+            if (j == me || !len)
+                continue;
+            MPI_Irecv(slot(r, j) + (plo - r->lo[me]) * r->esize, (int)len, r->mtype, j, i,
+                      r->comm, &r->req[r->nreq++]);
+        }
+    r->posted = 1;
+}
+
+/* Bucket i's part of every other rank's shard to that rank. */
+static void send_bucket(cnn_dist_reducer *r, int i)
+{
+    const int me = r->d->rank, w = r->d->world;
+    for (int k = 1; k < w; k++) {
+        int j = (me + k) % w; /* not everyone to rank 0 first */
+        size_t plo, len = part(r, i, j, &plo);
+        if (len)
+            MPI_Isend(r->buf + plo * r->esize, (int)len, r->mtype, j, i, r->comm,
+                      &r->req[r->nreq++]);
     }
 }
 
@@ -191,12 +280,14 @@ void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset)
 {
     if (r->d->world == 1 || !r->overlap)
         return;
-    int started = 0;
+    if (!r->posted)
+        post_receives(r);
+    int sent = 0;
     while (r->next < r->nb && r->b[r->next].lo >= offset) {
-        start_bucket(r, &r->b[r->next++]);
-        started = 1;
+        send_bucket(r, r->next++);
+        sent = 1;
     }
-    if (!started)
+    if (!sent)
         cnn_dist_reducer_poll(r);
 }
 
@@ -208,25 +299,48 @@ void cnn_dist_reducer_poll(cnn_dist_reducer *r)
     }
 }
 
+static void add_i64(int64_t *restrict a, const int64_t *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] += b[i];
+}
+
+static void add_f32(float *restrict a, const float *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] += b[i];
+}
+
 double cnn_dist_reducer_finish(cnn_dist_reducer *r)
 {
-    if (r->d->world == 1)
+    const int me = r->d->rank, w = r->d->world;
+    if (w == 1)
         return 0;
     double t0 = MPI_Wtime();
-    if (!r->overlap) {
-        for (; r->next < r->nb; r->next++)
-            for (size_t off = r->b[r->next].lo; off < r->b[r->next].hi; off += MAX_CALL) {
-                size_t k = r->b[r->next].hi - off;
-                MPI_Allreduce(MPI_IN_PLACE, r->buf + off * r->esize, (int)(k < MAX_CALL ? k : MAX_CALL),
-                              r->type, MPI_SUM, MPI_COMM_WORLD);
-            }
-    }
+    if (!r->posted)
+        post_receives(r);
     while (r->next < r->nb)
-        start_bucket(r, &r->b[r->next++]);
+        send_bucket(r, r->next++);
     MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE);
+    double waited = MPI_Wtime() - t0;
     r->nreq = 0;
     r->next = 0;
-    return MPI_Wtime() - t0;
+    r->posted = 0;
+    const size_t len = r->hi[me] - r->lo[me];
+    char *own = r->buf + r->lo[me] * r->esize;
+    if (r->type == CNN_DIST_I64) { /* exact: any order */
+        for (int j = 0; j < w; j++)
+            if (j != me)
+                add_i64((int64_t *)own, (const int64_t *)slot(r, j), len);
+        return waited;
+    }
+    /* float: rank 0's part + rank 1's + ..., the same order on every rank */
+    float *sum = me == 0 ? (float *)own : (float *)slot(r, 0);
+    for (int j = 1; j < w; j++)
+        add_f32(sum, j == me ? (const float *)own : (const float *)slot(r, j), len);
+    if (me != 0)
+        memcpy(own, sum, len * sizeof(float));
+    return waited;
 }
 
 double cnn_dist_time(void) { return MPI_Wtime(); }

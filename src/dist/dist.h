@@ -42,36 +42,54 @@ int cnn_dist_agree(const cnn_dist *d, int *status);
 /* Collective: 1 if buf (n floats) is bit-identical on all ranks. */
 int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n);
 
-/* Bucketed, overlapped allreduce of a gradient buffer (sum, in place).
+/* This rank's shard of an n-element buffer: [n*rank/world, n*(rank+1)/world).
+ * The shards of all ranks cut the buffer in order. */
+void cnn_dist_shard(const cnn_dist *d, size_t n, size_t *lo, size_t *hi);
+
+/* In place: every rank's shard of buf (n floats) to every rank. */
+void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n);
+
+/* Bucketed, overlapped reduce-scatter of a gradient buffer (sum).
+ *
+ * Afterwards each rank holds the sum across ranks of its own shard of the
+ * buffer (cnn_dist_shard), which is all it needs to update its shard of
+ * the parameters; cnn_dist_allgather_shards() then shares the updated
+ * parameters. That is half the traffic of an allreduce, and the optimizer
+ * work is split among the ranks instead of repeated on each (ZeRO stage 1).
  *
  * The buffer (n float or int64 elements; an int64 sum is exact in any
- * order) is cut into buckets of about bucket_bytes at the given cut
- * points (the offsets where layers' parameters start; ascending, the first
- * 0). Backward produces gradients from the end of the buffer towards its
- * start, so buckets are reduced in that order: cnn_dist_reducer_ready(off)
- * says buf[off .. n) is final and starts a non-blocking allreduce of every
- * bucket that lies inside it, as PyTorch DDP does. A few doubles of step
- * statistics travel in a request of their own, started as soon as they are
- * known. cnn_dist_reducer_finish() starts what is left and waits for all of
- * it; the time spent waiting there is the communication the overlap could
- * not hide. With overlap off, finish() reduces every bucket with a
- * blocking MPI_Allreduce instead (for comparison). Every rank must make the same calls in the same order. */
+ * order, a float sum is taken in rank order) is cut into buckets of about
+ * bucket_bytes at the given cut points (the offsets where layers'
+ * parameters start; ascending, the first 0). Backward produces gradients
+ * from the end of the buffer towards its start, so buckets go out in that
+ * order: cnn_dist_reducer_ready(off) says buf[off .. n) is final and sends
+ * every bucket that lies inside it, each rank's part straight to that rank,
+ * as PyTorch DDP starts its buckets. cnn_dist_reducer_finish() sends what
+ * is left, waits for this rank's parts and sums them into its shard; the
+ * time spent waiting there is the communication the overlap could not
+ * hide. With overlap off, nothing is sent before finish().
+ *
+ * The exchange is point-to-point (MPI_Isend/MPI_Irecv on a communicator of
+ * its own) rather than MPI_Iallreduce: on this project's test machine Open
+ * MPI's non-blocking collectives took 2-5 times as long for the same bytes
+ * (see the README). Every rank must make the same calls in the same order;
+ * the other elements of buf must stay untouched until finish() returns. */
 typedef struct cnn_dist_reducer cnn_dist_reducer;
 
 typedef enum { CNN_DIST_F32 = 0, CNN_DIST_I64 } cnn_dist_type;
 
+/* Collective (duplicates MPI_COMM_WORLD). NULL when out of memory. */
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,
                                        size_t bucket_bytes, int overlap);
 void cnn_dist_reducer_free(cnn_dist_reducer *r);
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r);
-/* Starts the sum of stats[0 .. n) (n <= 8) across ranks. */
-void cnn_dist_reducer_stats(cnn_dist_reducer *r, double *stats, int n);
 void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset);
-/* Lets started reductions progress (Open MPI advances non-blocking
- * collectives only inside MPI calls); cheap when nothing is in flight. */
+/* Lets started transfers progress (Open MPI moves messages only inside MPI
+ * calls); cheap when nothing is in flight. */
 void cnn_dist_reducer_poll(cnn_dist_reducer *r);
-/* Completes the step's reductions; returns the seconds spent waiting. */
+/* Completes the step's exchange: this rank's shard of buf holds the sum.
+ * Returns the seconds spent waiting. */
 double cnn_dist_reducer_finish(cnn_dist_reducer *r);
 
 double cnn_dist_time(void);

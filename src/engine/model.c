@@ -424,19 +424,19 @@ void cnn_model_classes(const cnn_model *m, const float *probs, int B, int32_t *c
     }
 }
 
-void cnn_model_add_weight_decay(cnn_model *m, float wd)
+void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi)
 {
     if (wd == 0.0f)
         return;
     for (int i = 0; i < m->nlayers; i++)
         for (int p = 0; p < m->layers[i].nparams; p++) {
             const cnn_param *t = &m->layers[i].params[p];
-            if (!t->decay)
+            size_t a = t->offset > lo ? t->offset : lo;
+            size_t b = t->offset + t->count < hi ? t->offset + t->count : hi;
+            if (!t->decay || a >= b)
                 continue;
-            const float *w = m->params + t->offset;
-            float *g = m->grads + t->offset;
-            for (size_t k = 0; k < t->count; k++)
-                g[k] += wd * w[k];
+            for (size_t k = a; k < b; k++)
+                m->grads[k] += wd * m->params[k];
         }
 }
 

@@ -81,30 +81,38 @@ void cnn_optim_free(cnn_optim *o)
     free(o);
 }
 
-void cnn_optim_step(cnn_optim *o, cnn_model *model)
+void cnn_optim_step(cnn_optim *o, cnn_model *model) { cnn_optim_step_range(o, model, 0, o->n); }
+
+void cnn_optim_step_range(cnn_optim *o, cnn_model *model, size_t lo, size_t hi)
 {
     const cnn_optim_hparams *hp = &o->hp;
-    float *w = model->params;
-    const float *g = model->grads;
-    const size_t n = o->n;
+    if (hi > o->n)
+        hi = o->n;
+    if (lo > hi)
+        lo = hi;
+    /* the loops below run over [0, n) of buffers that start at lo */
+    float *w = model->params + lo;
+    const float *g = model->grads + lo;
+    float *const om = o->m ? o->m + lo : NULL, *const ov = o->v ? o->v + lo : NULL;
+    const size_t n = hi - lo;
     const float lr = (float)hp->lr;
-    cnn_model_add_weight_decay(model, (float)hp->weight_decay);
+    cnn_model_add_weight_decay(model, (float)hp->weight_decay, lo, hi);
     o->step++;
     switch (hp->type) {
     case CNN_OPT_SGD: {
         const float mu = (float)hp->momentum;
-        if (!o->m) {
+        if (!om) {
             for (size_t i = 0; i < n; i++)
                 w[i] -= lr * g[i];
         } else if (hp->nesterov) {
             for (size_t i = 0; i < n; i++) {
-                o->m[i] = mu * o->m[i] - lr * g[i];
-                w[i] += mu * o->m[i] - lr * g[i];
+                om[i] = mu * om[i] - lr * g[i];
+                w[i] += mu * om[i] - lr * g[i];
             }
         } else {
             for (size_t i = 0; i < n; i++) {
-                o->m[i] = mu * o->m[i] - lr * g[i];
-                w[i] += o->m[i];
+                om[i] = mu * om[i] - lr * g[i];
+                w[i] += om[i];
             }
         }
         break;
@@ -115,17 +123,17 @@ void cnn_optim_step(cnn_optim *o, cnn_model *model)
         const float alpha =
             (float)(hp->lr * sqrt(1.0 - pow(hp->beta2, t)) / (1.0 - pow(hp->beta1, t)));
         for (size_t i = 0; i < n; i++) {
-            o->m[i] += (g[i] - o->m[i]) * (1.0f - b1);
-            o->v[i] += (g[i] * g[i] - o->v[i]) * (1.0f - b2);
-            w[i] -= alpha * o->m[i] / (sqrtf(o->v[i]) + eps);
+            om[i] += (g[i] - om[i]) * (1.0f - b1);
+            ov[i] += (g[i] * g[i] - ov[i]) * (1.0f - b2);
+            w[i] -= alpha * om[i] / (sqrtf(ov[i]) + eps);
         }
         break;
     }
     case CNN_OPT_RMSPROP: {
         const float rho = (float)hp->rho, eps = (float)hp->epsilon;
         for (size_t i = 0; i < n; i++) {
-            o->m[i] = rho * o->m[i] + (1.0f - rho) * g[i] * g[i];
-            w[i] -= lr * g[i] / sqrtf(o->m[i] + eps);
+            om[i] = rho * om[i] + (1.0f - rho) * g[i] * g[i];
+            w[i] -= lr * g[i] / sqrtf(om[i] + eps);
         }
         break;
     }
