@@ -173,16 +173,24 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
                                        size_t n, const size_t *cuts, int ncuts,
                                        size_t bucket_bytes, int overlap)
 {
+    /* The duplicate first, on every rank, so that no rank is left in it
+     * when another runs out of memory below (the caller agrees on that). */
+    MPI_Comm comm = MPI_COMM_NULL;
+    if (d->world > 1)
+        MPI_Comm_dup(MPI_COMM_WORLD, &comm);
     cnn_dist_reducer *r = calloc(1, sizeof *r);
-    if (!r)
+    if (!r) {
+        if (comm != MPI_COMM_NULL)
+            MPI_Comm_free(&comm);
         return NULL;
+    }
     const int w = d->world;
+    r->comm = comm;
     r->d = d;
     r->buf = buf;
     r->n = n;
     r->type = type;
     r->overlap = overlap;
-    r->comm = MPI_COMM_NULL;
     r->esize = type == CNN_DIST_I64 ? sizeof(int64_t) : sizeof(float);
     r->mtype = type == CNN_DIST_I64 ? MPI_INT64_T : MPI_FLOAT;
     size_t per = bucket_bytes / r->esize ? bucket_bytes / r->esize : 1;
@@ -216,7 +224,6 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     r->req = malloc((size_t)r->nreq_max * sizeof *r->req);
     if (!r->in || !r->req)
         goto nomem;
-    MPI_Comm_dup(MPI_COMM_WORLD, &r->comm);
     return r;
 nomem:
     cnn_dist_reducer_free(r);
