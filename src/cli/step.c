@@ -157,6 +157,10 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     stats[STAT_STOP] = s->stop != 0;
     stats[STAT_SAVE] = s->save != 0;
     s->bad = 0;
+    /* exact: every chunk's conversion leaves zeros behind, so only this
+     * rank's shard, which held the last step's summed gradient, needs it */
+    if (s->c.exact)
+        memset(m->grads + s->lo, 0, (s->hi - s->lo) * sizeof *m->grads);
     cnn_status st = CNN_OK;
     cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, s->ids);
     ctx.grads_ready = grads_ready;
@@ -170,7 +174,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         int B = hi - lo;
         memcpy(s->ids, batch + lo, (size_t)B * sizeof *s->ids);
         cnn_batch_stats bs = {0};
-        if (k == 0 || !s->c.exact) /* exact: the conversion leaves zeros behind */
+        if (!s->c.exact)
             cnn_model_zero_grad(m);
         st = cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
         if (s->fault == CNN_FAULT_IO)
