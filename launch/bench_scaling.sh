@@ -3,7 +3,7 @@
 # 1 and 2 ranks (1 BLAS thread each) on the real Fashion-MNIST data, the
 # share of step time spent waiting on communication, and beside it PyTorch
 # DistributedDataParallel (gloo) at 1 and 2 processes on LeNet-5 with the
-# same global batch. Best of REPS runs each, alternating.
+# same global batch. Best of REPS runs each; np 1 and np 2 runs alternate.
 #   bash launch/bench_scaling.sh [REPS] [STEPS] [cnn-train options...]
 # e.g. bash launch/bench_scaling.sh 3 600 --set dist.reduction=float
 set -euo pipefail
@@ -43,25 +43,35 @@ best() { printf '%s\n' "$@" | sort -g | tail -1; }
 printf '%-16s %4s %10s %9s %10s\n' model ranks img_s speedup comm_wait
 declare -A rate
 for cfg in fashion_cnn lenet5_fashion; do
-  for np in 1 2; do
-    r=() w=()
-    for _ in $(seq "$reps"); do
-      read -r ips wait <<<"$(ours "$cfg" "$np" "$@")"
-      r+=("$ips") w+=("$wait")
-    done
-    rate[$cfg.$np]=$(best "${r[@]}")
-    sp=$(awk -v a="${rate[$cfg.$np]}" -v b="${rate[$cfg.1]}" 'BEGIN{printf "%.2fx", a/b}')
-    printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" "$np" "${rate[$cfg.$np]}" "$sp" "$(IFS=/; echo "${w[*]}")"
+  # np 1 and np 2 alternate, so a busy spell of the machine hits both
+  r1=() r2=() w1=() w2=()
+  for _ in $(seq "$reps"); do
+    read -r ips wait <<<"$(ours "$cfg" 1 "$@")"
+    r1+=("$ips") w1+=("$wait")
+    read -r ips wait <<<"$(ours "$cfg" 2 "$@")"
+    r2+=("$ips") w2+=("$wait")
   done
+  rate[$cfg.1]=$(best "${r1[@]}")
+  rate[$cfg.2]=$(best "${r2[@]}")
+  sp=$(awk -v a="${rate[$cfg.2]}" -v b="${rate[$cfg.1]}" 'BEGIN{printf "%.2fx", a/b}')
+  printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" 1 "${rate[$cfg.1]}" 1.00x "$(IFS=/; echo "${w1[*]}")"
+  printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" 2 "${rate[$cfg.2]}" "$sp" "$(IFS=/; echo "${w2[*]}")"
 done
 if [ "$have_torch" = 1 ]; then
+  d1=() d2=()
+  for _ in $(seq "$reps"); do
+    d1+=("$(ddp 1)")
+    d2+=("$(ddp 2)")
+  done
+  rate[ddp.1]=$(best "${d1[@]}")
+  rate[ddp.2]=$(best "${d2[@]}")
   for np in 1 2; do
-    d=()
-    for _ in $(seq "$reps"); do d+=("$(ddp "$np")"); done
-    rate[ddp.$np]=$(best "${d[@]}")
     sp=$(awk -v a="${rate[ddp.$np]}" -v b="${rate[ddp.1]}" 'BEGIN{printf "%.2fx", a/b}')
     printf '%-16s %4d %10.0f %9s %10s\n' "torch DDP lenet5" "$np" "${rate[ddp.$np]}" "$sp" "-"
   done
   awk -v a="${rate[lenet5_fashion.2]}" -v b="${rate[ddp.2]}" \
     'BEGIN{printf "lenet5 at 2 ranks: cnn-train / DDP = %.2fx\n", a/b}'
 fi
+# the exchange alone: ours against Open MPI's collectives (fashion_cnn's size)
+# shellcheck disable=SC2046
+mpirun $(bash "$here/mpirun-flags.sh" 2) -np 2 "$build/cnn-bench-exchange"
