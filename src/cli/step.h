@@ -52,7 +52,7 @@ enum {
 typedef struct cnn_step_config {
     int exact;        /* [dist] reduction = exact */
     int chunk_size;   /* samples per reduction chunk (exact) */
-    double bucket_mb; /* allreduce bucket size */
+    double bucket_mb; /* gradient bucket size */
     int overlap;      /* reduce buckets during backward */
     cnn_augment_config aug; /* [augment], training images only */
 } cnn_step_config;

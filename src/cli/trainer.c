@@ -1,12 +1,13 @@
 /* trainer.c - data-parallel training loop.
  *
  * Step s of epoch e takes the global batch perm[s*B .. s*B+B) of a
- * permutation that depends only on (seed, e). Rank r processes the slice
- * [Bg*r/world, Bg*(r+1)/world) of it, its loss gradient scaled by 1/Bg, so
- * the allreduced sum of gradients is the mean over the global batch, and
- * every rank applies the same update. Dropout draws from (seed, epoch,
- * global sample index). The result does not depend on the number of ranks
- * beyond float summation order.
+ * permutation that depends only on (seed, e). Each rank processes its part
+ * of it (step.h: whole chunks, or a slice with the float reduction), its
+ * loss gradient scaled by 1/Bg, so the summed gradient is the mean over the
+ * global batch; each rank updates its shard of the parameters and the
+ * shards are gathered. Dropout and augmentation draw from (seed, epoch,
+ * global sample index). With the exact reduction the result does not
+ * depend on the number of ranks at all.
  */
 #include <errno.h>
 #include <math.h>
