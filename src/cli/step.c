@@ -94,7 +94,9 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
         s->acc = calloc(m->nparams ? m->nparams : 1, sizeof *s->acc);
     if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts || (c->exact && !s->acc)) {
         free(cuts);
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", s->cap);
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "out of memory for the step's buffers (a batch of %d images%s)",
+                             s->cap, c->exact ? " and the fixed-point gradient" : "");
     }
     int n = 0;
     for (int i = 0; i < m->nlayers; i++)

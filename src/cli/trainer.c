@@ -415,10 +415,7 @@ static cnn_status session_open(session *S, int training, cnn_error *err)
         st = cnn_error_set(err, CNN_ERR_SHAPE,
                            "%s has %d classes; binary_crossentropy needs labels 0 and 1",
                            ds->source, ds->nclasses);
-    /* the stepper's set-up is collective: every rank gets there or none */
-    if ((st = agree(S, st, err)))
-        return st;
-    if (training)
+    if (!st && training) /* local: failures are agreed on below */
         st = cnn_stepper_init(&S->sp, m, S->d, &S->run->step, tc->batch_size, err);
     if (!st)
         st = cnn_model_reserve(

@@ -23,15 +23,39 @@ int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
     MPI_Comm_rank(node, &d->local_rank);
     MPI_Comm_size(node, &d->local_size);
     MPI_Comm_free(&node);
+    /* The gradient exchange's messages (tags = bucket numbers) travel on a
+     * communicator of their own, made here where every rank is. */
+    MPI_Comm ex;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &ex) != MPI_SUCCESS) {
+        fprintf(stderr, "cnn-train: rank %d: MPI_Comm_dup failed\n", d->rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    d->exchange_comm = (int)MPI_Comm_c2f(ex);
     d->initialized = 1;
     return 0;
 }
 
 void cnn_dist_finalize(cnn_dist *d)
 {
-    if (d->initialized)
+    if (d->initialized) {
+        MPI_Comm ex = MPI_Comm_f2c((MPI_Fint)d->exchange_comm);
+        MPI_Comm_free(&ex);
         MPI_Finalize();
+    }
     d->initialized = 0;
+}
+
+/* An MPI call of the exchange failed: the ranks can no longer agree on a
+ * gradient, so the message goes out and the job ends. */
+static void check(const cnn_dist *d, int rc, const char *what)
+{
+    if (rc == MPI_SUCCESS)
+        return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    fprintf(stderr, "cnn-train: rank %d: %s failed: %s\n", d->rank, what, msg);
+    cnn_dist_abort(d, 1);
 }
 
 void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n)
@@ -112,30 +136,39 @@ void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n)
 {
     if (d->world == 1)
         return;
-    int *cnt = malloc(2 * (size_t)d->world * sizeof *cnt), fits = 1;
     cnn_dist peer = *d;
-    for (int j = 0; cnt && j < d->world; j++) {
-        size_t lo, hi;
-        peer.rank = j;
-        cnn_dist_shard(&peer, n, &lo, &hi);
-        fits &= hi - lo < MAX_CALL;
-        cnt[j] = (int)(hi - lo);
-        cnt[d->world + j] = (int)lo;
-    }
-    if (cnt && fits && n < ((size_t)1 << 31)) {
-        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnt, cnt + d->world, MPI_FLOAT,
-                       MPI_COMM_WORLD);
-    } else { /* out of memory for the counts, or shards beyond int counts */
+    /* shards within int counts: one MPI_Allgatherv; the path depends only
+     * on (n, world), so every rank takes the same */
+    if (n / (size_t)d->world + 1 < MAX_CALL && n < ((size_t)1 << 31)) {
+        int *cnt = malloc(2 * (size_t)d->world * sizeof *cnt);
+        if (!cnt) {
+            fprintf(stderr, "cnn-train: rank %d: out of memory for %d counts\n", d->rank,
+                    d->world);
+            cnn_dist_abort(d, 1);
+            return;
+        }
         for (int j = 0; j < d->world; j++) {
             size_t lo, hi;
             peer.rank = j;
             cnn_dist_shard(&peer, n, &lo, &hi);
-            for (size_t off = lo; off < hi; off += MAX_CALL)
-                MPI_Bcast(buf + off, (int)(hi - off < MAX_CALL ? hi - off : MAX_CALL), MPI_FLOAT,
-                          j, MPI_COMM_WORLD);
+            cnt[j] = (int)(hi - lo);
+            cnt[d->world + j] = (int)lo;
         }
+        check(d, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnt, cnt + d->world, MPI_FLOAT,
+                                MPI_COMM_WORLD),
+              "MPI_Allgatherv of the parameter shards");
+        free(cnt);
+        return;
     }
-    free(cnt);
+    for (int j = 0; j < d->world; j++) { /* shards beyond int counts: in pieces */
+        size_t lo, hi;
+        peer.rank = j;
+        cnn_dist_shard(&peer, n, &lo, &hi);
+        for (size_t off = lo; off < hi; off += MAX_CALL)
+            check(d, MPI_Bcast(buf + off, (int)(hi - off < MAX_CALL ? hi - off : MAX_CALL),
+                               MPI_FLOAT, j, MPI_COMM_WORLD),
+                  "MPI_Bcast of a parameter shard");
+    }
 }
 
 /* One bucket: buf[lo, hi), at most MAX_CALL elements. */
@@ -145,7 +178,7 @@ typedef struct bucket {
 
 struct cnn_dist_reducer {
     const cnn_dist *d;
-    MPI_Comm comm;     /* the exchange's own: its tags are bucket numbers */
+    MPI_Comm comm;     /* the exchange's own (cnn_dist_init): tags are bucket numbers */
     char *buf;         /* (n) elements of esize bytes */
     size_t n, esize;
     cnn_dist_type type;
@@ -173,19 +206,11 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
                                        size_t n, const size_t *cuts, int ncuts,
                                        size_t bucket_bytes, int overlap)
 {
-    /* The duplicate first, on every rank, so that no rank is left in it
-     * when another runs out of memory below (the caller agrees on that). */
-    MPI_Comm comm = MPI_COMM_NULL;
-    if (d->world > 1)
-        MPI_Comm_dup(MPI_COMM_WORLD, &comm);
     cnn_dist_reducer *r = calloc(1, sizeof *r);
-    if (!r) {
-        if (comm != MPI_COMM_NULL)
-            MPI_Comm_free(&comm);
+    if (!r)
         return NULL;
-    }
     const int w = d->world;
-    r->comm = comm;
+    r->comm = w > 1 ? MPI_Comm_f2c((MPI_Fint)d->exchange_comm) : MPI_COMM_NULL;
     r->d = d;
     r->buf = buf;
     r->n = n;
@@ -234,8 +259,6 @@ void cnn_dist_reducer_free(cnn_dist_reducer *r)
 {
     if (!r)
         return;
-    if (r->comm != MPI_COMM_NULL)
-        MPI_Comm_free(&r->comm);
     free(r->b);
     free(r->lo);
     free(r->hi);
@@ -264,8 +287,10 @@ static void post_receives(cnn_dist_reducer *r)
             size_t plo, len = part(r, i, me, &plo);
             if (j == me || !len)
                 continue;
-            MPI_Irecv(slot(r, j) + (plo - r->lo[me]) * r->esize, (int)len, r->mtype, j, i,
-                      r->comm, &r->req[r->nreq++]);
+            check(r->d,
+                  MPI_Irecv(slot(r, j) + (plo - r->lo[me]) * r->esize, (int)len, r->mtype, j, i,
+                            r->comm, &r->req[r->nreq++]),
+                  "MPI_Irecv of a gradient bucket");
         }
     r->posted = 1;
 }
@@ -278,8 +303,10 @@ static void send_bucket(cnn_dist_reducer *r, int i)
         int j = (me + k) % w; /* not everyone to rank 0 first */
         size_t plo, len = part(r, i, j, &plo);
         if (len)
-            MPI_Isend(r->buf + plo * r->esize, (int)len, r->mtype, j, i, r->comm,
-                      &r->req[r->nreq++]);
+            check(r->d,
+                  MPI_Isend(r->buf + plo * r->esize, (int)len, r->mtype, j, i, r->comm,
+                            &r->req[r->nreq++]),
+                  "MPI_Isend of a gradient bucket");
     }
 }
 
@@ -328,7 +355,7 @@ double cnn_dist_reducer_finish(cnn_dist_reducer *r)
         post_receives(r);
     while (r->next < r->nb)
         send_bucket(r, r->next++);
-    MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE);
+    check(r->d, MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE), "the gradient exchange");
     double waited = MPI_Wtime() - t0;
     r->nreq = 0;
     r->next = 0;

@@ -16,6 +16,7 @@ typedef struct cnn_dist {
     int rank, world;
     int local_rank, local_size; /* ranks on this node */
     int initialized;
+    int exchange_comm; /* Fortran handle of the gradient exchange's communicator */
 } cnn_dist;
 
 /* MPI_Init; fills d. Returns 0 on success. */
@@ -73,12 +74,15 @@ void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n);
  * its own) rather than MPI_Iallreduce: on this project's test machine Open
  * MPI's non-blocking collectives took 2-5 times as long for the same bytes
  * (see the README). Every rank must make the same calls in the same order;
- * the other elements of buf must stay untouched until finish() returns. */
+ * the other elements of buf must stay untouched until finish() returns.
+ * An MPI error in the exchange is reported and ends the job (MPI_Abort):
+ * the ranks could not agree on a gradient any more. */
 typedef struct cnn_dist_reducer cnn_dist_reducer;
 
 typedef enum { CNN_DIST_F32 = 0, CNN_DIST_I64 } cnn_dist_type;
 
-/* Collective (duplicates MPI_COMM_WORLD). NULL when out of memory. */
+/* Local (the exchange's communicator is made by cnn_dist_init; one
+ * reducer at a time may use it). NULL when out of memory. */
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,
                                        size_t bucket_bytes, int overlap);
