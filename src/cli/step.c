@@ -110,7 +110,7 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     free(cuts);
     if (!s->red)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the gradient reducer");
-    cnn_dist_shard(d, m->nparams, &s->lo, &s->hi);
+    cnn_dist_shard(m->nparams, d->rank, d->world, &s->lo, &s->hi);
     return CNN_OK;
 }
 
@@ -237,16 +237,16 @@ void cnn_stepper_update(cnn_stepper *s, cnn_optim *o)
 {
     cnn_optim_step_range(o, s->m, s->lo, s->hi);
     double t0 = cnn_dist_time();
-    cnn_dist_allgather_shards(s->d, s->m->params, s->m->nparams);
+    cnn_dist_reducer_allgather(s->red, s->m->params);
     s->wait += cnn_dist_time() - t0;
 }
 
 void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o)
 {
-    if (!s->d || !o)
+    if (!s->red || !o)
         return;
     if (o->m)
-        cnn_dist_allgather_shards(s->d, o->m, o->n);
+        cnn_dist_reducer_allgather(s->red, o->m);
     if (o->v)
-        cnn_dist_allgather_shards(s->d, o->v, o->n);
+        cnn_dist_reducer_allgather(s->red, o->v);
 }

@@ -6,7 +6,7 @@
  * elements (default 203,898: fashion_cnn) across the ranks: Open MPI's
  * blocking and non-blocking allreduce and reduce-scatter, and what
  * cnn-train does (cnn_dist_reducer: point-to-point reduce-scatter, then
- * cnn_dist_allgather_shards of the float parameters). Rank 0 prints the
+ * cnn_dist_reducer_allgather of the float parameters). Rank 0 prints the
  * median milliseconds of each. This is the measurement behind the choice
  * of point-to-point messages over MPI_Iallreduce (see dist.h, README).
  */
@@ -66,7 +66,7 @@ static void run(bench *b, int way)
     case OURS:
         cnn_dist_reducer_ready(b->red, 0);
         cnn_dist_reducer_finish(b->red);
-        cnn_dist_allgather_shards(b->d, b->params, b->n);
+        cnn_dist_reducer_allgather(b->red, b->params);
         break;
     }
 }
@@ -100,10 +100,8 @@ int main(int argc, char **argv)
         cnn_dist_abort(&d, 1);
     }
     for (int j = 0; j < d.world; j++) {
-        cnn_dist peer = d;
         size_t lo, hi;
-        peer.rank = j;
-        cnn_dist_shard(&peer, b.n, &lo, &hi);
+        cnn_dist_shard(b.n, j, d.world, &lo, &hi);
         b.counts[j] = (int)(hi - lo);
         b.displs[j] = (int)lo;
     }

@@ -126,49 +126,10 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n)
     return lo == hi;
 }
 
-void cnn_dist_shard(const cnn_dist *d, size_t n, size_t *lo, size_t *hi)
+void cnn_dist_shard(size_t n, int rank, int world, size_t *lo, size_t *hi)
 {
-    *lo = (size_t)((unsigned __int128)n * (unsigned)d->rank / (unsigned)d->world);
-    *hi = (size_t)((unsigned __int128)n * (unsigned)(d->rank + 1) / (unsigned)d->world);
-}
-
-void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n)
-{
-    if (d->world == 1)
-        return;
-    cnn_dist peer = *d;
-    /* shards within int counts: one MPI_Allgatherv; the path depends only
-     * on (n, world), so every rank takes the same */
-    if (n / (size_t)d->world + 1 < MAX_CALL && n < ((size_t)1 << 31)) {
-        int *cnt = malloc(2 * (size_t)d->world * sizeof *cnt);
-        if (!cnt) {
-            fprintf(stderr, "cnn-train: rank %d: out of memory for %d counts\n", d->rank,
-                    d->world);
-            cnn_dist_abort(d, 1);
-            return;
-        }
-        for (int j = 0; j < d->world; j++) {
-            size_t lo, hi;
-            peer.rank = j;
-            cnn_dist_shard(&peer, n, &lo, &hi);
-            cnt[j] = (int)(hi - lo);
-            cnt[d->world + j] = (int)lo;
-        }
-        check(d, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnt, cnt + d->world, MPI_FLOAT,
-                                MPI_COMM_WORLD),
-              "MPI_Allgatherv of the parameter shards");
-        free(cnt);
-        return;
-    }
-    for (int j = 0; j < d->world; j++) { /* shards beyond int counts: in pieces */
-        size_t lo, hi;
-        peer.rank = j;
-        cnn_dist_shard(&peer, n, &lo, &hi);
-        for (size_t off = lo; off < hi; off += MAX_CALL)
-            check(d, MPI_Bcast(buf + off, (int)(hi - off < MAX_CALL ? hi - off : MAX_CALL),
-                               MPI_FLOAT, j, MPI_COMM_WORLD),
-                  "MPI_Bcast of a parameter shard");
-    }
+    *lo = (size_t)((unsigned __int128)n * (unsigned)rank / (unsigned)world);
+    *hi = (size_t)((unsigned __int128)n * (unsigned)(rank + 1) / (unsigned)world);
 }
 
 /* One bucket: buf[lo, hi), at most MAX_CALL elements. */
@@ -184,6 +145,8 @@ struct cnn_dist_reducer {
     cnn_dist_type type;
     MPI_Datatype mtype;
     size_t *lo, *hi;   /* (world) every rank's shard */
+    int *counts;       /* (2 world) shard lengths, then starts, for MPI_Allgatherv;
+                        * NULL when n is beyond int counts */
     char *in;          /* (world - 1) * shard: the parts received from the others */
     bucket *b;         /* (nb) in the order backward completes them: highest offset first */
     int nb;
@@ -237,13 +200,18 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
         r->b[r->nb++] = (bucket){lo, hi};
         hi = lo;
     }
-    cnn_dist peer = *d;
-    for (int j = 0; j < w; j++) {
-        peer.rank = j;
-        cnn_dist_shard(&peer, n, &r->lo[j], &r->hi[j]);
-    }
+    for (int j = 0; j < w; j++)
+        cnn_dist_shard(n, j, w, &r->lo[j], &r->hi[j]);
     if (w == 1)
         return r;
+    if (n < ((size_t)1 << 31)) {
+        if (!(r->counts = malloc(2 * (size_t)w * sizeof *r->counts)))
+            goto nomem;
+        for (int j = 0; j < w; j++) {
+            r->counts[j] = (int)(r->hi[j] - r->lo[j]);
+            r->counts[w + j] = (int)r->lo[j];
+        }
+    }
     r->in = malloc(((size_t)(w - 1) * (r->hi[d->rank] - r->lo[d->rank]) + 1) * r->esize);
     r->nreq_max = 2 * r->nb * (w - 1);
     r->req = malloc((size_t)r->nreq_max * sizeof *r->req);
@@ -262,12 +230,31 @@ void cnn_dist_reducer_free(cnn_dist_reducer *r)
     free(r->b);
     free(r->lo);
     free(r->hi);
+    free(r->counts);
     free(r->in);
     free(r->req);
     free(r);
 }
 
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r) { return r->nb; }
+
+void cnn_dist_reducer_allgather(const cnn_dist_reducer *r, float *buf)
+{
+    const cnn_dist *d = r->d;
+    if (d->world == 1)
+        return;
+    if (r->counts) {
+        check(d, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, r->counts, r->counts + d->world,
+                                MPI_FLOAT, MPI_COMM_WORLD),
+              "MPI_Allgatherv of the parameter shards");
+        return;
+    }
+    for (int j = 0; j < d->world; j++) /* beyond int counts: each shard in pieces */
+        for (size_t off = r->lo[j]; off < r->hi[j]; off += MAX_CALL)
+            check(d, MPI_Bcast(buf + off, (int)(r->hi[j] - off < MAX_CALL ? r->hi[j] - off : MAX_CALL),
+                               MPI_FLOAT, j, MPI_COMM_WORLD),
+                  "MPI_Bcast of a parameter shard");
+}
 
 /* [*plo, *phi): the part of bucket i that belongs to rank j's shard. */
 static size_t part(const cnn_dist_reducer *r, int i, int j, size_t *plo)

@@ -43,18 +43,15 @@ int cnn_dist_agree(const cnn_dist *d, int *status);
 /* Collective: 1 if buf (n floats) is bit-identical on all ranks. */
 int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n);
 
-/* This rank's shard of an n-element buffer: [n*rank/world, n*(rank+1)/world).
+/* Rank's shard of an n-element buffer: [n*rank/world, n*(rank+1)/world).
  * The shards of all ranks cut the buffer in order. */
-void cnn_dist_shard(const cnn_dist *d, size_t n, size_t *lo, size_t *hi);
-
-/* In place: every rank's shard of buf (n floats) to every rank. */
-void cnn_dist_allgather_shards(const cnn_dist *d, float *buf, size_t n);
+void cnn_dist_shard(size_t n, int rank, int world, size_t *lo, size_t *hi);
 
 /* Bucketed, overlapped reduce-scatter of a gradient buffer (sum).
  *
  * Afterwards each rank holds the sum across ranks of its own shard of the
  * buffer (cnn_dist_shard), which is all it needs to update its shard of
- * the parameters; cnn_dist_allgather_shards() then shares the updated
+ * the parameters; cnn_dist_reducer_allgather() then shares the updated
  * parameters. That is half the traffic of an allreduce, and the optimizer
  * work is split among the ranks instead of repeated on each (ZeRO stage 1).
  *
@@ -95,6 +92,9 @@ void cnn_dist_reducer_poll(cnn_dist_reducer *r);
 /* Completes the step's exchange: this rank's shard of buf holds the sum.
  * Returns the seconds spent waiting. */
 double cnn_dist_reducer_finish(cnn_dist_reducer *r);
+/* In place: every rank's shard of buf (n floats, cut as the reducer's
+ * buffer) to every rank. Collective. */
+void cnn_dist_reducer_allgather(const cnn_dist_reducer *r, float *buf);
 
 double cnn_dist_time(void);
 

@@ -42,7 +42,7 @@ static void check_i64_n(size_t n, int ncuts, size_t bucket_bytes, int overlap)
                                                bucket_bytes, overlap);
     assert_non_null(r);
     size_t lo, hi;
-    cnn_dist_shard(&D, n, &lo, &hi);
+    cnn_dist_shard(n, D.rank, D.world, &lo, &hi);
     for (int step = 0; step < 3; step++) { /* the reducer is reused step after step */
         for (size_t i = 0; i < n; i++)
             buf[i] = value_i64(D.rank, i) + step;
@@ -80,7 +80,7 @@ static void f32_rank_order(void **state)
     backward_order(r);
     cnn_dist_reducer_finish(r);
     size_t lo, hi;
-    cnn_dist_shard(&D, N, &lo, &hi);
+    cnn_dist_shard(N, D.rank, D.world, &lo, &hi);
     for (size_t i = lo; i < hi; i++) {
         float want = value_f32(0, i);
         for (int k = 1; k < D.world; k++)
@@ -98,24 +98,26 @@ static void shards_and_allgather(void **state)
     for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
         size_t n = sizes[t], end = 0;
         for (int k = 0; k < D.world; k++) {
-            cnn_dist peer = D;
             size_t lo, hi;
-            peer.rank = k;
-            cnn_dist_shard(&peer, n, &lo, &hi);
+            cnn_dist_shard(n, k, D.world, &lo, &hi);
             assert_int_equal(lo, end);
             assert_true(hi >= lo);
             end = hi;
         }
         assert_int_equal(end, n);
         float *p = calloc(n, sizeof *p);
+        size_t cut = 0;
+        cnn_dist_reducer *r = cnn_dist_reducer_new(&D, p, CNN_DIST_F32, n, &cut, 1, 64, 1);
         assert_non_null(p);
+        assert_non_null(r);
         size_t lo, hi;
-        cnn_dist_shard(&D, n, &lo, &hi);
+        cnn_dist_shard(n, D.rank, D.world, &lo, &hi);
         for (size_t i = lo; i < hi; i++)
             p[i] = (float)i + 0.5f;
-        cnn_dist_allgather_shards(&D, p, n);
+        cnn_dist_reducer_allgather(r, p);
         for (size_t i = 0; i < n; i++)
             assert_true(p[i] == (float)i + 0.5f);
+        cnn_dist_reducer_free(r);
         free(p);
     }
 }
