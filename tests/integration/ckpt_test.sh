@@ -5,10 +5,8 @@ set -uo pipefail
 case_name=$1
 bin=$2/cnn-train
 src=$3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$src/tests/lib.sh"
 cd "$work" || exit 1
-fail() { echo "FAIL [$case_name]: $*"; exit 1; }
 
 cfg=$src/configs/fashion_cnn.ini
 # 600 samples in batches of 32: 19 steps an epoch, the last one partial.

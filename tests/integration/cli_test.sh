@@ -7,9 +7,7 @@ case_name=$1
 bin=$2/cnn-train
 src=$3
 data=/usr/share/datasets/fashion-mnist
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL [$case_name]: $*"; exit 1; }
+. "$src/tests/lib.sh"
 
 # run_expect CODE PATTERN args...: cnn-train must exit with CODE and print
 # PATTERN (grep -E) on stderr+stdout; the error, if any, on one line.

@@ -10,10 +10,7 @@ build=$2
 tool=$3
 src=$4
 fm=/usr/share/datasets/fashion-mnist
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL [$case_name]: $*"; exit 1; }
-mpiflags() { bash "$src/launch/mpirun-flags.sh" "$1"; }
+. "$src/tests/lib.sh"
 
 # convert NP CONFIG PREFIX [args]: cnn-data convert on NP ranks, output in
 # $work/out.NP, exit code returned.

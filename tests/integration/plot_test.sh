@@ -5,9 +5,8 @@
 set -uo pipefail
 bin=$1
 src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL [cnn-plot]: $*"; exit 1; }
+case_name=cnn-plot
+. "$src/tests/lib.sh"
 
 # png_size FILE: "WIDTHxHEIGHT" from the IHDR chunk (bytes 16-23).
 png_size() {

@@ -10,11 +10,8 @@ build=$2
 tool=$3
 src=$4
 fm=/usr/share/datasets/fashion-mnist
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$src/tests/lib.sh"
 cd "$work" || exit 1
-fail() { echo "FAIL [$case_name]: $*"; exit 1; }
-mpiflags() { bash "$src/launch/mpirun-flags.sh" "$1"; }
 
 # tiny_model SHAPE: a small CNN for 10 classes
 tiny_model() {

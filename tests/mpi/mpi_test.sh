@@ -5,10 +5,7 @@ set -uo pipefail
 case_name=$1
 bin=$2/cnn-train
 src=$3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL [$case_name]: $*"; exit 1; }
-mpiflags() { bash "$src/launch/mpirun-flags.sh" "$1"; }
+. "$src/tests/lib.sh"
 
 # A small run with an odd global batch (uneven slices at np 2, 3, 4) and a
 # last partial batch (500 % 30 = 20), so every slicing path is used.
