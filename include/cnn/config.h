@@ -62,6 +62,15 @@ void cnn_config_free(cnn_config *cfg);
  * (conv2d, conv2d_1, dense_2, ...), or its type when there is only one. */
 cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_error *err);
 
+/* The effective config as INI text, for a checkpoint's /config: the text
+ * as read when nothing was overridden; otherwise that text with each key
+ * --set changed rewritten in place (the file's line kept as a comment
+ * above it), each key it added written at the end of its section and each
+ * section it added at the end, so the text parses back to the same
+ * sections and values and a user can read it and run it again. *out is
+ * the caller's to free(). */
+cnn_status cnn_config_text(const cnn_config *cfg, char **out, cnn_error *err);
+
 /* First section with this name, or NULL. */
 cnn_section *cnn_config_find(const cnn_config *cfg, const char *name);
 

@@ -14,8 +14,8 @@
 
 #include "cnn/checkpoint.h"
 #include "cnn/config.h"
+#include "cnn/train.h"
 #include "dist.h"
-#include "trainer.h"
 
 static void usage(FILE *f)
 {
@@ -102,25 +102,44 @@ static int parse_args(int argc, char **argv, args *a)
     return -1;
 }
 
-/* Loads the config, applies overrides and builds the run. */
+/* Loads the config, applies overrides and builds the run. --resume (or
+ * training from a checkpoint) is a choice of this invocation, not part of
+ * the run's config: it is not in the config text that checkpoints store. */
 static cnn_status setup(const args *a, cnn_run *run, cnn_error *err)
 {
     cnn_config *cfg;
     cnn_status st = cnn_config_load_overrides(&cfg, a->config, a->sets, a->nsets, err);
-    /* --resume, or training from a checkpoint: continue from it */
+    if (st)
+        return st;
+    if ((st = cnn_run_setup(run, cfg, err))) /* owns cfg from here */
+        return st;
     const char *resume = a->resume;
     if (!resume && !a->summary && !a->evaluate && cnn_checkpoint_is_hdf5(a->config))
         resume = a->config;
-    if (!st && resume) {
-        char set[4200];
-        snprintf(set, sizeof set, "checkpoint.resume=%s", resume);
-        st = cnn_config_override(cfg, set, err);
-    }
-    if (st) {
-        cnn_config_free(cfg);
-        return st;
-    }
-    return cnn_run_setup(run, cfg, err); /* owns cfg from here */
+    if (resume)
+        run->ck.resume = resume;
+    if (!strcmp(run->ck.resume, "auto") && !run->ck.dir[0])
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%s: [checkpoint] resume = auto needs [checkpoint] dir",
+                             run->cfg->path);
+    return CNN_OK;
+}
+
+/* The failure tests' seam: CNN_TEST_FAULT="RANK:STEP:KIND" (KIND io|nan|exit)
+ * makes global step STEP (from 1) fail on rank RANK. Read here, by the
+ * program, so that the training library has no test hook of its own. */
+static cnn_fault_plan fault_from_env(void)
+{
+    cnn_fault_plan f = {0};
+    const char *v = getenv("CNN_TEST_FAULT");
+    char what[8];
+    if (!v || sscanf(v, "%d:%ld:%7s", &f.rank, &f.step, what) != 3)
+        return (cnn_fault_plan){0};
+    f.kind = !strcmp(what, "io")     ? CNN_FAULT_IO
+             : !strcmp(what, "nan")  ? CNN_FAULT_NAN
+             : !strcmp(what, "exit") ? CNN_FAULT_EXIT
+                                     : CNN_FAULT_NONE;
+    return f;
 }
 
 int main(int argc, char **argv)
@@ -157,6 +176,7 @@ int main(int argc, char **argv)
     if (who >= 0 && who != d.rank)
         err.msg[0] = 0; /* the first failing rank reports */
     st = (cnn_status)s;
+    run.fault = fault_from_env();
     if (st == CNN_OK && a.evaluate)
         st = cnn_run_evaluate(&run, &d, a.evaluate, a.out ? a.out : ".", stdout, &err);
     else if (st == CNN_OK)

@@ -71,13 +71,31 @@ static void poll(void *arg)
         cnn_dist_reducer_poll(s->red);
 }
 
+cnn_status cnn_dist_config_read(cnn_dist_config *c, const cnn_config *cfg, cnn_error *err)
+{
+    static const char *const reductions[] = {"float", "exact", NULL};
+    const cnn_section *s = cnn_config_find(cfg, "dist");
+    long chunk;
+    cnn_status st;
+    memset(c, 0, sizeof *c);
+    if ((st = cnn_cfg_enum(s, "reduction", 1, reductions, &c->exact, err)) ||
+        (st = cnn_cfg_int(s, "chunk_size", 8, 1, 1 << 20, &chunk, err)) ||
+        (st = cnn_cfg_float(s, "bucket_mb", 1.0, 1e-3, 1e6, &c->bucket_mb, err)) ||
+        (st = cnn_cfg_bool(s, "overlap", 1, &c->overlap, err)))
+        return st;
+    c->chunk_size = (int)chunk;
+    return CNN_OK;
+}
+
 cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
-                            const cnn_step_config *c, long max_batch, cnn_error *err)
+                            const cnn_dist_config *c, const cnn_augment_config *aug,
+                            long max_batch, cnn_error *err)
 {
     memset(s, 0, sizeof *s);
     s->m = m;
     s->d = d;
     s->c = *c;
+    s->aug = *aug;
     s->cap = c->exact ? c->chunk_size : (int)((max_batch + d->world - 1) / d->world);
     if (s->cap > max_batch)
         s->cap = (int)max_batch;
@@ -133,7 +151,7 @@ static void augment(cnn_stepper *s, int B, uint64_t seed, uint64_t epoch)
     const size_t in = cnn_shape_size(sh);
     for (int b = 0; b < B; b++) {
         float *x = s->x + (size_t)b * in;
-        cnn_augment_image(&s->c.aug, seed, epoch, s->ids[b], x, s->tmp, sh.c, sh.h, sh.w);
+        cnn_augment_image(&s->aug, seed, epoch, s->ids[b], x, s->tmp, sh.c, sh.h, sh.w);
         memcpy(x, s->tmp, in * sizeof *x);
     }
 }
@@ -186,7 +204,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             s->x[0] = NAN;
         if (s->fault == CNN_FAULT_EXIT)
             _exit(3);
-        if (st == CNN_OK && s->c.aug.enabled)
+        if (st == CNN_OK && s->aug.enabled)
             augment(s, B, seed, epoch);
         if (st == CNN_OK) {
             cnn_model_forward(m, s->x, B, &ctx);

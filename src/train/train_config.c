@@ -1,5 +1,5 @@
-/* train_config.c - the [train] section, config loading with overrides, and
- * small services of the programs (threads, directories). */
+/* train_config.c - the [train] section, config loading (from an INI file
+ * or a checkpoint) with overrides, and mkdir -p for the programs. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +8,6 @@
 
 #include "cnn/checkpoint.h"
 #include "cnn/train.h"
-#include "tensor.h"
 
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
 {
@@ -39,6 +38,7 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
 
 cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *err)
 {
+    *out = NULL;
     if (!cnn_checkpoint_is_hdf5(path))
         return cnn_config_load(out, path, err);
     char *text, name[1100];
@@ -54,7 +54,7 @@ cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *er
 cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const char *const *sets,
                                      int nsets, cnn_error *err)
 {
-    cnn_config *cfg;
+    cnn_config *cfg = NULL;
     cnn_status st = cnn_config_load_any(&cfg, path, err);
     for (int i = 0; st == CNN_OK && i < nsets; i++)
         st = cnn_config_override(cfg, sets[i], err);
@@ -65,10 +65,6 @@ cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const c
     *out = cfg;
     return st;
 }
-
-void cnn_set_threads(int n) { cnn_blas_set_threads(n); }
-
-int cnn_get_threads(void) { return cnn_blas_get_threads(); }
 
 int cnn_make_dirs(const char *path)
 {

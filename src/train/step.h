@@ -25,8 +25,8 @@
  * Either way the buffer is reduced in buckets that start while backward is
  * still running (see cnn_dist_reducer).
  */
-#ifndef CNN_STEP_H
-#define CNN_STEP_H
+#ifndef CNN_TRAIN_STEP_H
+#define CNN_TRAIN_STEP_H
 
 #include <stdint.h>
 
@@ -34,6 +34,7 @@
 #include "cnn/data.h"
 #include "cnn/model.h"
 #include "cnn/optim.h"
+#include "cnn/train.h"
 #include "dist.h"
 
 /* Per-step figures summed across ranks. STAT_STOP counts ranks that were
@@ -49,18 +50,11 @@ enum {
     STAT_N
 };
 
-typedef struct cnn_step_config {
-    int exact;        /* [dist] reduction = exact */
-    int chunk_size;   /* samples per reduction chunk (exact) */
-    double bucket_mb; /* gradient bucket size */
-    int overlap;      /* reduce buckets during backward */
-    cnn_augment_config aug; /* [augment], training images only */
-} cnn_step_config;
-
 typedef struct cnn_stepper {
     cnn_model *m;
     const cnn_dist *d;
-    cnn_step_config c;
+    cnn_dist_config c;     /* [dist] */
+    cnn_augment_config aug; /* [augment], training images only */
     int64_t *acc;          /* (nparams) fixed-point gradient sum (exact) */
     cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
     size_t lo, hi;         /* this rank's shard of the parameters */
@@ -77,18 +71,15 @@ typedef struct cnn_stepper {
     int first;             /* the rank's first chunk of the step: sets acc */
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
     double wait;           /* seconds spent waiting for communication, in total */
-    int fault;             /* test hook: make the next step fail (cnn_fault) */
+    cnn_fault fault;       /* test seam: make this step fail (cnn_fault_plan) */
     int stop;              /* this rank was asked to stop: sent with the stats */
     int save;              /* rank 0 wants a checkpoint after this step */
 } cnn_stepper;
 
-/* Faults the failure tests inject on one rank (CNN_TEST_FAULT): a read
- * error, a NaN loss, or the process dying in the middle of a step. */
-typedef enum { CNN_FAULT_NONE = 0, CNN_FAULT_IO, CNN_FAULT_NAN, CNN_FAULT_EXIT } cnn_fault;
-
 /* Sizes buffers for global batches of up to max_batch. */
 cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
-                            const cnn_step_config *c, long max_batch, cnn_error *err);
+                            const cnn_dist_config *c, const cnn_augment_config *aug,
+                            long max_batch, cnn_error *err);
 void cnn_stepper_free(cnn_stepper *s);
 
 /* Ranks that receive samples of a global batch of Bg (all, unless exact
@@ -116,4 +107,4 @@ void cnn_stepper_update(cnn_stepper *s, cnn_optim *o);
  * Collective. */
 void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o);
 
-#endif /* CNN_STEP_H */
+#endif /* CNN_TRAIN_STEP_H */

@@ -1,0 +1,219 @@
+/* session.c - a run's set-up and tear-down, the agreement between ranks
+ * and evaluation over a data set (see session.h). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "session.h"
+
+void cnn_session_quiet(cnn_error *err, cnn_status st)
+{
+    if (!err)
+        return;
+    err->status = st;
+    err->msg[0] = 0;
+}
+
+cnn_status cnn_session_agree(const session *S, cnn_status st, cnn_error *err)
+{
+    int s = st, who = cnn_dist_agree(S->d, &s);
+    if (who >= 0 && who != S->d->rank)
+        cnn_session_quiet(err, (cnn_status)s);
+    return who >= 0 ? (cnn_status)s : CNN_OK;
+}
+
+void cnn_session_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *out)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = (int)tc->threads;
+    if (n == 0 && !getenv("OPENBLAS_NUM_THREADS")) {
+        n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
+        if (n < 1)
+            n = 1;
+    }
+    cnn_set_threads(n);
+    int used = cnn_get_threads();
+    if (d->rank == 0 && (long)used * d->local_size > cores)
+        fprintf(out,
+                "warning: %d ranks x %d BLAS threads on a node with %ld cores oversubscribe it; "
+                "set [train] threads or OPENBLAS_NUM_THREADS\n",
+                d->local_size, used, cores);
+}
+
+static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_error *err)
+{
+    b->cap = cap;
+    b->x = malloc((size_t)cap * cnn_shape_size(m->input) * sizeof *b->x);
+    b->y = malloc((size_t)cap * sizeof *b->y);
+    b->idx = malloc((size_t)cap * sizeof *b->idx);
+    b->raw = malloc((size_t)cap * cnn_shape_size(m->input));
+    b->probs = malloc((size_t)cap * m->nclasses * sizeof *b->probs);
+    if (!b->x || !b->y || !b->idx || !b->raw || !b->probs)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
+    return CNN_OK;
+}
+
+static void batch_free(batch_buf *b)
+{
+    free(b->x);
+    free(b->y);
+    free(b->idx);
+    free(b->raw);
+    free(b->probs);
+}
+
+cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss, double *acc,
+                                long *correct, float *pred, cnn_error *err)
+{
+    const cnn_dist *d = S->d;
+    cnn_model *m = S->run->model;
+    const float rescale = S->run->dc.rescale;
+    batch_buf *bb = &S->eb;
+    int64_t lo = ds->n * d->rank / d->world, hi = ds->n * (d->rank + 1) / d->world;
+    double st[STAT_N] = {0};
+    cnn_status status = CNN_OK;
+    cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
+    for (int64_t i = lo; i < hi && status == CNN_OK; i += bb->cap) {
+        int B = (int)(hi - i < bb->cap ? hi - i : bb->cap);
+        for (int b = 0; b < B; b++)
+            bb->idx[b] = i + b;
+        if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y, err)))
+            break;
+        cnn_model_forward(m, bb->x, B, &ctx);
+        cnn_batch_stats bs = {0};
+        status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
+        st[STAT_LOSS] += bs.loss_sum;
+        st[STAT_CORRECT] += (double)bs.correct;
+        st[STAT_COUNT] += (double)bs.count;
+        if (pred && status == CNN_OK) {
+            cnn_model_probabilities(m, B, bb->probs);
+            for (int b = 0; b < B; b++) {
+                int32_t c;
+                float p;
+                cnn_model_classes(m, bb->probs + (size_t)b * m->nclasses, 1, &c, &p);
+                pred[i + b] = (float)c;
+                pred[ds->n + i + b] = p;
+            }
+        }
+    }
+    st[STAT_FAILED] = status != CNN_OK;
+    cnn_dist_allreduce_f64(d, st, STAT_N);
+    if (pred && st[STAT_FAILED] == 0) /* each sample is nonzero on one rank only */
+        cnn_dist_allreduce_f32(d, pred, 2 * (size_t)ds->n);
+    if (st[STAT_FAILED] > 0) {
+        int s = status;
+        int who = cnn_dist_agree(d, &s);
+        if (who != d->rank)
+            cnn_session_quiet(err, (cnn_status)s);
+        return (cnn_status)s;
+    }
+    *loss = st[STAT_COUNT] > 0 ? st[STAT_LOSS] / st[STAT_COUNT] : NAN;
+    *acc = st[STAT_COUNT] > 0 ? st[STAT_CORRECT] / st[STAT_COUNT] : NAN;
+    if (correct)
+        *correct = (long)st[STAT_CORRECT];
+    return CNN_OK;
+}
+
+/* Image files that do not decode: each rank decodes its share of d, all
+ * learn the union; with on_bad_image = skip rank 0 lists them and every
+ * rank drops them, with fatal the first is an error. Collective. */
+static cnn_status check_images(const session *S, cnn_dataset *d, cnn_error *err)
+{
+    if (!d->store->ops->per_file)
+        return CNN_OK;
+    uint8_t *bad = calloc((size_t)(d->n > 0 ? d->n : 1), 1);
+    cnn_status st = bad ? cnn_dataset_verify(d, S->d->rank, S->d->world, bad, err)
+                        : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    if ((st = cnn_session_agree(S, st, err))) {
+        free(bad);
+        return st;
+    }
+    cnn_dist_allreduce_max_u8(S->d, bad, (size_t)d->n);
+    int64_t dropped = 0;
+    if (S->root)
+        for (int64_t i = 0; i < d->n; i++)
+            if (bad[i]) {
+                char buf[1200];
+                fprintf(S->out, "skipped (does not decode): %s\n",
+                        cnn_dataset_describe(d, i, buf, sizeof buf));
+            }
+    st = cnn_dataset_drop(d, bad, &dropped, err);
+    if (!st && dropped && S->root)
+        fprintf(S->out, "skipped %lld of %lld images of %s\n", (long long)dropped,
+                (long long)(d->n + dropped), d->source);
+    free(bad);
+    return st;
+}
+
+/* The data set fits the network: image shape and classes. */
+static cnn_status check_fit(const cnn_dataset *ds, const cnn_model *m, cnn_error *err)
+{
+    if (ds->shape.c != m->input.c || ds->shape.h != m->input.h || ds->shape.w != m->input.w)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "%s holds %dx%dx%d images but [input] shape is %dx%dx%d (HxWxC)",
+                             ds->source, ds->shape.h, ds->shape.w, ds->shape.c, m->input.h,
+                             m->input.w, m->input.c);
+    if (m->loss != CNN_LOSS_BCE && ds->nclasses > m->nclasses)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "%s has %d classes but the last layer '%s' has %d units", ds->source,
+                             ds->nclasses, m->layers[m->nlayers - 1].name, m->nclasses);
+    if (m->loss == CNN_LOSS_BCE && ds->nclasses > 2)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "%s has %d classes; binary_crossentropy needs labels 0 and 1",
+                             ds->source, ds->nclasses);
+    return CNN_OK;
+}
+
+cnn_status cnn_session_open(session *S, int training, cnn_error *err)
+{
+    const cnn_run *run = S->run;
+    const cnn_train_config *tc = &run->tc;
+    cnn_model *m = run->model;
+    cnn_status st = cnn_data_load(&run->dc, S->d->rank, S->d->world, &S->train, &S->val,
+                                  &S->test, err);
+    if ((st = cnn_session_agree(S, st, err)) ||
+        (training && (st = check_images(S, S->train, err))) ||
+        (training && S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
+        (st = check_images(S, S->test, err)))
+        return st;
+    st = check_fit(training ? S->train : S->test, m, err);
+    if (!st && training) /* local: failures are agreed on below */
+        st = cnn_stepper_init(&S->sp, m, S->d, &run->dist, &run->aug, tc->batch_size, err);
+    if (!st)
+        st = cnn_model_reserve(
+            m, S->sp.cap > tc->eval_batch_size ? S->sp.cap : (int)tc->eval_batch_size, err);
+    if (!st && training)
+        st = cnn_optim_create(&S->opt, &run->hp, m->nparams, err);
+    if (!st)
+        st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
+    if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
+    if (!st && training && S->root && run->ck.dir[0] && cnn_make_dirs(run->ck.dir) != 0)
+        st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
+                           run->ck.dir, strerror(errno));
+    return cnn_session_agree(S, st, err);
+}
+
+void cnn_session_close(session *S)
+{
+    if (S->hist)
+        fclose(S->hist);
+    batch_free(&S->eb);
+    free(S->perm);
+    cnn_stepper_free(&S->sp);
+    cnn_optim_free(S->opt);
+    cnn_history_free(&S->h);
+    if (S->val && S->val != S->test)
+        cnn_dataset_free(S->val);
+    cnn_dataset_free(S->train);
+    cnn_dataset_free(S->test);
+}
+
+double cnn_session_peak_rss_mib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
+}
