@@ -224,7 +224,8 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         if (st == CNN_ERR_NUMERIC && skip_nan) {
             stats[STAT_NONFINITE] = 1;
             st = CNN_OK;
-            err->msg[0] = 0;
+            if (err)
+                err->msg[0] = 0;
         } else {
             stats[STAT_FAILED] = st != CNN_OK;
         }
