@@ -68,11 +68,14 @@ static void put_added(text_buf *b, const cnn_config *cfg, int i, char *done)
 }
 
 /* The key of an INI line "key = value" (or "key: value"), trimmed, in buf;
- * 0 if the line is blank, a comment, a header or indented (inih reads an
- * indented line after a key as that key's continuation). */
+ * 0 if the line is blank, a comment or a header. */
 static int line_key(const char *l, size_t n, char *buf, size_t cap)
 {
-    if (n == 0 || l[0] == ' ' || l[0] == '\t' || l[0] == ';' || l[0] == '#' || l[0] == '[')
+    while (n && (*l == ' ' || *l == '\t')) {
+        l++;
+        n--;
+    }
+    if (n == 0 || l[0] == ';' || l[0] == '#' || l[0] == '[')
         return 0;
     size_t e = 0;
     while (e < n && l[e] != '=' && l[e] != ':')
@@ -123,7 +126,7 @@ cnn_status cnn_config_text(const cnn_config *cfg, char **out, cnn_error *err)
     text_buf b = {0};
     if (!done)
         return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", cfg->path);
-    int cur = -1, skip_continuation = 0;
+    int cur = -1;
     for (int line = 1; *t; line++) {
         const char *nl = strchr(t, '\n');
         size_t n = nl ? (size_t)(nl - t) + 1 : strlen(t);
@@ -132,23 +135,18 @@ cnn_status cnn_config_text(const cnn_config *cfg, char **out, cnn_error *err)
             body--;
         int hdr = section_at(cfg, line);
         char key[256];
-        int indented = body && (t[0] == ' ' || t[0] == '\t');
         if (hdr >= 0) {
             if (cur >= 0)
                 put_added(&b, cfg, cur, done);
             cur = hdr;
-            skip_continuation = 0;
             put(&b, t, n);
-        } else if (skip_continuation && indented) {
-            /* the rest of a multi-line value that --set replaced */
         } else if (cur >= 0 && line_key(t, body, key, sizeof key)) {
             const cnn_section *s = &cfg->sec[cur];
             size_t base = kv_base(cfg, cur);
             int k = s->nkv - 1;
             while (k >= 0 && strcmp(s->kv[k].key, key) != 0)
                 k--;
-            skip_continuation = k >= 0 && s->kv[k].line == 0;
-            if (skip_continuation) {
+            if (k >= 0 && s->kv[k].line == 0) {
                 puts_(&b, "; set on the command line (--set); the file had: ");
                 put(&b, t, body);
                 puts_(&b, "\n");
