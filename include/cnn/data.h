@@ -211,7 +211,8 @@ cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_
  * .gif, any case) below each class directory, subdirectories included,
  * depth first with each directory's entries sorted by name, so every rank
  * sees the same order. Entries whose names start with '.' are skipped
- * (Keras would make a class of .ipynb_checkpoints). Images are decoded
+ * (Keras would make a class of .ipynb_checkpoints). A class directory
+ * without image files is an error (CNN_ERR_FORMAT) naming it. Images are decoded
  * and resized to dc->image_h x dc->image_w with dc->channels when a batch
  * reads them (cnn_image_load). class_mode = binary needs exactly two
  * classes. d->skip_bad = dc->skip_bad.

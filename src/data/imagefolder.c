@@ -62,7 +62,8 @@ static cnn_status list_dir(const char *dir, strlist *names, cnn_error *err)
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
         }
     closedir(dp);
-    qsort(names->v, names->n, sizeof *names->v, by_name);
+    if (names->n > 1) /* an empty directory has no array to sort */
+        qsort(names->v, names->n, sizeof *names->v, by_name);
     return CNN_OK;
 }
 
@@ -99,7 +100,8 @@ static cnn_status find_images(const char *dir, int depth, strlist *files, cnn_er
 }
 
 /* The class directories of dir and the image files of each: class k's
- * files are files[start[k] .. start[k+1]). */
+ * files are files[start[k] .. start[k+1]). A class directory without
+ * image files is an error (a class no sample can teach). */
 static cnn_status scan(const char *dir, strlist *classes, strlist *files, int64_t **start,
                        cnn_error *err)
 {
@@ -124,14 +126,14 @@ static cnn_status scan(const char *dir, strlist *classes, strlist *files, int64_
         (*start)[k] = (int64_t)files->n;
         snprintf(path, sizeof path, "%s/%s", dir, classes->v[k]);
         st = find_images(path, 0, files, err);
+        if (!st && (int64_t)files->n == (*start)[k])
+            st = cnn_error_set(err, CNN_ERR_FORMAT,
+                               "%s: no .jpg, .jpeg, .png, .bmp or .gif files in this class "
+                               "directory (add images or remove it)",
+                               path);
     }
     if (!st)
         (*start)[classes->n] = (int64_t)files->n;
-    if (!st && files->n == 0)
-        st = cnn_error_set(err, CNN_ERR_FORMAT,
-                           "%s: no .jpg, .jpeg, .png, .bmp or .gif files in its %zu class "
-                           "directories",
-                           dir, classes->n);
     return st;
 }
 
