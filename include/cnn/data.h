@@ -70,6 +70,10 @@ cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape);
  * reference), then releases its own. */
 void cnn_store_release(cnn_store *s);
 
+/* Labels are class numbers 0 .. CNN_MAX_CLASSES - 1: loaders refuse
+ * others (and more class names), so nclasses always fits. */
+enum { CNN_MAX_CLASSES = 65536 };
+
 typedef struct cnn_dataset {
     int64_t n;            /* samples in this dataset */
     int64_t first;        /* store row of sample 0 */
@@ -226,8 +230,10 @@ cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_da
 
 /* An HDF5 dataset file:
  *   /images   (N, H, W, C) uint8, chunked, optionally gzip-compressed
- *   /labels   (N) any integer type (written as int32), values >= 0
- *   /classes  (K) strings, optional: class names, label = index
+ *   /labels   (N) any integer type (written as int32), values 0 to
+ *             CNN_MAX_CLASSES - 1 (and below K when /classes exists)
+ *   /classes  (K <= CNN_MAX_CLASSES) strings, optional: class names,
+ *             label = index; none may be a null string
  * Labels are read whole; pixels only for the rows a batch needs, one
  * hyperslab read per run of consecutive rows, then transposed to
  * channel-first. The file is opened read-only without HDF5's file locks,
