@@ -71,6 +71,8 @@ cnn_store *cnn_memory_store_new(uint8_t *pixels, int64_t n, cnn_shape shape)
 
 cnn_dataset *cnn_dataset_new(cnn_store *store, int64_t n, const char *source)
 {
+    if (n < 0 || (uint64_t)n > SIZE_MAX / sizeof(int64_t)) /* labels, and a row map later */
+        return NULL;
     cnn_dataset *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;

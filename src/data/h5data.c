@@ -448,7 +448,8 @@ cnn_status cnn_h5data_append(cnn_h5data_writer *w, const uint8_t *images, int64_
     if (n <= 0)
         return CNN_OK;
     if (n > w->cap) {
-        uint8_t *p = realloc(w->hwc, (size_t)n * img);
+        size_t bytes;
+        uint8_t *p = cnn_size_mul((size_t)n, img, &bytes) ? NULL : realloc(w->hwc, bytes);
         if (!p)
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", w->path);
         w->hwc = p;
