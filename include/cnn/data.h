@@ -9,7 +9,8 @@
  *
  *     cnn_dataset *train, *val, *test;
  *     cnn_data_load(&dc, rank, world, &train, &val, &test, &err);
- *     cnn_dataset_gather(train, idx, B, dc.rescale, x, labels, &err);
+ *     // raw: B x C x H x W bytes, x: B x C x H x W floats, labels: B
+ *     cnn_dataset_gather(train, idx, B, dc.rescale, raw, x, labels, &err);
  *
  * Loaders take the process's (rank, world) as plain integers and never call
  * MPI. A dataset may be shared as a view: cnn_dataset_split_tail() makes the
