@@ -163,29 +163,28 @@ cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, f
                               uint8_t *raw, float *x, int32_t *labels, cnn_error *err);
 
 /* The [data] section, resolved. Relative paths are taken from dir. */
-typedef enum {
-    CNN_FORMAT_IDX = 0,
-    CNN_FORMAT_CIFAR10,
-    CNN_FORMAT_IMAGEFOLDER,
-    CNN_FORMAT_HDF5
-} cnn_data_format;
+typedef struct cnn_data_format cnn_data_format; /* one entry of the format table */
 
 enum { CNN_CLASS_BINARY = 0, CNN_CLASS_CATEGORICAL, CNN_CLASS_SPARSE };
 
+/* The sets, and the slots of cnn_data_config.paths: a format's file keys
+ * say which slot each fills (idx: train_images 0, test_images 2,
+ * train_labels 3, test_labels 5; imagefolder: train_dir, validation_dir,
+ * test_dir; hdf5: train_file, validation_file, test_file). */
+enum { CNN_SET_TRAIN = 0, CNN_SET_VAL, CNN_SET_TEST, CNN_DATA_PATHS = 6 };
+
 typedef struct cnn_data_config {
-    cnn_data_format format;
+    const cnn_data_format *format;        /* [data] format */
     char dir[1024];                       /* base of the paths below */
-    char train_dir[1024], val_dir[1024], test_dir[1024]; /* imagefolder; val_dir "" = none */
+    char paths[CNN_DATA_PATHS][1024];     /* the format's file keys; "" = not given */
     int image_h, image_w;                 /* imagefolder: resize target */
     int channels;                         /* imagefolder: 1 grayscale, 3 RGB */
     int class_mode;                       /* imagefolder: CNN_CLASS_* */
     int skip_bad;                         /* imagefolder: on_bad_image = skip (1) | fatal (0) */
-    char train_images[1024], train_labels[1024]; /* idx */
-    char test_images[1024], test_labels[1024];
-    char train_file[1024], val_file[1024], test_file[1024]; /* hdf5; val_file "" = none */
     float rescale;
     int64_t train_limit, test_limit;
-    /* CNN_VAL_SEPARATE: validation_dir / validation_file holds the set */
+    /* CNN_VAL_SEPARATE: the format's validation key (validation_dir,
+     * validation_file) holds the set, in paths[CNN_SET_VAL] */
     enum { CNN_VAL_TEST = 0, CNN_VAL_SPLIT, CNN_VAL_NONE, CNN_VAL_SEPARATE } validation;
     double validation_split;
 } cnn_data_config;

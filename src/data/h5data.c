@@ -11,6 +11,7 @@
 #include <hdf5.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "internal.h"
 
 /* The innermost message on HDF5's error stack, for our one-line errors. */
@@ -517,3 +518,21 @@ cnn_status cnn_h5data_close(cnn_h5data_writer *w, const int32_t *labels, const c
     free(w);
     return st;
 }
+
+/* [data] format = hdf5: train_file, validation_file, test_file. */
+static cnn_status h5data_load_set(const cnn_data_config *dc, int set, int64_t limit,
+                                  double split, cnn_dataset **out, cnn_dataset **val,
+                                  cnn_error *err)
+{
+    (void)split;
+    (void)val;
+    return cnn_h5data_load(out, dc->paths[set], limit, err);
+}
+
+static const cnn_format_key h5data_keys[] = {{"train_file", "train.h5", CNN_SET_TRAIN},
+                                             {"validation_file", "", CNN_SET_VAL},
+                                             {"test_file", "test.h5", CNN_SET_TEST},
+                                             {NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_hdf5 = {
+    .name = "hdf5", .dir = "", .keys = h5data_keys, .load = h5data_load_set};

@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "internal.h"
 
 /* Reads exactly n bytes; returns the number read (short on EOF/error). */
@@ -249,3 +250,26 @@ done:
     *out = d;
     return CNN_OK;
 }
+
+/* [data] format = idx: train_images/train_labels and test_images/
+ * test_labels (no validation files: validation = test or split). */
+static cnn_status idx_load_set(const cnn_data_config *dc, int set, int64_t limit, double split,
+                               cnn_dataset **out, cnn_dataset **val, cnn_error *err)
+{
+    (void)split;
+    (void)val;
+    const int at = set == CNN_SET_TRAIN ? CNN_SET_TRAIN : CNN_SET_TEST;
+    return cnn_idx_load(out, dc->paths[at], dc->paths[3 + at], limit, err);
+}
+
+static const cnn_format_key idx_keys[] = {
+    {"train_images", "train-images-idx3-ubyte.gz", CNN_SET_TRAIN},
+    {"train_labels", "train-labels-idx1-ubyte.gz", 3 + CNN_SET_TRAIN},
+    {"test_images", "t10k-images-idx3-ubyte.gz", CNN_SET_TEST},
+    {"test_labels", "t10k-labels-idx1-ubyte.gz", 3 + CNN_SET_TEST},
+    {NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_idx = {.name = "idx",
+                                        .dir = "/usr/share/datasets/fashion-mnist",
+                                        .keys = idx_keys,
+                                        .load = idx_load_set};

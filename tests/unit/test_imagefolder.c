@@ -68,7 +68,6 @@ static cnn_data_config folder_config(int c, int h, int w, int skip)
 {
     cnn_data_config dc;
     memset(&dc, 0, sizeof dc);
-    dc.format = CNN_FORMAT_IMAGEFOLDER;
     dc.channels = c;
     dc.image_h = h;
     dc.image_w = w;
