@@ -38,10 +38,19 @@ typedef struct cnn_error {
     char msg[CNN_ERROR_MSG_MAX];
 } cnn_error;
 
-/* Records status s and a printf-style message in err (err may be NULL).
+/* Records status s and a printf-style message in err. err may be NULL in
+ * every call of the library that takes one: the status is still returned,
+ * only the message is lost.
  * Returns s, so that a failing path can read: return cnn_error_set(...). */
 cnn_status cnn_error_set(cnn_error *err, cnn_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Puts a printf-style prefix and ": " before err's message, keeping its
+ * status (err may be NULL): "epoch 2 step 5: x.png: cannot decode". */
+void cnn_error_prefix(cnn_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends printf-style text to err's message (err may be NULL). */
+void cnn_error_append(cnn_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Short name of a status ("config error", "I/O error", ...). */
 const char *cnn_status_name(cnn_status s);

@@ -185,8 +185,7 @@ cnn_status cnn_dataset_read_one(const cnn_dataset *d, int64_t i, uint8_t *out, i
         *bad = 1;
         return CNN_OK;
     }
-    size_t len = strlen(err->msg);
-    snprintf(err->msg + len, sizeof err->msg - len, " ([data] on_bad_image = skip skips it)");
+    cnn_error_append(err, " ([data] on_bad_image = skip skips it)");
     return st;
 }
 

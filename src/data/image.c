@@ -97,11 +97,8 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
         if (!(rs = malloc((size_t)h * w * c)))
             st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory resizing %dx%d to %dx%d",
                                path, ih, iw, h, w);
-        else if ((st = cnn_image_resize(px, ih, iw, c, rs, h, w, err))) {
-            char why[CNN_ERROR_MSG_MAX];
-            snprintf(why, sizeof why, "%s", err->msg);
-            cnn_error_set(err, st, "%s: %s", path, why);
-        }
+        else if ((st = cnn_image_resize(px, ih, iw, c, rs, h, w, err)))
+            cnn_error_prefix(err, "%s", path);
         if (st) {
             free(rs);
             stbi_image_free(px);

@@ -1,6 +1,7 @@
 /* error.c - status names and the error record. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cnn/error.h"
 
@@ -15,6 +16,41 @@ static const char *const status_names[CNN_STATUS_COUNT] = {
     [CNN_ERR_ARG] = "invalid argument",
     [CNN_ERR_DIST] = "distributed error",
 };
+
+void cnn_error_prefix(cnn_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    char old[CNN_ERROR_MSG_MAX];
+    snprintf(old, sizeof old, "%s", err->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    /* ": " and the old message, cut at the end of the buffer */
+    size_t len = strlen(err->msg);
+    const char *const parts[2] = {": ", old};
+    for (int i = 0; i < 2; i++) {
+        size_t k = strlen(parts[i]), room = sizeof err->msg - 1 - len;
+        k = k < room ? k : room;
+        memcpy(err->msg + len, parts[i], k);
+        len += k;
+    }
+    err->msg[len] = 0;
+}
+
+void cnn_error_append(cnn_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    size_t len = strlen(err->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg + len, sizeof err->msg - len, fmt, ap);
+    va_end(ap);
+}
 
 cnn_status cnn_error_set(cnn_error *err, cnn_status s, const char *fmt, ...)
 {

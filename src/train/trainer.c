@@ -98,14 +98,11 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
     if (stats[STAT_FAILED] > 0) {
         int s = st, who = cnn_dist_agree(d, &s);
         st = (cnn_status)s;
-        if (who == d->rank) {
-            char msg[CNN_ERROR_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
-            cnn_error_set(err, st, "epoch %ld step %ld (global step %lld): %s", epoch + 1,
-                          step + 1, gstep, msg);
-        } else {
+        if (who == d->rank)
+            cnn_error_prefix(err, "epoch %ld step %ld (global step %lld)", epoch + 1, step + 1,
+                             gstep);
+        else
             cnn_session_quiet(err, st);
-        }
         return st;
     }
     /* The flag comes from reduced numbers, the same on every rank, so
