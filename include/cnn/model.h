@@ -62,9 +62,15 @@ typedef enum {
 
 extern const char *const cnn_loss_names[]; /* NULL-terminated, by enum */
 
-typedef enum { CNN_INIT_ZEROS = 0, CNN_INIT_GLOROT_UNIFORM, CNN_INIT_HE_NORMAL, CNN_INIT_COUNT } cnn_init;
+typedef enum {
+    CNN_INIT_ZEROS = 0,
+    CNN_INIT_GLOROT_UNIFORM,
+    CNN_INIT_HE_NORMAL,
+    CNN_INIT_ONES, /* moving variances */
+    CNN_INIT_COUNT
+} cnn_init;
 
-extern const char *const cnn_init_names[];
+extern const char *const cnn_init_names[]; /* NULL-terminated, by enum: "zeros", ... "ones" */
 
 /* Padding of conv and pool layers: explicit amounts per side. "same"
  * follows Keras/TensorFlow: total = max((ceil(n/s)-1)*s + k - n, 0), the
@@ -77,16 +83,18 @@ typedef struct cnn_pad {
  * (n + pad_total - k) / s + 1, or 0 if the window does not fit. */
 int cnn_conv_out_size(int n, int k, int s, int pad_total);
 
-/* One parameter tensor of a layer, a view into the model's buffers. */
+/* One tensor of a layer, a view into the model's buffers: a parameter
+ * (trainable, in model->params / model->grads) or a buffer (non-trainable
+ * state, in model->buffers). */
 typedef struct cnn_param {
-    const char *name; /* "kernel" or "bias" */
+    const char *name; /* "kernel", "bias"; buffers: "moving_mean", ... */
     int ndim;
     int dims[4];      /* conv kernel (Cout, Cin, kH, kW); dense kernel (In, Out); bias (N) */
     size_t count;
-    size_t offset;    /* into model->params / model->grads */
+    size_t offset;    /* parameters: into model->params / model->grads; buffers: into model->buffers */
     cnn_init init;
     int fan_in, fan_out;
-    int decay;        /* weight decay applies (kernels, not biases) */
+    int decay;        /* weight decay applies (kernels, not biases; never buffers) */
 } cnn_param;
 
 /* Per-call context of forward/backward. */
@@ -136,7 +144,7 @@ typedef struct cnn_layer_ops {
     void (*destroy)(cnn_layer *l);
 } cnn_layer_ops;
 
-enum { CNN_NAME_MAX = 64, CNN_LAYER_MAX_PARAMS = 2 };
+enum { CNN_NAME_MAX = 64, CNN_LAYER_MAX_PARAMS = 2, CNN_LAYER_MAX_BUFFERS = 4 };
 
 struct cnn_layer {
     const cnn_layer_ops *ops;
@@ -147,7 +155,9 @@ struct cnn_layer {
     cnn_param params[CNN_LAYER_MAX_PARAMS];
     int nparams;            /* number of parameter tensors */
     size_t param_offset;    /* first float of this layer in the model buffers */
-    size_t param_count;     /* floats of all its tensors */
+    size_t param_count;     /* floats of all its parameter tensors */
+    cnn_param buffers[CNN_LAYER_MAX_BUFFERS]; /* non-trainable tensors (moving statistics) */
+    int nbuffers;
     size_t scratch_floats;  /* per-call workspace needed (for one batch) */
     int max_batch;
     void *state;            /* private to the layer type */
@@ -166,6 +176,9 @@ typedef struct cnn_model {
     size_t nparams;         /* total trainable floats */
     float *params;          /* (nparams) */
     float *grads;           /* (nparams) */
+    size_t nbuffer_floats;  /* total non-trainable floats */
+    float *buffers;         /* (nbuffer_floats) non-trainable state: never touched by the
+                             * optimizer, never reduced across ranks */
     int max_batch;
     float **act;            /* act[i]: (max_batch, layers[i].out) output of layer i */
     float **dact;           /* dact[i]: gradient w.r.t. act[i] */
@@ -184,7 +197,8 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
 void cnn_model_free(cnn_model *m);
 
 /* Initialises every parameter from the seed alone (element-wise counter
- * RNG), so any process builds the same weights. */
+ * RNG), so any process builds the same weights; sets every buffer from its
+ * init (zeros or ones). */
 void cnn_model_init_params(cnn_model *m, uint64_t seed);
 
 /* Allocates activations for batches of up to max_batch samples. */

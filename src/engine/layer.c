@@ -10,7 +10,8 @@ const cnn_layer_ops *const cnn_layer_types[] = {
     &cnn_dense_ops,   &cnn_dropout_ops, &cnn_flatten_ops,   NULL,
 };
 
-const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", NULL};
+const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", "ones",
+                                     NULL};
 _Static_assert(sizeof cnn_init_names / sizeof *cnn_init_names == CNN_INIT_COUNT + 1,
                "initialiser name table out of step with cnn_init");
 
@@ -107,22 +108,37 @@ cnn_status cnn_layer_read_init(const cnn_section *s, const char *key, cnn_init d
     return st;
 }
 
+/* Fills t with a tensor of ndim dims; returns its element count. */
+static size_t set_tensor(cnn_param *t, const char *name, int ndim, const int *dims, cnn_init init)
+{
+    t->name = name;
+    t->ndim = ndim;
+    t->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->dims[i] = dims[i];
+        t->count *= (size_t)dims[i];
+    }
+    t->init = init;
+    return t->count;
+}
+
 void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
                          int fan_in, int fan_out, int decay)
 {
     cnn_param *p = &l->params[l->nparams++];
-    p->name = name;
-    p->ndim = ndim;
-    p->count = 1;
-    for (int i = 0; i < ndim; i++) {
-        p->dims[i] = dims[i];
-        p->count *= (size_t)dims[i];
-    }
-    p->init = init;
+    l->param_count += set_tensor(p, name, ndim, dims, init);
     p->fan_in = fan_in;
     p->fan_out = fan_out;
     p->decay = decay;
-    l->param_count += p->count;
+}
+
+void cnn_layer_add_buffer(cnn_layer *l, const char *name, int ndim, const int *dims,
+                          cnn_init init)
+{
+    cnn_param *b = &l->buffers[l->nbuffers++];
+    set_tensor(b, name, ndim, dims, init);
+    b->fan_in = b->fan_out = 0;
+    b->decay = 0;
 }
 
 /* [input] shape = HxWxC: only sets the network's input shape. */

@@ -27,6 +27,12 @@ cnn_status cnn_layer_read_activation(const cnn_section *s, cnn_activation *a, cn
 void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
                          int fan_in, int fan_out, int decay);
 
+/* Declares buffer number l->nbuffers: a non-trainable tensor (moving
+ * statistics), init CNN_INIT_ZEROS or CNN_INIT_ONES. The model assigns
+ * offsets into model->buffers after all layers are created. */
+void cnn_layer_add_buffer(cnn_layer *l, const char *name, int ndim, const int *dims,
+                          cnn_init init);
+
 /* Error for a required key that is absent; names a key of the section that
  * nothing has consumed, as it is likely the misspelt one. Call it after
  * reading the layer's optional keys. */

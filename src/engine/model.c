@@ -56,6 +56,43 @@ static cnn_status check_head(cnn_model *m, cnn_error *err)
     return CNN_OK;
 }
 
+/* 64-byte aligned for the vector units, zeroed; at least one float. */
+static float *alloc_floats(size_t n)
+{
+    size_t bytes = ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+/* Assigns every parameter and buffer its offset, then allocates params,
+ * grads and buffers. */
+static cnn_status alloc_tensors(cnn_model *m, cnn_error *err)
+{
+    size_t off = 0, boff = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        cnn_layer *l = &m->layers[i];
+        l->param_offset = off;
+        for (int p = 0; p < l->nparams; p++) {
+            l->params[p].offset = off;
+            off += l->params[p].count;
+        }
+        for (int b = 0; b < l->nbuffers; b++) {
+            l->buffers[b].offset = boff;
+            boff += l->buffers[b].count;
+        }
+    }
+    m->nparams = off;
+    m->nbuffer_floats = boff;
+    m->params = alloc_floats(off);
+    m->grads = alloc_floats(off);
+    m->buffers = alloc_floats(boff);
+    if (!m->params || !m->grads || !m->buffers)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for %zu parameters", off);
+    return CNN_OK;
+}
+
 cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss, cnn_error *err)
 {
     *out = NULL;
@@ -139,28 +176,8 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
         m->nclasses = (int)cnn_shape_size(m->layers[m->nlayers - 1].out);
         st = check_head(m, err);
     }
-    if (st == CNN_OK) {
-        size_t off = 0;
-        for (int i = 0; i < m->nlayers; i++) {
-            cnn_layer *l = &m->layers[i];
-            l->param_offset = off;
-            for (int p = 0; p < l->nparams; p++) {
-                l->params[p].offset = off;
-                off += l->params[p].count;
-            }
-        }
-        m->nparams = off;
-        /* 64-byte alignment for the vector units; at least one float. */
-        size_t bytes = ((off ? off : 1) * sizeof(float) + 63) & ~(size_t)63;
-        m->params = aligned_alloc(64, bytes);
-        m->grads = aligned_alloc(64, bytes);
-        if (!m->params || !m->grads)
-            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for %zu parameters", off);
-        else {
-            memset(m->params, 0, bytes);
-            memset(m->grads, 0, bytes);
-        }
-    }
+    if (st == CNN_OK)
+        st = alloc_tensors(m, err);
     if (st) {
         cnn_model_free(m);
         return st;
@@ -197,6 +214,7 @@ void cnn_model_free(cnn_model *m)
     free(m->layers);
     free(m->params);
     free(m->grads);
+    free(m->buffers);
     free(m);
 }
 
@@ -236,42 +254,53 @@ cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
     return CNN_OK;
 }
 
+/* Sets the count floats of w from init; tensor_id picks the tensor's RNG
+ * stream, so every tensor draws its own numbers. */
+static void init_tensor(const cnn_param *t, float *w, uint64_t seed, uint64_t tensor_id)
+{
+    switch (t->init) {
+    case CNN_INIT_GLOROT_UNIFORM: {
+        float limit = sqrtf(6.0f / (float)(t->fan_in + t->fan_out));
+        for (size_t k = 0; k < t->count; k++) {
+            float u = cnn_rng_uniform(cnn_rng_hash(seed, CNN_STREAM_INIT, tensor_id, k));
+            w[k] = (2.0f * u - 1.0f) * limit;
+        }
+        break;
+    }
+    case CNN_INIT_HE_NORMAL: {
+        /* Keras: truncated at 2 sigma, sigma corrected for the cut. */
+        float sd = sqrtf(2.0f / (float)t->fan_in) / 0.87962566103423978f;
+        for (size_t k = 0; k < t->count; k++) {
+            float z = 0;
+            for (uint64_t r = 0; r < 64; r++) {
+                z = cnn_rng_normal(seed, CNN_STREAM_INIT, tensor_id | (r << 32), k);
+                if (fabsf(z) <= 2.0f)
+                    break;
+            }
+            w[k] = z * sd;
+        }
+        break;
+    }
+    case CNN_INIT_ONES:
+        for (size_t k = 0; k < t->count; k++)
+            w[k] = 1.0f;
+        break;
+    case CNN_INIT_ZEROS:
+    default:
+        memset(w, 0, t->count * sizeof *w);
+    }
+}
+
 void cnn_model_init_params(cnn_model *m, uint64_t seed)
 {
     for (int i = 0; i < m->nlayers; i++) {
         const cnn_layer *l = &m->layers[i];
-        for (int p = 0; p < l->nparams; p++) {
-            const cnn_param *t = &l->params[p];
-            float *w = m->params + t->offset;
-            uint64_t tensor_id = (uint64_t)i * CNN_LAYER_MAX_PARAMS + (uint64_t)p;
-            switch (t->init) {
-            case CNN_INIT_GLOROT_UNIFORM: {
-                float limit = sqrtf(6.0f / (float)(t->fan_in + t->fan_out));
-                for (size_t k = 0; k < t->count; k++) {
-                    float u = cnn_rng_uniform(cnn_rng_hash(seed, CNN_STREAM_INIT, tensor_id, k));
-                    w[k] = (2.0f * u - 1.0f) * limit;
-                }
-                break;
-            }
-            case CNN_INIT_HE_NORMAL: {
-                /* Keras: truncated at 2 sigma, sigma corrected for the cut. */
-                float sd = sqrtf(2.0f / (float)t->fan_in) / 0.87962566103423978f;
-                for (size_t k = 0; k < t->count; k++) {
-                    float z = 0;
-                    for (uint64_t r = 0; r < 64; r++) {
-                        z = cnn_rng_normal(seed, CNN_STREAM_INIT, tensor_id | (r << 32), k);
-                        if (fabsf(z) <= 2.0f)
-                            break;
-                    }
-                    w[k] = z * sd;
-                }
-                break;
-            }
-            case CNN_INIT_ZEROS:
-            default:
-                memset(w, 0, t->count * sizeof *w);
-            }
-        }
+        for (int p = 0; p < l->nparams; p++)
+            init_tensor(&l->params[p], m->params + l->params[p].offset, seed,
+                        (uint64_t)i * CNN_LAYER_MAX_PARAMS + (uint64_t)p);
+        /* zeros or ones: no random numbers, so no stream of their own */
+        for (int b = 0; b < l->nbuffers; b++)
+            init_tensor(&l->buffers[b], m->buffers + l->buffers[b].offset, seed, 0);
     }
 }
 
@@ -469,13 +498,16 @@ void cnn_model_summary(const cnn_model *m, void *fp)
             snprintf(shape, sizeof shape, "(None, %d)", l->out.c);
         else /* shown in Keras's (H, W, C) order; stored channel-first */
             snprintf(shape, sizeof shape, "(None, %d, %d, %d)", l->out.h, l->out.w, l->out.c);
-        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(l->param_count, num, sizeof num));
+        size_t count = l->param_count; /* Keras counts the buffers in Param # too */
+        for (int b = 0; b < l->nbuffers; b++)
+            count += l->buffers[b].count;
+        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(count, num, sizeof num));
         if (i + 1 < m->nlayers)
             fprintf(f, "\n");
     }
     char num[32];
     fprintf(f, "%s\n", dbl);
-    fprintf(f, "Total params: %s\n", commas(m->nparams, num, sizeof num));
+    fprintf(f, "Total params: %s\n", commas(m->nparams + m->nbuffer_floats, num, sizeof num));
     fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
-    fprintf(f, "Non-trainable params: 0\n%s\n", rule);
+    fprintf(f, "Non-trainable params: %s\n%s\n", commas(m->nbuffer_floats, num, sizeof num), rule);
 }
