@@ -1,16 +1,22 @@
-/* cnn/model.h - the CNN engine: layers, model, loss.
+/* cnn/model.h - the CNN engine: a sequential model of layers (cnn/layer.h)
+ * and its loss.
  *
  * Tensors are float32, batch-major, channels-first: an activation batch is
  * (B, C, H, W) contiguous; dense activations are (B, N) with C = N, H = W = 1.
  * All parameters of a model live in one contiguous buffer (model->params)
  * and all gradients in another of the same size (model->grads), so a
- * data-parallel step can reduce gradients in a few large calls.
+ * data-parallel step can reduce gradients in a few large calls;
+ * non-trainable state (moving statistics) lives in a third
+ * (model->buffers), which neither the optimizer nor the reduction touches.
  *
  * A training step:
  *
+ *     cnn_batch_stats stats = {0};
+ *     cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, sample_ids); // training
  *     cnn_model_zero_grad(m);
- *     const float *y = cnn_model_forward(m, x, B, &ctx);   // ctx.training = 1
- *     cnn_model_loss(m, labels, B, 1.0f / global_batch, &stats);
+ *     cnn_model_forward(m, x, B, &ctx);
+ *     if (cnn_model_loss(m, labels, B, 1.0f / global_batch, 1, &stats, &err))
+ *         return err.status;                  // a label out of range, or NaN
  *     cnn_model_backward(m, x, B, &ctx);
  *     // (allreduce m->grads here when data-parallel)
  *     cnn_optim_step(opt, m);
@@ -30,27 +36,12 @@
 
 #include "cnn/config.h"
 #include "cnn/error.h"
+#include "cnn/layer.h"
+#include "cnn/types.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct cnn_shape {
-    int c, h, w;
-} cnn_shape;
-
-static inline size_t cnn_shape_size(cnn_shape s) { return (size_t)s.c * s.h * s.w; }
-
-typedef enum {
-    CNN_ACT_LINEAR = 0,
-    CNN_ACT_RELU,
-    CNN_ACT_SIGMOID,
-    CNN_ACT_TANH,
-    CNN_ACT_SOFTMAX,
-    CNN_ACT_COUNT
-} cnn_activation;
-
-extern const char *const cnn_activation_names[]; /* NULL-terminated, by enum */
 
 typedef enum {
     CNN_LOSS_SPARSE_CCE = 0, /* integer labels, softmax outputs          */
@@ -61,111 +52,6 @@ typedef enum {
 } cnn_loss;
 
 extern const char *const cnn_loss_names[]; /* NULL-terminated, by enum */
-
-typedef enum {
-    CNN_INIT_ZEROS = 0,
-    CNN_INIT_GLOROT_UNIFORM,
-    CNN_INIT_HE_NORMAL,
-    CNN_INIT_ONES, /* moving variances */
-    CNN_INIT_COUNT
-} cnn_init;
-
-extern const char *const cnn_init_names[]; /* NULL-terminated, by enum: "zeros", ... "ones" */
-
-/* Padding of conv and pool layers: explicit amounts per side. "same"
- * follows Keras/TensorFlow: total = max((ceil(n/s)-1)*s + k - n, 0), the
- * extra pixel at the bottom/right. */
-typedef struct cnn_pad {
-    int top, left, bottom, right;
-} cnn_pad;
-
-/* Output length of a convolution or pooling window along one axis:
- * (n + pad_total - k) / s + 1, or 0 if the window does not fit. */
-int cnn_conv_out_size(int n, int k, int s, int pad_total);
-
-/* One tensor of a layer, a view into the model's buffers: a parameter
- * (trainable, in model->params / model->grads) or a buffer (non-trainable
- * state, in model->buffers). */
-typedef struct cnn_param {
-    const char *name; /* "kernel", "bias"; buffers: "moving_mean", ... */
-    int ndim;
-    int dims[4];      /* conv kernel (Cout, Cin, kH, kW); dense kernel (In, Out); bias (N) */
-    size_t count;
-    size_t offset;    /* parameters: into model->params / model->grads; buffers: into model->buffers */
-    cnn_init init;
-    int fan_in, fan_out;
-    int decay;        /* weight decay applies (kernels, not biases; never buffers) */
-} cnn_param;
-
-/* Per-call context of forward/backward. */
-typedef struct cnn_ctx {
-    int training;            /* dropout active, layer caches kept for backward */
-    uint64_t seed;           /* run seed */
-    uint64_t epoch;
-    const int64_t *sample_id; /* (B) global index of each sample, for per-sample randomness */
-    float *scratch;          /* model-owned workspace, scratch_floats long */
-    size_t scratch_floats;
-    /* Called by cnn_model_backward() as soon as grads[offset .. nparams)
-     * are final (after each layer with parameters, last layer first), so a
-     * caller can start reducing them while backward goes on. May be NULL. */
-    void (*grads_ready)(void *arg, size_t offset);
-    /* Called now and then inside long backward passes (per image in
-     * convolutions), so communication started by grads_ready can make
-     * progress. May be NULL. Both get grads_ready_arg. */
-    void (*poll)(void *arg);
-    void *grads_ready_arg;
-} cnn_ctx;
-
-static inline void cnn_ctx_poll(const cnn_ctx *c)
-{
-    if (c->poll)
-        c->poll(c->grads_ready_arg);
-}
-
-typedef struct cnn_layer cnn_layer;
-
-/* A layer type: one ops table shared by every layer of that type. */
-typedef struct cnn_layer_ops {
-    const char *section;     /* config section: "conv2d" */
-    const char *keras_name;  /* for the summary: "Conv2D" */
-    const char *default_name; /* base of automatic names: "conv2d" -> conv2d, conv2d_1 */
-    /* Reads the layer's keys from sec, sets l->out, l->params, l->nparams,
-     * l->scratch_floats and l->state. in is the input shape. */
-    cnn_status (*create)(cnn_layer *l, const cnn_section *sec, cnn_shape in, cnn_error *err);
-    /* Allocates what depends on the batch size (caches for backward). */
-    cnn_status (*reserve)(cnn_layer *l, int max_batch, cnn_error *err);
-    /* out (B, l->out) from in (B, l->in); w = model params at l's offset. */
-    void (*forward)(cnn_layer *l, const float *w, const float *in, float *out, int B,
-                    const cnn_ctx *ctx);
-    /* Given dout = dL/d(out before the activation), accumulates parameter
-     * gradients into g and writes dL/d(in) into din unless din is NULL. */
-    void (*backward)(cnn_layer *l, const float *w, float *g, const float *in, const float *out,
-                     const float *dout, float *din, int B, const cnn_ctx *ctx);
-    void (*destroy)(cnn_layer *l);
-} cnn_layer_ops;
-
-enum { CNN_NAME_MAX = 64, CNN_LAYER_MAX_PARAMS = 2, CNN_LAYER_MAX_BUFFERS = 4 };
-
-struct cnn_layer {
-    const cnn_layer_ops *ops;
-    char name[CNN_NAME_MAX];
-    int index;              /* position in the model */
-    cnn_shape in, out;
-    cnn_activation act;     /* applied after forward (conv2d, dense) */
-    cnn_param params[CNN_LAYER_MAX_PARAMS];
-    int nparams;            /* number of parameter tensors */
-    size_t param_offset;    /* first float of this layer in the model buffers */
-    size_t param_count;     /* floats of all its parameter tensors */
-    cnn_param buffers[CNN_LAYER_MAX_BUFFERS]; /* non-trainable tensors (moving statistics) */
-    int nbuffers;
-    size_t scratch_floats;  /* per-call workspace needed (for one batch) */
-    int max_batch;
-    void *state;            /* private to the layer type */
-};
-
-/* The registry of layer types, NULL-terminated. */
-extern const cnn_layer_ops *const cnn_layer_types[];
-const cnn_layer_ops *cnn_layer_find_type(const char *section);
 
 typedef struct cnn_model {
     int nlayers;
@@ -195,6 +81,12 @@ typedef struct cnn_model {
 cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
                             cnn_error *err);
 void cnn_model_free(cnn_model *m);
+
+/* The same with the layer types of `types` (NULL-terminated) in place of
+ * the registry cnn_layer_types: for testing a layer type before it is
+ * registered. */
+cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
+                                  const cnn_layer_ops *const *types, cnn_error *err);
 
 /* Initialises every parameter from the seed alone (element-wise counter
  * RNG), so any process builds the same weights; sets every buffer from its
@@ -244,13 +136,6 @@ cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t 
 
 /* Writes a table like Keras's model.summary() into f (a FILE*). */
 void cnn_model_summary(const cnn_model *m, void *f);
-
-/* Activation applied in place on n floats laid out as rows of `row`
- * (softmax normalises each row). Backward: dx = f'(y) * dy from the
- * output y, in place on dy. */
-void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row);
-void cnn_activation_backward(cnn_activation a, const float *y, float *dy, size_t rows,
-                             size_t row);
 
 #ifdef __cplusplus
 }

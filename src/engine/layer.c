@@ -3,12 +3,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer.h"
+#include "cnn/layer.h"
 
-const cnn_layer_ops *const cnn_layer_types[] = {
-    &cnn_input_ops,   &cnn_conv2d_ops,  &cnn_maxpool2d_ops, &cnn_avgpool2d_ops,
-    &cnn_dense_ops,   &cnn_dropout_ops, &cnn_flatten_ops,   NULL,
-};
+/* The registry: the only list of layer types. A type `id` is the ops table
+ * `const cnn_layer_ops cnn_<id>_ops` (in its own file) and one X(id) line
+ * here, which declares the table and enters it. */
+#define CNN_LAYER_TYPES(X)                                                                        \
+    X(input)                                                                                      \
+    X(conv2d)                                                                                     \
+    X(maxpool2d)                                                                                  \
+    X(avgpool2d)                                                                                  \
+    X(dense)                                                                                      \
+    X(dropout)                                                                                    \
+    X(flatten)
+
+#define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
+#define CNN_ENTER_TYPE(id) &cnn_##id##_ops,
+CNN_LAYER_TYPES(CNN_DECLARE_TYPE)
+const cnn_layer_ops *const cnn_layer_types[] = {CNN_LAYER_TYPES(CNN_ENTER_TYPE) NULL};
 
 const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", "ones",
                                      NULL};
@@ -21,6 +33,12 @@ const cnn_layer_ops *cnn_layer_find_type(const char *section)
         if (strcmp(cnn_layer_types[i]->section, section) == 0)
             return cnn_layer_types[i];
     return NULL;
+}
+
+const char *cnn_layer_default_name(const char *section)
+{
+    const cnn_layer_ops *ops = cnn_layer_find_type(section);
+    return ops ? ops->default_name : NULL;
 }
 
 cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, int *amount,
@@ -51,26 +69,26 @@ cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, 
     return CNN_OK;
 }
 
-cnn_status cnn_layer_window(const cnn_layer *l, const cnn_section *s, cnn_shape in, int kh, int kw,
-                            int sh, int sw, cnn_padding_mode mode, int amount, cnn_window *g,
-                            cnn_error *err)
+cnn_status cnn_layer_window(const cnn_layer *l, const cnn_window_params *wp, cnn_shape in,
+                            cnn_window *g, cnn_error *err)
 {
     memset(g, 0, sizeof *g);
     g->c = in.c;
     g->h = in.h;
     g->w = in.w;
-    g->kh = kh;
-    g->kw = kw;
-    g->sh = sh;
-    g->sw = sw;
-    g->oh = cnn_resolve_padding(mode, amount, in.h, kh, sh, &g->pad.top, &g->pad.bottom);
-    g->ow = cnn_resolve_padding(mode, amount, in.w, kw, sw, &g->pad.left, &g->pad.right);
+    g->kh = wp->kh;
+    g->kw = wp->kw;
+    g->sh = wp->sh;
+    g->sw = wp->sw;
+    g->oh = cnn_resolve_padding(wp->mode, wp->amount, in.h, wp->kh, wp->sh, &g->pad.top,
+                                &g->pad.bottom);
+    g->ow = cnn_resolve_padding(wp->mode, wp->amount, in.w, wp->kw, wp->sw, &g->pad.left,
+                                &g->pad.right);
     if (g->oh < 1 || g->ow < 1)
         return cnn_error_set(err, CNN_ERR_SHAPE,
-                             "%s:%d: layer '%s' (%s): window %dx%d does not fit input %dx%d "
-                             "(padding %s)",
-                             s->cfg->path, s->line, l->name, l->ops->section, kh, kw, in.h, in.w,
-                             mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
+                             "layer '%s' (%s): window %dx%d does not fit input %dx%d (padding %s)",
+                             l->name, l->ops->section, wp->kh, wp->kw, in.h, in.w,
+                             wp->mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
     return CNN_OK;
 }
 
@@ -142,9 +160,9 @@ void cnn_layer_add_buffer(cnn_layer *l, const char *name, int ndim, const int *d
 }
 
 /* [input] shape = HxWxC: only sets the network's input shape. */
-static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+static cnn_status input_parse(const cnn_section *s, void *p, cnn_error *err)
 {
-    (void)in;
+    cnn_shape *shape = p;
     cnn_kv *kv = cnn_section_find(s, "shape");
     char where[320];
     cnn_cfg_where(s, kv, "shape", where, sizeof where);
@@ -156,11 +174,17 @@ static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in,
         w < 1 || c < 1 || h > 65536 || w > 65536 || c > 65536)
         return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' is not HxWxC (e.g. 28x28x1)", where,
                              kv->value);
-    l->out = (cnn_shape){c, h, w};
+    *shape = (cnn_shape){c, h, w};
+    return CNN_OK;
+}
+
+static cnn_status input_make(cnn_layer *l, const void *p, cnn_shape in, cnn_error *err)
+{
+    l->out = *(const cnn_shape *)p;
     return CNN_OK;
 }
 
 const cnn_layer_ops cnn_input_ops = {
     .section = "input", .keras_name = "InputLayer", .default_name = "input",
-    .create = input_create,
+    .params_size = sizeof(cnn_shape), .parse = input_parse, .make = input_make,
 };

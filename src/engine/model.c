@@ -7,7 +7,8 @@
 
 #include "cnn/model.h"
 #include "cnn/rng.h"
-#include "layer.h"
+
+extern const cnn_layer_ops cnn_input_ops; /* layer.c: [input] sets the model's input shape */
 
 const char *const cnn_loss_names[] = {"sparse_categorical_crossentropy",
                                       "categorical_crossentropy", "binary_crossentropy",
@@ -15,7 +16,50 @@ const char *const cnn_loss_names[] = {"sparse_categorical_crossentropy",
 _Static_assert(sizeof cnn_loss_names / sizeof *cnn_loss_names == CNN_LOSS_COUNT + 1,
                "loss name table out of step with cnn_loss");
 
-static int is_layer_section(const cnn_section *s) { return cnn_layer_find_type(s->name) != NULL; }
+/* The type of section s among types (NULL-terminated), or NULL. */
+static const cnn_layer_ops *find_type(const cnn_layer_ops *const *types, const cnn_section *s)
+{
+    for (int i = 0; types[i]; i++)
+        if (strcmp(types[i]->section, s->name) == 0)
+            return types[i];
+    return NULL;
+}
+
+/* The error for a section that is neither a singleton nor one of types:
+ * "FILE:LINE: unknown section [x] (expected data, ..., checkpoint or a
+ * layer: input, conv2d, ...)". */
+static cnn_status unknown_section(const cnn_section *s, const cnn_layer_ops *const *types,
+                                  cnn_error *err)
+{
+    char list[320] = "";
+    size_t n = 0;
+    for (int i = 0; cnn_config_singletons[i] && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "",
+                              cnn_config_singletons[i]);
+    for (int i = 0; types[i] && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : " or a layer: ",
+                              types[i]->section);
+    return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: unknown section [%s] (expected %s)",
+                         s->cfg->path, s->line, s->name, list);
+}
+
+/* Parses section s into the type's parameters, then makes layer l from
+ * them on input `in`; make's messages get the section's file:line. */
+static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+{
+    const cnn_layer_ops *ops = l->ops;
+    void *params = calloc(1, ops->params_size ? ops->params_size : 1);
+    if (!params)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+    cnn_status st = ops->parse ? ops->parse(s, params, err) : CNN_OK;
+    if (st == CNN_OK && (st = ops->make(l, params, in, err)) && err) {
+        char msg[CNN_ERROR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        cnn_error_set(err, st, "%s:%d: %s", s->cfg->path, s->line, msg);
+    }
+    free(params);
+    return st;
+}
 
 /* Checks that the final activation suits the loss; decides fusion. */
 static cnn_status check_head(cnn_model *m, cnn_error *err)
@@ -95,11 +139,17 @@ static cnn_status alloc_tensors(cnn_model *m, cnn_error *err)
 
 cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss, cnn_error *err)
 {
+    return cnn_model_create_types(out, cfg, loss, cnn_layer_types, err);
+}
+
+cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
+                                  const cnn_layer_ops *const *types, cnn_error *err)
+{
     *out = NULL;
     cnn_model *m = calloc(1, sizeof *m);
     int nlayer_sections = 0;
     for (int i = 0; i < cfg->nsec; i++)
-        nlayer_sections += is_layer_section(&cfg->sec[i]);
+        nlayer_sections += find_type(types, &cfg->sec[i]) != NULL;
     if (!m || !(m->layers = calloc((size_t)nlayer_sections + 1, sizeof *m->layers))) {
         free(m);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
@@ -111,7 +161,11 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
     cnn_shape cur = {0, 0, 0};
     for (int i = 0; i < cfg->nsec && st == CNN_OK; i++) {
         const cnn_section *s = &cfg->sec[i];
-        const cnn_layer_ops *ops = cnn_layer_find_type(s->name);
+        const cnn_layer_ops *ops = find_type(types, s);
+        if (!ops && !cnn_config_is_singleton(s->name)) {
+            st = unknown_section(s, types, err);
+            break;
+        }
         if (!ops)
             continue;
         if (!have_input && ops != &cnn_input_ops) {
@@ -139,7 +193,7 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
                                    cfg->path, s->line);
                 break;
             }
-            if ((st = ops->create(l, s, cur, err)))
+            if ((st = build_layer(l, s, cur, err)))
                 break;
             have_input = 1;
             m->input = cur = l->out;
@@ -158,7 +212,7 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
             break;
         l->in = cur;
         m->nlayers++; /* so that destroy runs on partial state */
-        if ((st = ops->create(l, s, cur, err)))
+        if ((st = build_layer(l, s, cur, err)))
             break;
         if (l->act == CNN_ACT_SOFTMAX && (l->out.h != 1 || l->out.w != 1))
             st = cnn_error_set(err, CNN_ERR_CONFIG,
