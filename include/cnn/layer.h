@@ -9,7 +9,9 @@
  *          validated here, messages "FILE:LINE: [section] key: problem");
  *   make:  parameters + input shape -> the layer: output shape, parameter
  *          and buffer tensors (cnn_layer_add_param / cnn_layer_add_buffer),
- *          scratch size and private state.
+ *          scratch size and private state. Sizes are computed in size_t with
+ *          overflow checks (cnn_size_mul) before any becomes an int; the
+ *          model refuses an output of more than INT_MAX values a sample.
  *
  *     typedef struct { long units; } my_params;
  *     static cnn_status my_parse(const cnn_section *s, void *p, cnn_error *err)
@@ -124,7 +126,7 @@ typedef struct cnn_layer_ops {
     cnn_status (*parse)(const cnn_section *sec, void *p, cnn_error *err);
     /* Builds layer l (name and index set) from its parameters p and input
      * shape in: sets l->out, l->act, the parameter and buffer tensors,
-     * l->scratch_floats and l->state. Messages start "layer 'NAME'"; the
+     * l->scratch_floats, l->cache_floats and l->state. Messages start "layer 'NAME'"; the
      * model puts the section's "FILE:LINE: " in front. */
     cnn_status (*make)(cnn_layer *l, const void *p, cnn_shape in, cnn_error *err);
     /* Allocates what depends on the batch size (caches for backward). May be NULL. */
@@ -154,6 +156,7 @@ struct cnn_layer {
     cnn_param buffers[CNN_LAYER_MAX_BUFFERS]; /* non-trainable tensors (moving statistics) */
     int nbuffers;
     size_t scratch_floats;  /* per-call workspace needed (for one batch) */
+    size_t cache_floats;    /* per sample: what its reserve() allocates, in floats */
     int max_batch;
     void *state;            /* private to the layer type */
 };

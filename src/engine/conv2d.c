@@ -20,6 +20,7 @@
  * Measured on fashion_cnn's 16->16 3x3 layer: 106 us per image against 175
  * for im2col + GEMM + col2im (README).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,18 +93,41 @@ static cnn_status conv_make(cnn_layer *l, const void *params, cnn_shape in, cnn_
     cs->hp = in.h + cs->g.pad.top + cs->g.pad.bottom;
     cs->wp = in.w + cs->g.pad.left + cs->g.pad.right;
     l->out = (cnn_shape){cs->filters, cs->g.oh, cs->g.ow};
-    int K = in.c * kh * kw;
+    /* The GEMMs take int sizes: K (weights per filter), the padded plane and
+     * the taps' F x K; sizes in size_t, checked, before any is an int. */
+    const size_t F = (size_t)cs->filters, P = (size_t)cs->g.oh * cs->g.ow;
+    size_t K, KF, padded, scratch = 0;
+    if (!cnn_size_mul((size_t)in.c * kh, (size_t)kw, &K) || K > INT_MAX ||
+        !cnn_size_mul(K, F, &KF) || F * kh * kw > INT_MAX)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): %d filters of %dx%d over %d channels are too "
+                             "large (%zu weights per filter; at most %d)",
+                             l->name, cs->filters, kh, kw, in.c, K, INT_MAX);
+    if (!cnn_size_mul((size_t)cs->hp, (size_t)cs->wp, &padded) || padded > INT_MAX)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): the padded input %dx%d is too large (at most "
+                             "%d pixels)",
+                             l->name, cs->hp, cs->wp, INT_MAX);
     int kdims[4] = {cs->filters, in.c, kh, kw};
     /* Keras's fans for conv kernels: receptive field times channels. */
-    cnn_layer_add_param(l, "kernel", 4, kdims, p->kinit, K, cs->filters * kh * kw, 1);
+    cnn_layer_add_param(l, "kernel", 4, kdims, p->kinit, (int)K, (int)(F * kh * kw), 1);
     if (p->use_bias)
-        cnn_layer_add_param(l, "bias", 1, &cs->filters, p->binit, K, cs->filters, 0);
-    size_t P = (size_t)cs->g.oh * cs->g.ow;
-    /* col and dcol (K x P each), then dW^T (K x F) accumulated over a batch */
-    l->scratch_floats = (cs->direct ? 0 : 2 * (size_t)K * P) + (size_t)K * cs->filters;
+        cnn_layer_add_param(l, "bias", 1, &cs->filters, p->binit, (int)K, cs->filters, 0);
+    size_t a, b;
+    int fits;
     if (cs->shifted) /* xp, dxp, y_ext/dy_ext, W and dW by tap */
-        l->scratch_floats = 2 * shifted_xp_floats(cs) +
-                            (size_t)cs->filters * cs->g.oh * cs->wp + 2 * (size_t)K * cs->filters;
+        fits = cnn_size_mul(F * cs->g.oh, (size_t)cs->wp, &a) &&
+               !__builtin_add_overflow(2 * shifted_xp_floats(cs), a, &b) &&
+               !__builtin_add_overflow(b, 2 * KF, &scratch);
+    else /* col and dcol (K x P each), then dW^T (K x F) accumulated over a batch */
+        fits = cnn_size_mul(K, P, &a) && cnn_size_mul(cs->direct ? 0 : 2, a, &b) &&
+               !__builtin_add_overflow(b, KF, &scratch);
+    if (!fits)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): its workspace for %d filters of %dx%d on "
+                             "%dx%d does not fit in memory",
+                             l->name, cs->filters, kh, kw, in.h, in.w);
+    l->scratch_floats = scratch;
     return CNN_OK;
 }
 

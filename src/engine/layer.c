@@ -1,4 +1,5 @@
 /* layer.c - the layer registry and the helpers every layer type shares. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,7 +135,8 @@ static size_t set_tensor(cnn_param *t, const char *name, int ndim, const int *di
     t->count = 1;
     for (int i = 0; i < ndim; i++) {
         t->dims[i] = dims[i];
-        t->count *= (size_t)dims[i];
+        if (dims[i] < 0 || !cnn_size_mul(t->count, (size_t)dims[i], &t->count))
+            t->count = SIZE_MAX; /* refused by the model */
     }
     t->init = init;
     return t->count;

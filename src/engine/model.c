@@ -1,9 +1,12 @@
 /* model.c - a sequential network: building from the config, parameter
  * buffers, forward, loss, backward and the summary table. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "cnn/model.h"
 #include "cnn/rng.h"
@@ -15,6 +18,69 @@ const char *const cnn_loss_names[] = {"sparse_categorical_crossentropy",
                                       "mean_squared_error", NULL};
 _Static_assert(sizeof cnn_loss_names / sizeof *cnn_loss_names == CNN_LOSS_COUNT + 1,
                "loss name table out of step with cnn_loss");
+
+/* 1234567 -> "1,234,567" */
+static const char *commas(size_t v, char *buf, size_t n)
+{
+    char tmp[32];
+    int len = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
+    for (int i = 0; i < len && (size_t)o + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+/* The memory this process may use, in bytes, and what sets it: physical
+ * memory, or RLIMIT_AS / RLIMIT_DATA when lower. Linux overcommits, so an
+ * allocation beyond it may succeed and the process be killed on touching
+ * it; needs are compared with this before anything is allocated. */
+static size_t memory_limit(const char **what)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t limit = SIZE_MAX;
+    *what = "memory";
+    if (pages > 0 && page > 0 && !cnn_size_mul((size_t)pages, (size_t)page, &limit))
+        limit = SIZE_MAX;
+    if (pages > 0 && page > 0)
+        *what = "physical memory";
+    static const struct {
+        int resource;
+        const char *name;
+    } rl[] = {{RLIMIT_AS, "RLIMIT_AS (ulimit -v)"}, {RLIMIT_DATA, "RLIMIT_DATA (ulimit -d)"}};
+    for (size_t i = 0; i < sizeof rl / sizeof *rl; i++) {
+        struct rlimit r;
+        if (getrlimit(rl[i].resource, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+            r.rlim_cur < limit) {
+            limit = (size_t)r.rlim_cur;
+            *what = rl[i].name;
+        }
+    }
+    return limit;
+}
+
+/* Error unless need bytes fit the memory limit; what_for says for what
+ * ("the parameters", ...), largest names the layer that needs most. */
+static cnn_status check_memory(const cnn_model *m, int ok, size_t need, const char *what_for,
+                               const cnn_layer *largest, size_t largest_bytes, cnn_error *err)
+{
+    const char *what;
+    size_t limit = memory_limit(&what);
+    if (ok && need <= limit)
+        return CNN_OK;
+    char a[48], b[32], c[32];
+    if (!ok)
+        snprintf(a, sizeof a, "more than %s", commas(SIZE_MAX, c, sizeof c));
+    else
+        commas(need, a, sizeof a);
+    return cnn_error_set(err, CNN_ERR_CONFIG,
+                         "%s: %s need %s bytes, more than the %s bytes of %s; the largest layer "
+                         "is '%s' (%s bytes)",
+                         m->name, what_for, a, commas(limit, b, sizeof b), what,
+                         largest ? largest->name : "?", commas(largest_bytes, c, sizeof c));
+}
 
 /* The type of section s among types (NULL-terminated), or NULL. */
 static const cnn_layer_ops *find_type(const cnn_layer_ops *const *types, const cnn_section *s)
@@ -58,6 +124,19 @@ static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_shape in, 
         cnn_error_set(err, st, "%s:%d: %s", s->cfg->path, s->line, msg);
     }
     free(params);
+    /* Layers index a sample's values with int: refuse what does not fit. */
+    size_t n = 0, bytes;
+    if (st == CNN_OK && (!cnn_shape_size_checked(l->out, &n) || n > INT_MAX)) {
+        char a[32], b[32], c[32];
+        int ok = n && cnn_size_mul(n, sizeof(float), &bytes);
+        st = cnn_error_set(err, CNN_ERR_SHAPE,
+                           "%s:%d: layer '%s' (%s) outputs %dx%dx%d = %s values (%s bytes) a "
+                           "sample; a layer holds at most %s values a sample",
+                           s->cfg->path, s->line, l->name, ops->section, l->out.h, l->out.w,
+                           l->out.c, n ? commas(n, a, sizeof a) : "too many",
+                           ok ? commas(bytes, b, sizeof b) : "too many",
+                           commas(INT_MAX, c, sizeof c));
+    }
     return st;
 }
 
@@ -110,23 +189,49 @@ static float *alloc_floats(size_t n)
     return p;
 }
 
+/* Bytes a model holds apart from batches: params and grads, buffers. */
+static int tensor_bytes(size_t nparams, size_t nbuffers, size_t *bytes)
+{
+    size_t floats;
+    return cnn_size_mul(nparams, 2, &floats) &&
+           !__builtin_add_overflow(floats, nbuffers, &floats) &&
+           cnn_size_mul(floats, sizeof(float), bytes);
+}
+
 /* Assigns every parameter and buffer its offset, then allocates params,
- * grads and buffers. */
+ * grads and buffers, once they are known to fit in memory. */
 static cnn_status alloc_tensors(cnn_model *m, cnn_error *err)
 {
-    size_t off = 0, boff = 0;
+    size_t off = 0, boff = 0, largest_bytes = 0;
+    const cnn_layer *largest = NULL;
+    int ok = 1;
     for (int i = 0; i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
+        size_t lp = 0, lb = 0, bytes = SIZE_MAX;
         l->param_offset = off;
         for (int p = 0; p < l->nparams; p++) {
-            l->params[p].offset = off;
-            off += l->params[p].count;
+            l->params[p].offset = off + lp;
+            ok = ok && !__builtin_add_overflow(lp, l->params[p].count, &lp);
         }
         for (int b = 0; b < l->nbuffers; b++) {
-            l->buffers[b].offset = boff;
-            boff += l->buffers[b].count;
+            l->buffers[b].offset = boff + lb;
+            ok = ok && !__builtin_add_overflow(lb, l->buffers[b].count, &lb);
         }
+        ok = ok && !__builtin_add_overflow(off, lp, &off) &&
+             !__builtin_add_overflow(boff, lb, &boff);
+        if (!ok || !tensor_bytes(lp, lb, &bytes) || bytes > largest_bytes) {
+            largest = l;
+            largest_bytes = bytes;
+        }
+        if (!ok)
+            break;
     }
+    size_t need = 0;
+    ok = ok && tensor_bytes(off, boff, &need);
+    cnn_status st = check_memory(m, ok, need, "its parameters, their gradients and buffers",
+                                 largest, largest_bytes, err);
+    if (st)
+        return st;
     m->nparams = off;
     m->nbuffer_floats = boff;
     m->params = alloc_floats(off);
@@ -272,33 +377,76 @@ void cnn_model_free(cnn_model *m)
     free(m);
 }
 
+/* Bytes of the batch buffers of layer l for batches of B: its output and
+ * the gradient w.r.t. it, and its own caches. Returns 0 on overflow. */
+static int layer_batch_bytes(const cnn_layer *l, int B, size_t *bytes)
+{
+    size_t per;
+    *bytes = SIZE_MAX;
+    return cnn_size_mul(cnn_shape_size(l->out), 2, &per) &&
+           !__builtin_add_overflow(per, l->cache_floats, &per) &&
+           cnn_size_mul(per, (size_t)B, &per) && cnn_size_mul(per, sizeof(float), bytes);
+}
+
 cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
 {
     if (max_batch <= m->max_batch)
         return CNN_OK;
+    /* What the model will hold: compared with the memory limit first. */
+    size_t need = 0, scratch = 1, largest_bytes = 0, bytes;
+    const cnn_layer *largest = NULL;
+    int ok = tensor_bytes(m->nparams, m->nbuffer_floats, &need);
+    for (int i = 0; ok && i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        if (!(ok = layer_batch_bytes(l, max_batch, &bytes)) || bytes > largest_bytes) {
+            largest = l;
+            largest_bytes = ok ? bytes : SIZE_MAX;
+        }
+        ok = ok && !__builtin_add_overflow(need, bytes, &need);
+        if (l->scratch_floats > scratch)
+            scratch = l->scratch_floats;
+    }
+    ok = ok && cnn_size_mul((size_t)max_batch * (size_t)m->nclasses + scratch, sizeof(float),
+                            &bytes) &&
+         !__builtin_add_overflow(need, bytes, &need);
+    char what_for[160];
+    snprintf(what_for, sizeof what_for,
+             "its parameters and the activations of batches of up to %d samples (the larger of "
+             "the training batch per rank and the evaluation batch)",
+             max_batch);
+    cnn_status st = check_memory(m, ok, need, what_for, largest, largest_bytes, err);
+    if (st)
+        return st;
     free_batch_buffers(m);
     m->act = calloc((size_t)m->nlayers, sizeof *m->act);
     m->dact = calloc((size_t)m->nlayers, sizeof *m->dact);
-    int ok = m->act && m->dact;
-    m->scratch_floats = 1;
-    for (int i = 0; ok && i < m->nlayers; i++) {
+    const cnn_layer *failed = NULL;
+    if (!m->act || !m->dact)
+        failed = &m->layers[0];
+    m->scratch_floats = scratch;
+    for (int i = 0; !failed && i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
         size_t n = (size_t)max_batch * cnn_shape_size(l->out);
-        ok = (m->act[i] = malloc(n * sizeof(float))) && (m->dact[i] = malloc(n * sizeof(float)));
-        if (l->scratch_floats > m->scratch_floats)
-            m->scratch_floats = l->scratch_floats;
+        if (!(m->act[i] = malloc(n * sizeof(float))) || !(m->dact[i] = malloc(n * sizeof(float))))
+            failed = l;
     }
-    ok = ok && (m->logits = malloc((size_t)max_batch * m->nclasses * sizeof(float)));
-    ok = ok && (m->scratch = malloc(m->scratch_floats * sizeof(float)));
-    if (!ok) {
+    if (!failed && (!(m->logits = malloc((size_t)max_batch * m->nclasses * sizeof(float))) ||
+                    !(m->scratch = malloc(m->scratch_floats * sizeof(float)))))
+        failed = &m->layers[m->nlayers - 1];
+    if (failed) {
+        char num[32];
+        layer_batch_bytes(failed, max_batch, &bytes);
         free_batch_buffers(m);
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for activations of batch %d",
-                             max_batch);
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "%s: out of memory for the activations of batches of up to %d "
+                             "samples (the larger of the training batch per rank and the "
+                             "evaluation batch): layer '%s' needs %s bytes",
+                             m->name, max_batch, failed->name, commas(bytes, num, sizeof num));
     }
     for (int i = 0; i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
         l->max_batch = max_batch;
-        cnn_status st = l->ops->reserve ? l->ops->reserve(l, max_batch, err) : CNN_OK;
+        st = l->ops->reserve ? l->ops->reserve(l, max_batch, err) : CNN_OK;
         if (st) {
             free_batch_buffers(m);
             return st;
@@ -521,20 +669,6 @@ void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi)
             for (size_t k = a; k < b; k++)
                 m->grads[k] += wd * m->params[k];
         }
-}
-
-/* 1234567 -> "1,234,567" */
-static const char *commas(size_t v, char *buf, size_t n)
-{
-    char tmp[32];
-    int len = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < len && (size_t)o + 2 < n; i++) {
-        if (i && (len - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = 0;
-    return buf;
 }
 
 void cnn_model_summary(const cnn_model *m, void *fp)

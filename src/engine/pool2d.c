@@ -41,6 +41,8 @@ static cnn_status pool_make(cnn_layer *l, const void *params, cnn_shape in, cnn_
     if ((st = cnn_layer_window(l, params, in, &ps->g, err)))
         return st;
     l->out = (cnn_shape){in.c, ps->g.oh, ps->g.ow};
+    if (ps->is_max) /* argmax: an int32 per output */
+        l->cache_floats = cnn_shape_size(l->out) * sizeof(int32_t) / sizeof(float);
     return CNN_OK;
 }
 
@@ -50,10 +52,13 @@ static cnn_status pool_reserve(cnn_layer *l, int max_batch, cnn_error *err)
     if (!ps->is_max)
         return CNN_OK;
     free(ps->argmax);
-    ps->argmax = malloc((size_t)max_batch * cnn_shape_size(l->out) * sizeof *ps->argmax);
+    const size_t bytes = (size_t)max_batch * cnn_shape_size(l->out) * sizeof *ps->argmax;
+    ps->argmax = malloc(bytes);
     if (!ps->argmax)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory for batch %d",
-                             l->name, max_batch);
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "layer '%s': out of memory for the argmax of batches of up to %d "
+                             "samples (%zu bytes)",
+                             l->name, max_batch, bytes);
     return CNN_OK;
 }
 
