@@ -77,7 +77,11 @@ typedef struct cnn_model {
 
 /* Builds the network of the layer sections of cfg, in order. The first
  * must be [input]. loss is the training loss (it decides whether the final
- * activation is fused with it). Parameters are allocated, not initialised. */
+ * activation is fused with it). Parameters are allocated, not initialised;
+ * a section that is neither a singleton (cnn_config_singletons) nor a layer
+ * type is an error, and so are parameters that would exceed the memory
+ * limit (see cnn_model_reserve) or a layer of more than INT_MAX values a
+ * sample (CNN_ERR_SHAPE). */
 cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
                             cnn_error *err);
 void cnn_model_free(cnn_model *m);
@@ -93,7 +97,10 @@ cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_lo
  * init (zeros or ones). */
 void cnn_model_init_params(cnn_model *m, uint64_t seed);
 
-/* Allocates activations for batches of up to max_batch samples. */
+/* Allocates activations for batches of up to max_batch samples. Refuses
+ * (CNN_ERR_CONFIG, naming the largest layer and the bytes) before
+ * allocating when the parameters and these activations would exceed the
+ * memory limit: physical memory, or RLIMIT_AS / RLIMIT_DATA when lower. */
 cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err);
 
 void cnn_model_zero_grad(cnn_model *m);
