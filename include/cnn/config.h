@@ -1,13 +1,15 @@
 /* cnn/config.h - the INI file that describes data, training and network.
  *
- * A config is an ordered list of sections. [data], [train], [optimizer],
- * [dist] and [augment] may appear once each; layer sections ([input],
- * [conv2d], [maxpool2d], [avgpool2d], [dense], [dropout], [flatten]) appear
- * in network order, as many times as needed. Parsing (inih) rejects
- * unknown sections and duplicate keys. Consumers read keys with the typed
- * getters below, which mark a key as used; cnn_config_check_unused() then
- * rejects every key that nothing consumed, so a misspelt key is an error,
- * never silently ignored.
+ * A config is an ordered list of sections. The singleton sections
+ * ([data], [train], [optimizer], [dist], [augment], [checkpoint]:
+ * cnn_config_singletons) may appear once each; every other section is a
+ * layer ([input], [conv2d], ...), in network order, as many times as
+ * needed. This module knows no layer: it parses any section name, rejects
+ * a second singleton and duplicate keys, and leaves it to the model
+ * (cnn_model_create) to reject a section that is no layer type. Consumers
+ * read keys with the typed getters below, which mark a key as used;
+ * cnn_config_check_unused() then rejects every key that nothing consumed,
+ * so a misspelt key is an error, never silently ignored.
  *
  * Every error message has the form "FILE:LINE: [section] key: problem"
  * (or "--set section.key: problem" for command-line overrides).
@@ -40,12 +42,26 @@ typedef struct cnn_section {
     const struct cnn_config *cfg; /* back pointer for messages */
 } cnn_section;
 
+/* Base of the default name of a layer section, as the layer code names its
+ * layers: "maxpool2d" -> "max_pooling2d" (then max_pooling2d_1, ...). The
+ * engine's is cnn_layer_default_name (cnn/layer.h). NULL, or a NULL
+ * result: the section's own name. */
+typedef const char *(*cnn_config_namer)(const char *section);
+
 typedef struct cnn_config {
     char *path; /* file name used in messages */
     char *text; /* the full text as read (kept for checkpoints) */
     cnn_section *sec;
     int nsec;
+    /* Used by --set and its messages to find a layer by default name; set
+     * it before cnn_config_override(). NULL after parsing. */
+    cnn_config_namer layer_base;
 } cnn_config;
+
+/* The sections that may appear at most once, NULL-terminated: data, train,
+ * optimizer, dist, augment, checkpoint. */
+extern const char *const cnn_config_singletons[];
+int cnn_config_is_singleton(const char *name);
 
 /* Parses the INI file at path. On success *out owns a new config that the
  * caller frees with cnn_config_free(). */
@@ -58,8 +74,10 @@ cnn_status cnn_config_parse_string(cnn_config **out, const char *text, const cha
 void cnn_config_free(cnn_config *cfg);
 
 /* Applies "section.key=value". section is a singleton section name
- * (data, train, optimizer) or a layer: its `name` key, its default name
- * (conv2d, conv2d_1, dense_2, ...), or its type when there is only one. */
+ * (data, train, optimizer, dist, augment, checkpoint; created if absent) or
+ * a layer: its `name` key, its default name (conv2d, conv2d_1, dense_2,
+ * max_pooling2d, ... through cfg->layer_base), or its type when there is
+ * only one. */
 cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_error *err);
 
 /* The effective config as INI text, for a checkpoint's /config: the text

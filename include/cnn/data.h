@@ -34,7 +34,7 @@
 
 #include "cnn/config.h"
 #include "cnn/error.h"
-#include "cnn/model.h"
+#include "cnn/types.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,16 +1,22 @@
-/* cnn/model.h - the CNN engine: layers, model, loss.
+/* cnn/model.h - the CNN engine: a sequential model of layers (cnn/layer.h)
+ * and its loss.
  *
  * Tensors are float32, batch-major, channels-first: an activation batch is
  * (B, C, H, W) contiguous; dense activations are (B, N) with C = N, H = W = 1.
  * All parameters of a model live in one contiguous buffer (model->params)
  * and all gradients in another of the same size (model->grads), so a
- * data-parallel step can reduce gradients in a few large calls.
+ * data-parallel step can reduce gradients in a few large calls;
+ * non-trainable state (moving statistics) lives in a third
+ * (model->buffers), which neither the optimizer nor the reduction touches.
  *
  * A training step:
  *
+ *     cnn_batch_stats stats = {0};
+ *     cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, sample_ids); // training
  *     cnn_model_zero_grad(m);
- *     const float *y = cnn_model_forward(m, x, B, &ctx);   // ctx.training = 1
- *     cnn_model_loss(m, labels, B, 1.0f / global_batch, &stats);
+ *     cnn_model_forward(m, x, B, &ctx);
+ *     if (cnn_model_loss(m, labels, B, 1.0f / global_batch, 1, &stats, &err))
+ *         return err.status;                  // a label out of range, or NaN
  *     cnn_model_backward(m, x, B, &ctx);
  *     // (allreduce m->grads here when data-parallel)
  *     cnn_optim_step(opt, m);
@@ -30,27 +36,12 @@
 
 #include "cnn/config.h"
 #include "cnn/error.h"
+#include "cnn/layer.h"
+#include "cnn/types.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct cnn_shape {
-    int c, h, w;
-} cnn_shape;
-
-static inline size_t cnn_shape_size(cnn_shape s) { return (size_t)s.c * s.h * s.w; }
-
-typedef enum {
-    CNN_ACT_LINEAR = 0,
-    CNN_ACT_RELU,
-    CNN_ACT_SIGMOID,
-    CNN_ACT_TANH,
-    CNN_ACT_SOFTMAX,
-    CNN_ACT_COUNT
-} cnn_activation;
-
-extern const char *const cnn_activation_names[]; /* NULL-terminated, by enum */
 
 typedef enum {
     CNN_LOSS_SPARSE_CCE = 0, /* integer labels, softmax outputs          */
@@ -62,101 +53,6 @@ typedef enum {
 
 extern const char *const cnn_loss_names[]; /* NULL-terminated, by enum */
 
-typedef enum { CNN_INIT_ZEROS = 0, CNN_INIT_GLOROT_UNIFORM, CNN_INIT_HE_NORMAL, CNN_INIT_COUNT } cnn_init;
-
-extern const char *const cnn_init_names[];
-
-/* Padding of conv and pool layers: explicit amounts per side. "same"
- * follows Keras/TensorFlow: total = max((ceil(n/s)-1)*s + k - n, 0), the
- * extra pixel at the bottom/right. */
-typedef struct cnn_pad {
-    int top, left, bottom, right;
-} cnn_pad;
-
-/* Output length of a convolution or pooling window along one axis:
- * (n + pad_total - k) / s + 1, or 0 if the window does not fit. */
-int cnn_conv_out_size(int n, int k, int s, int pad_total);
-
-/* One parameter tensor of a layer, a view into the model's buffers. */
-typedef struct cnn_param {
-    const char *name; /* "kernel" or "bias" */
-    int ndim;
-    int dims[4];      /* conv kernel (Cout, Cin, kH, kW); dense kernel (In, Out); bias (N) */
-    size_t count;
-    size_t offset;    /* into model->params / model->grads */
-    cnn_init init;
-    int fan_in, fan_out;
-    int decay;        /* weight decay applies (kernels, not biases) */
-} cnn_param;
-
-/* Per-call context of forward/backward. */
-typedef struct cnn_ctx {
-    int training;            /* dropout active, layer caches kept for backward */
-    uint64_t seed;           /* run seed */
-    uint64_t epoch;
-    const int64_t *sample_id; /* (B) global index of each sample, for per-sample randomness */
-    float *scratch;          /* model-owned workspace, scratch_floats long */
-    size_t scratch_floats;
-    /* Called by cnn_model_backward() as soon as grads[offset .. nparams)
-     * are final (after each layer with parameters, last layer first), so a
-     * caller can start reducing them while backward goes on. May be NULL. */
-    void (*grads_ready)(void *arg, size_t offset);
-    /* Called now and then inside long backward passes (per image in
-     * convolutions), so communication started by grads_ready can make
-     * progress. May be NULL. Both get grads_ready_arg. */
-    void (*poll)(void *arg);
-    void *grads_ready_arg;
-} cnn_ctx;
-
-static inline void cnn_ctx_poll(const cnn_ctx *c)
-{
-    if (c->poll)
-        c->poll(c->grads_ready_arg);
-}
-
-typedef struct cnn_layer cnn_layer;
-
-/* A layer type: one ops table shared by every layer of that type. */
-typedef struct cnn_layer_ops {
-    const char *section;     /* config section: "conv2d" */
-    const char *keras_name;  /* for the summary: "Conv2D" */
-    const char *default_name; /* base of automatic names: "conv2d" -> conv2d, conv2d_1 */
-    /* Reads the layer's keys from sec, sets l->out, l->params, l->nparams,
-     * l->scratch_floats and l->state. in is the input shape. */
-    cnn_status (*create)(cnn_layer *l, const cnn_section *sec, cnn_shape in, cnn_error *err);
-    /* Allocates what depends on the batch size (caches for backward). */
-    cnn_status (*reserve)(cnn_layer *l, int max_batch, cnn_error *err);
-    /* out (B, l->out) from in (B, l->in); w = model params at l's offset. */
-    void (*forward)(cnn_layer *l, const float *w, const float *in, float *out, int B,
-                    const cnn_ctx *ctx);
-    /* Given dout = dL/d(out before the activation), accumulates parameter
-     * gradients into g and writes dL/d(in) into din unless din is NULL. */
-    void (*backward)(cnn_layer *l, const float *w, float *g, const float *in, const float *out,
-                     const float *dout, float *din, int B, const cnn_ctx *ctx);
-    void (*destroy)(cnn_layer *l);
-} cnn_layer_ops;
-
-enum { CNN_NAME_MAX = 64, CNN_LAYER_MAX_PARAMS = 2 };
-
-struct cnn_layer {
-    const cnn_layer_ops *ops;
-    char name[CNN_NAME_MAX];
-    int index;              /* position in the model */
-    cnn_shape in, out;
-    cnn_activation act;     /* applied after forward (conv2d, dense) */
-    cnn_param params[CNN_LAYER_MAX_PARAMS];
-    int nparams;            /* number of parameter tensors */
-    size_t param_offset;    /* first float of this layer in the model buffers */
-    size_t param_count;     /* floats of all its tensors */
-    size_t scratch_floats;  /* per-call workspace needed (for one batch) */
-    int max_batch;
-    void *state;            /* private to the layer type */
-};
-
-/* The registry of layer types, NULL-terminated. */
-extern const cnn_layer_ops *const cnn_layer_types[];
-const cnn_layer_ops *cnn_layer_find_type(const char *section);
-
 typedef struct cnn_model {
     int nlayers;
     cnn_layer *layers;      /* (nlayers) */
@@ -166,6 +62,9 @@ typedef struct cnn_model {
     size_t nparams;         /* total trainable floats */
     float *params;          /* (nparams) */
     float *grads;           /* (nparams) */
+    size_t nbuffer_floats;  /* total non-trainable floats */
+    float *buffers;         /* (nbuffer_floats) non-trainable state: never touched by the
+                             * optimizer, never reduced across ranks */
     int max_batch;
     float **act;            /* act[i]: (max_batch, layers[i].out) output of layer i */
     float **dact;           /* dact[i]: gradient w.r.t. act[i] */
@@ -178,16 +77,30 @@ typedef struct cnn_model {
 
 /* Builds the network of the layer sections of cfg, in order. The first
  * must be [input]. loss is the training loss (it decides whether the final
- * activation is fused with it). Parameters are allocated, not initialised. */
+ * activation is fused with it). Parameters are allocated, not initialised;
+ * a section that is neither a singleton (cnn_config_singletons) nor a layer
+ * type is an error, and so are parameters that would exceed the memory
+ * limit (see cnn_model_reserve) or a layer of more than INT_MAX values a
+ * sample (CNN_ERR_SHAPE). */
 cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
                             cnn_error *err);
 void cnn_model_free(cnn_model *m);
 
+/* The same with the layer types of `types` (NULL-terminated) in place of
+ * the registry cnn_layer_types: for testing a layer type before it is
+ * registered. */
+cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
+                                  const cnn_layer_ops *const *types, cnn_error *err);
+
 /* Initialises every parameter from the seed alone (element-wise counter
- * RNG), so any process builds the same weights. */
+ * RNG), so any process builds the same weights; sets every buffer from its
+ * init (zeros or ones). */
 void cnn_model_init_params(cnn_model *m, uint64_t seed);
 
-/* Allocates activations for batches of up to max_batch samples. */
+/* Allocates activations for batches of up to max_batch samples. Refuses
+ * (CNN_ERR_CONFIG, naming the largest layer and the bytes) before
+ * allocating when the parameters and these activations would exceed the
+ * memory limit: physical memory, or RLIMIT_AS / RLIMIT_DATA when lower. */
 cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err);
 
 void cnn_model_zero_grad(cnn_model *m);
@@ -230,13 +143,6 @@ cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t 
 
 /* Writes a table like Keras's model.summary() into f (a FILE*). */
 void cnn_model_summary(const cnn_model *m, void *f);
-
-/* Activation applied in place on n floats laid out as rows of `row`
- * (softmax normalises each row). Backward: dx = f'(y) * dy from the
- * output y, in place on dy. */
-void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row);
-void cnn_activation_backward(cnn_activation a, const float *y, float *dy, size_t rows,
-                             size_t row);
 
 #ifdef __cplusplus
 }

@@ -16,17 +16,18 @@
 #include <string.h>
 
 #include "cnn/config.h"
-#include "cnn/model.h"
 
-/* Sections that may appear at most once; everything else must be a layer. */
-static const char *const singleton_sections[] = {"data", "train", "optimizer", "dist", "augment",
-                                                 "checkpoint",
-                                                 NULL};
+/* Longest section name, section label or key of --set. */
+enum { NAME_MAX_LEN = 64 };
 
-static int is_singleton(const char *name)
+/* Sections that may appear at most once; everything else is a layer. */
+const char *const cnn_config_singletons[] = {"data",    "train",   "optimizer", "dist",
+                                             "augment", "checkpoint", NULL};
+
+int cnn_config_is_singleton(const char *name)
 {
-    for (int i = 0; singleton_sections[i]; i++)
-        if (strcmp(singleton_sections[i], name) == 0)
+    for (int i = 0; cnn_config_singletons[i]; i++)
+        if (strcmp(cnn_config_singletons[i], name) == 0)
             return 1;
     return 0;
 }
@@ -96,7 +97,7 @@ static void open_section(parse_state *ps, const char *hdr)
     const char *close = strchr(hdr, ']');
     if (!close)
         return; /* inih reports the syntax error */
-    char name[CNN_NAME_MAX];
+    char name[NAME_MAX_LEN];
     size_t n = (size_t)(close - hdr);
     if (n >= sizeof name)
         n = sizeof name - 1;
@@ -111,15 +112,7 @@ static void open_section(parse_state *ps, const char *hdr)
         *--e = 0;
     if (ps->failed)
         return;
-    if (!is_singleton(b) && !cnn_layer_find_type(b)) {
-        cnn_error_set(ps->err, CNN_ERR_CONFIG,
-                      "%s:%d: unknown section [%s] (expected data, train, optimizer, dist, augment "
-                      "or a layer: input, conv2d, maxpool2d, avgpool2d, dense, dropout, flatten)",
-                      ps->cfg->path, ps->line, b);
-        ps->failed = 1;
-        return;
-    }
-    if (is_singleton(b) && cnn_config_find(ps->cfg, b)) {
+    if (cnn_config_is_singleton(b) && cnn_config_find(ps->cfg, b)) {
         cnn_error_set(ps->err, CNN_ERR_CONFIG, "%s:%d: section [%s] appears twice (first at line %d)",
                       ps->cfg->path, ps->line, b, cnn_config_find(ps->cfg, b)->line);
         ps->failed = 1;
@@ -334,10 +327,10 @@ static void default_name(const cnn_section *s, char *buf, size_t n);
  * name, or a layer's `name` key, or its default name. */
 static void section_label(const cnn_section *s, char *buf, size_t n)
 {
-    const cnn_kv *nm = is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
+    const cnn_kv *nm = cnn_config_is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
     if (nm)
         snprintf(buf, n, "%s", nm->value);
-    else if (is_singleton(s->name))
+    else if (cnn_config_is_singleton(s->name))
         snprintf(buf, n, "%s", s->name);
     else
         default_name(s, buf, n);
@@ -346,7 +339,7 @@ static void section_label(const cnn_section *s, char *buf, size_t n)
 void cnn_cfg_where(const cnn_section *s, const cnn_kv *kv, const char *key, char *buf, size_t n)
 {
     if (kv && kv->line == 0) {
-        char label[CNN_NAME_MAX + 16];
+        char label[NAME_MAX_LEN + 16];
         section_label(s, label, sizeof label);
         snprintf(buf, n, "--set %s.%s", label, key);
     } else {
@@ -515,8 +508,10 @@ cnn_status cnn_config_check_unused(const cnn_config *cfg, cnn_error *err)
 /* Default layer name: conv2d, conv2d_1, ... by position among its type. */
 static void default_name(const cnn_section *s, char *buf, size_t n)
 {
-    const cnn_layer_ops *ops = cnn_layer_find_type(s->name);
-    const char *base = ops ? ops->default_name : s->name;
+    const cnn_config_namer namer = s->cfg ? s->cfg->layer_base : NULL;
+    const char *base = namer ? namer(s->name) : NULL;
+    if (!base)
+        base = s->name;
     if (s->ordinal == 0)
         snprintf(buf, n, "%s", base);
     else
@@ -541,7 +536,7 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
 {
     const char *eq = strchr(assignment, '=');
     const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
-    char sec[CNN_NAME_MAX], key[CNN_NAME_MAX], value[1024];
+    char sec[NAME_MAX_LEN], key[NAME_MAX_LEN], value[1024];
     if (!eq || !dot)
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "--set %s: expected section.key=value (e.g. train.epochs=1)",
@@ -553,7 +548,7 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
                              assignment);
 
     cnn_section *target = NULL;
-    if (is_singleton(sec)) {
+    if (cnn_config_is_singleton(sec)) {
         target = cnn_config_find(cfg, sec);
         if (!target && !(target = add_section(cfg, sec, 0)))
             return cnn_error_set(err, CNN_ERR_NOMEM, "--set: out of memory");
@@ -565,7 +560,7 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
         int of_type = 0;
         for (int i = 0; i < cfg->nsec; i++) {
             cnn_section *s = &cfg->sec[i];
-            cnn_kv *nkv = is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
+            cnn_kv *nkv = cnn_config_is_singleton(s->name) ? NULL : cnn_section_find(s, "name");
             if (nkv && strcmp(nkv->value, sec) == 0 && !target)
                 target = s;
             of_type += strcmp(s->name, sec) == 0;
@@ -577,8 +572,8 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
                                  assignment, of_type, sec);
         for (int i = 0; i < cfg->nsec && !target; i++) {
             cnn_section *s = &cfg->sec[i];
-            char dn[CNN_NAME_MAX + 16];
-            if (is_singleton(s->name))
+            char dn[NAME_MAX_LEN + 16];
+            if (cnn_config_is_singleton(s->name))
                 continue;
             default_name(s, dn, sizeof dn);
             if (strcmp(s->name, sec) == 0 ||

@@ -158,7 +158,7 @@ static cnn_status h5_read(cnn_store *st, const int64_t *rows, int B, uint8_t *ou
     char why[160];
     if (B > s->cap) {
         size_t bytes;
-        if (cnn_size_mul((size_t)B, img, &bytes))
+        if (!cnn_size_mul((size_t)B, img, &bytes))
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: a batch of %d images is too large",
                                  s->path, B);
         uint8_t *buf = realloc(s->buf, bytes);
@@ -450,7 +450,7 @@ cnn_status cnn_h5data_append(cnn_h5data_writer *w, const uint8_t *images, int64_
         return CNN_OK;
     if (n > w->cap) {
         size_t bytes;
-        uint8_t *p = cnn_size_mul((size_t)n, img, &bytes) ? NULL : realloc(w->hwc, bytes);
+        uint8_t *p = cnn_size_mul((size_t)n, img, &bytes) ? realloc(w->hwc, bytes) : NULL;
         if (!p)
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", w->path);
         w->hwc = p;

@@ -143,7 +143,7 @@ static cnn_status idx_store(gzFile fi, const char *path, int64_t total, int64_t 
 {
     cnn_shape shape = {1, h, w};
     size_t img = (size_t)h * w, want, used;
-    if (cnn_size_mul((size_t)total, img, &want) || want > SIZE_MAX - 16)
+    if (!cnn_size_mul((size_t)total, img, &want) || want > SIZE_MAX - 16)
         return cnn_error_set(err, CNN_ERR_FORMAT,
                              "%s: truncated or inconsistent: the header claims %lld images of "
                              "%dx%d, more bytes than can be addressed",

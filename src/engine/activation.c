@@ -2,7 +2,7 @@
  * expressed through the output y, so no pre-activation copy is kept. */
 #include <math.h>
 
-#include "cnn/model.h"
+#include "cnn/layer.h"
 
 const char *const cnn_activation_names[] = {"linear", "relu", "sigmoid", "tanh", "softmax", NULL};
 _Static_assert(sizeof cnn_activation_names / sizeof *cnn_activation_names == CNN_ACT_COUNT + 1,

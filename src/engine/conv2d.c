@@ -20,10 +20,11 @@
  * Measured on fashion_cnn's 16->16 3x3 layer: 106 us per image against 175
  * for im2col + GEMM + col2im (README).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer.h"
+#include "cnn/layer.h"
 
 typedef struct conv_state {
     cnn_window g;
@@ -41,53 +42,92 @@ static size_t shifted_xp_floats(const conv_state *cs)
     return (size_t)cs->g.c * shifted_plane(cs) + (size_t)cs->g.kw + 16; /* + slack */
 }
 
-static cnn_status conv_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
+/* The keys of a [conv2d] section. */
+typedef struct conv_params {
     long filters;
-    int kh, kw, sh, sw, use_bias, amount;
-    cnn_padding_mode mode;
+    cnn_window_params win;
+    int use_bias;
+    cnn_activation act;
     cnn_init kinit, binit;
+} conv_params;
+
+static cnn_status conv_parse(const cnn_section *s, void *params, cnn_error *err)
+{
+    conv_params *p = params;
     cnn_status st;
-    if ((st = cnn_cfg_pair(s, "stride", 1, 1, &sh, &sw, err)) ||
-        (st = cnn_layer_read_padding(s, &mode, &amount, err)) ||
-        (st = cnn_layer_read_activation(s, &l->act, err)) ||
-        (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||
-        (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &kinit, err)) ||
-        (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &binit, err)))
+    if ((st = cnn_cfg_pair(s, "stride", 1, 1, &p->win.sh, &p->win.sw, err)) ||
+        (st = cnn_layer_read_padding(s, &p->win.mode, &p->win.amount, err)) ||
+        (st = cnn_layer_read_activation(s, &p->act, err)) ||
+        (st = cnn_cfg_bool(s, "use_bias", 1, &p->use_bias, err)) ||
+        (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &p->kinit,
+                                  err)) ||
+        (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &p->binit, err)))
         return st;
     if (!cnn_section_find(s, "filters"))
         return cnn_layer_missing(s, "filters", "filters = 32", err);
     if (!cnn_section_find(s, "kernel"))
         return cnn_layer_missing(s, "kernel", "kernel = 3", err);
-    if ((st = cnn_cfg_int(s, "filters", 0, 1, 1 << 16, &filters, err)) ||
-        (st = cnn_cfg_pair(s, "kernel", 0, 0, &kh, &kw, err)))
+    if ((st = cnn_cfg_int(s, "filters", 0, 1, 1 << 16, &p->filters, err)) ||
+        (st = cnn_cfg_pair(s, "kernel", 0, 0, &p->win.kh, &p->win.kw, err)))
         return st;
+    return CNN_OK;
+}
+
+static cnn_status conv_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
+{
+    const conv_params *p = params;
+    const int kh = p->win.kh, kw = p->win.kw, sh = p->win.sh, sw = p->win.sw;
+    cnn_status st;
+    l->act = p->act;
     conv_state *cs = calloc(1, sizeof *cs);
     if (!cs)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     l->state = cs;
-    if ((st = cnn_layer_window(l, s, in, kh, kw, sh, sw, mode, amount, &cs->g, err)))
+    if ((st = cnn_layer_window(l, &p->win, in, &cs->g, err)))
         return st;
-    cs->filters = (int)filters;
-    cs->use_bias = use_bias;
+    cs->filters = (int)p->filters;
+    cs->use_bias = p->use_bias;
     cs->direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && cs->g.pad.top == 0 &&
                  cs->g.pad.left == 0 && cs->g.pad.bottom == 0 && cs->g.pad.right == 0;
     cs->shifted = !cs->direct && sh == 1 && sw == 1 && in.c >= 4;
     cs->hp = in.h + cs->g.pad.top + cs->g.pad.bottom;
     cs->wp = in.w + cs->g.pad.left + cs->g.pad.right;
     l->out = (cnn_shape){cs->filters, cs->g.oh, cs->g.ow};
-    int K = in.c * kh * kw;
+    /* The GEMMs take int sizes: K (weights per filter), the padded plane and
+     * the taps' F x K; sizes in size_t, checked, before any is an int. */
+    const size_t F = (size_t)cs->filters, P = (size_t)cs->g.oh * cs->g.ow;
+    size_t K, KF, padded, scratch = 0;
+    if (!cnn_size_mul((size_t)in.c * kh, (size_t)kw, &K) || K > INT_MAX ||
+        !cnn_size_mul(K, F, &KF) || F * kh * kw > INT_MAX)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): %d filters of %dx%d over %d channels are too "
+                             "large (%zu weights per filter; at most %d)",
+                             l->name, cs->filters, kh, kw, in.c, K, INT_MAX);
+    if (!cnn_size_mul((size_t)cs->hp, (size_t)cs->wp, &padded) || padded > INT_MAX)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): the padded input %dx%d is too large (at most "
+                             "%d pixels)",
+                             l->name, cs->hp, cs->wp, INT_MAX);
     int kdims[4] = {cs->filters, in.c, kh, kw};
     /* Keras's fans for conv kernels: receptive field times channels. */
-    cnn_layer_add_param(l, "kernel", 4, kdims, kinit, K, cs->filters * kh * kw, 1);
-    if (use_bias)
-        cnn_layer_add_param(l, "bias", 1, &cs->filters, binit, K, cs->filters, 0);
-    size_t P = (size_t)cs->g.oh * cs->g.ow;
-    /* col and dcol (K x P each), then dW^T (K x F) accumulated over a batch */
-    l->scratch_floats = (cs->direct ? 0 : 2 * (size_t)K * P) + (size_t)K * cs->filters;
+    cnn_layer_add_param(l, "kernel", 4, kdims, p->kinit, (int)K, (int)(F * kh * kw), 1);
+    if (p->use_bias)
+        cnn_layer_add_param(l, "bias", 1, &cs->filters, p->binit, (int)K, cs->filters, 0);
+    size_t a, b;
+    int fits;
     if (cs->shifted) /* xp, dxp, y_ext/dy_ext, W and dW by tap */
-        l->scratch_floats = 2 * shifted_xp_floats(cs) +
-                            (size_t)cs->filters * cs->g.oh * cs->wp + 2 * (size_t)K * cs->filters;
+        fits = cnn_size_mul(F * cs->g.oh, (size_t)cs->wp, &a) &&
+               !__builtin_add_overflow(2 * shifted_xp_floats(cs), a, &b) &&
+               !__builtin_add_overflow(b, 2 * KF, &scratch);
+    else /* col and dcol (K x P each), then dW^T (K x F) accumulated over a batch */
+        fits = cnn_size_mul(K, P, &a) && cnn_size_mul(cs->direct ? 0 : 2, a, &b) &&
+               !__builtin_add_overflow(b, KF, &scratch);
+    if (!fits)
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s' (conv2d): its workspace for %d filters of %dx%d on "
+                             "%dx%d does not fit in memory",
+                             l->name, cs->filters, kh, kw, in.h, in.w);
+    l->scratch_floats = scratch;
     return CNN_OK;
 }
 
@@ -292,6 +332,7 @@ static void conv_destroy(cnn_layer *l) { free(l->state); }
 
 const cnn_layer_ops cnn_conv2d_ops = {
     .section = "conv2d", .keras_name = "Conv2D", .default_name = "conv2d",
-    .create = conv_create, .forward = conv_forward, .backward = conv_backward,
+    .params_size = sizeof(conv_params), .parse = conv_parse, .make = conv_make,
+    .forward = conv_forward, .backward = conv_backward,
     .destroy = conv_destroy,
 };

@@ -4,34 +4,46 @@
  */
 #include <stdlib.h>
 
-#include "layer.h"
+#include "cnn/layer.h"
 
-static cnn_status dense_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
+/* The keys of a [dense] section. */
+typedef struct dense_params {
     long units;
     int use_bias;
+    cnn_activation act;
     cnn_init kinit, binit;
+} dense_params;
+
+static cnn_status dense_parse(const cnn_section *s, void *params, cnn_error *err)
+{
+    dense_params *p = params;
     cnn_status st;
-    if ((st = cnn_layer_read_activation(s, &l->act, err)) ||
-        (st = cnn_cfg_bool(s, "use_bias", 1, &use_bias, err)) ||
-        (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &kinit, err)) ||
-        (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &binit, err)))
+    if ((st = cnn_layer_read_activation(s, &p->act, err)) ||
+        (st = cnn_cfg_bool(s, "use_bias", 1, &p->use_bias, err)) ||
+        (st = cnn_layer_read_init(s, "kernel_initializer", CNN_INIT_GLOROT_UNIFORM, &p->kinit,
+                                  err)) ||
+        (st = cnn_layer_read_init(s, "bias_initializer", CNN_INIT_ZEROS, &p->binit, err)))
         return st;
     if (!cnn_section_find(s, "units"))
         return cnn_layer_missing(s, "units", "units = 64", err);
-    if ((st = cnn_cfg_int(s, "units", 0, 1, 1 << 24, &units, err)))
-        return st;
+    return cnn_cfg_int(s, "units", 0, 1, 1 << 24, &p->units, err);
+}
+
+static cnn_status dense_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
+{
+    const dense_params *p = params;
+    l->act = p->act;
     if (in.h != 1 || in.w != 1)
         return cnn_error_set(err, CNN_ERR_SHAPE,
-                             "%s:%d: layer '%s' (dense) receives a (%d, %d, %d) image; add a "
-                             "[flatten] section before it",
-                             s->cfg->path, s->line, l->name, in.h, in.w, in.c);
-    int n_in = in.c, n_out = (int)units;
+                             "layer '%s' (dense) receives a (%d, %d, %d) image; add a [flatten] "
+                             "section before it",
+                             l->name, in.h, in.w, in.c);
+    int n_in = in.c, n_out = (int)p->units;
     l->out = (cnn_shape){n_out, 1, 1};
     int kdims[2] = {n_in, n_out};
-    cnn_layer_add_param(l, "kernel", 2, kdims, kinit, n_in, n_out, 1);
-    if (use_bias)
-        cnn_layer_add_param(l, "bias", 1, &n_out, binit, n_in, n_out, 0);
+    cnn_layer_add_param(l, "kernel", 2, kdims, p->kinit, n_in, n_out, 1);
+    if (p->use_bias)
+        cnn_layer_add_param(l, "bias", 1, &n_out, p->binit, n_in, n_out, 0);
     return CNN_OK;
 }
 
@@ -67,5 +79,6 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
 
 const cnn_layer_ops cnn_dense_ops = {
     .section = "dense", .keras_name = "Dense", .default_name = "dense",
-    .create = dense_create, .forward = dense_forward, .backward = dense_backward,
+    .params_size = sizeof(dense_params), .parse = dense_parse, .make = dense_make,
+    .forward = dense_forward, .backward = dense_backward,
 };

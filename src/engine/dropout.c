@@ -1,4 +1,4 @@
-/* dropout.c - inverted dropout (training only) and flatten.
+/* dropout.c - inverted dropout (training only).
  *
  * The keep/drop decision of element e of a sample is a pure function of
  * (seed, layer, epoch, global sample index, e), so it is recomputed in
@@ -10,21 +10,29 @@
 #include <string.h>
 
 #include "cnn/rng.h"
-#include "layer.h"
+#include "cnn/layer.h"
 
-static cnn_status dropout_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
+/* The keys of a [dropout] section. */
+typedef struct dropout_params {
     double rate;
+} dropout_params;
+
+static cnn_status dropout_parse(const cnn_section *s, void *params, cnn_error *err)
+{
+    dropout_params *p = params;
     if (!cnn_section_find(s, "rate"))
         return cnn_layer_missing(s, "rate", "rate = 0.5", err);
-    cnn_status st = cnn_cfg_float(s, "rate", 0.5, 0.0, 0.999, &rate, err);
-    if (st)
-        return st;
+    return cnn_cfg_float(s, "rate", 0.5, 0.0, 0.999, &p->rate, err);
+}
+
+static cnn_status dropout_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
+{
+    const dropout_params *p = params;
     l->out = in;
     float *r = malloc(sizeof *r);
     if (!r)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
-    *r = (float)rate;
+    *r = (float)p->rate;
     l->state = r;
     return CNN_OK;
 }
@@ -89,41 +97,7 @@ static void dropout_destroy(cnn_layer *l) { free(l->state); }
 
 const cnn_layer_ops cnn_dropout_ops = {
     .section = "dropout", .keras_name = "Dropout", .default_name = "dropout",
-    .create = dropout_create, .forward = dropout_forward, .backward = dropout_backward,
+    .params_size = sizeof(dropout_params), .parse = dropout_parse, .make = dropout_make,
+    .forward = dropout_forward, .backward = dropout_backward,
     .destroy = dropout_destroy,
-};
-
-/* flatten: (C, H, W) -> (C*H*W); channel-first order, data unchanged. */
-static cnn_status flatten_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
-    (void)s;
-    (void)err;
-    l->out = (cnn_shape){(int)cnn_shape_size(in), 1, 1};
-    return CNN_OK;
-}
-
-static void flatten_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
-                            const cnn_ctx *ctx)
-{
-    (void)w;
-    (void)ctx;
-    memcpy(out, in, (size_t)B * cnn_shape_size(l->in) * sizeof *out);
-}
-
-static void flatten_backward(cnn_layer *l, const float *w, float *g, const float *in,
-                             const float *out, const float *dout, float *din, int B,
-                             const cnn_ctx *ctx)
-{
-    (void)w;
-    (void)g;
-    (void)in;
-    (void)out;
-    (void)ctx;
-    if (din)
-        memcpy(din, dout, (size_t)B * cnn_shape_size(l->in) * sizeof *din);
-}
-
-const cnn_layer_ops cnn_flatten_ops = {
-    .section = "flatten", .keras_name = "Flatten", .default_name = "flatten",
-    .create = flatten_create, .forward = flatten_forward, .backward = flatten_backward,
 };

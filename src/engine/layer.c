@@ -1,16 +1,30 @@
 /* layer.c - the layer registry and the helpers every layer type shares. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer.h"
+#include "cnn/layer.h"
 
-const cnn_layer_ops *const cnn_layer_types[] = {
-    &cnn_input_ops,   &cnn_conv2d_ops,  &cnn_maxpool2d_ops, &cnn_avgpool2d_ops,
-    &cnn_dense_ops,   &cnn_dropout_ops, &cnn_flatten_ops,   NULL,
-};
+/* The registry: the only list of layer types. A type `id` is the ops table
+ * `const cnn_layer_ops cnn_<id>_ops` (in its own file) and one X(id) line
+ * here, which declares the table and enters it. */
+#define CNN_LAYER_TYPES(X)                                                                        \
+    X(input)                                                                                      \
+    X(conv2d)                                                                                     \
+    X(maxpool2d)                                                                                  \
+    X(avgpool2d)                                                                                  \
+    X(dense)                                                                                      \
+    X(dropout)                                                                                    \
+    X(flatten)
 
-const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", NULL};
+#define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
+#define CNN_ENTER_TYPE(id) &cnn_##id##_ops,
+CNN_LAYER_TYPES(CNN_DECLARE_TYPE)
+const cnn_layer_ops *const cnn_layer_types[] = {CNN_LAYER_TYPES(CNN_ENTER_TYPE) NULL};
+
+const char *const cnn_init_names[] = {"zeros", "glorot_uniform", "he_normal", "ones",
+                                     NULL};
 _Static_assert(sizeof cnn_init_names / sizeof *cnn_init_names == CNN_INIT_COUNT + 1,
                "initialiser name table out of step with cnn_init");
 
@@ -20,6 +34,12 @@ const cnn_layer_ops *cnn_layer_find_type(const char *section)
         if (strcmp(cnn_layer_types[i]->section, section) == 0)
             return cnn_layer_types[i];
     return NULL;
+}
+
+const char *cnn_layer_default_name(const char *section)
+{
+    const cnn_layer_ops *ops = cnn_layer_find_type(section);
+    return ops ? ops->default_name : NULL;
 }
 
 cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, int *amount,
@@ -50,26 +70,26 @@ cnn_status cnn_layer_read_padding(const cnn_section *s, cnn_padding_mode *mode, 
     return CNN_OK;
 }
 
-cnn_status cnn_layer_window(const cnn_layer *l, const cnn_section *s, cnn_shape in, int kh, int kw,
-                            int sh, int sw, cnn_padding_mode mode, int amount, cnn_window *g,
-                            cnn_error *err)
+cnn_status cnn_layer_window(const cnn_layer *l, const cnn_window_params *wp, cnn_shape in,
+                            cnn_window *g, cnn_error *err)
 {
     memset(g, 0, sizeof *g);
     g->c = in.c;
     g->h = in.h;
     g->w = in.w;
-    g->kh = kh;
-    g->kw = kw;
-    g->sh = sh;
-    g->sw = sw;
-    g->oh = cnn_resolve_padding(mode, amount, in.h, kh, sh, &g->pad.top, &g->pad.bottom);
-    g->ow = cnn_resolve_padding(mode, amount, in.w, kw, sw, &g->pad.left, &g->pad.right);
+    g->kh = wp->kh;
+    g->kw = wp->kw;
+    g->sh = wp->sh;
+    g->sw = wp->sw;
+    g->oh = cnn_resolve_padding(wp->mode, wp->amount, in.h, wp->kh, wp->sh, &g->pad.top,
+                                &g->pad.bottom);
+    g->ow = cnn_resolve_padding(wp->mode, wp->amount, in.w, wp->kw, wp->sw, &g->pad.left,
+                                &g->pad.right);
     if (g->oh < 1 || g->ow < 1)
         return cnn_error_set(err, CNN_ERR_SHAPE,
-                             "%s:%d: layer '%s' (%s): window %dx%d does not fit input %dx%d "
-                             "(padding %s)",
-                             s->cfg->path, s->line, l->name, l->ops->section, kh, kw, in.h, in.w,
-                             mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
+                             "layer '%s' (%s): window %dx%d does not fit input %dx%d (padding %s)",
+                             l->name, l->ops->section, wp->kh, wp->kw, in.h, in.w,
+                             wp->mode == CNN_PADDING_SAME ? "same" : "valid/explicit");
     return CNN_OK;
 }
 
@@ -107,28 +127,44 @@ cnn_status cnn_layer_read_init(const cnn_section *s, const char *key, cnn_init d
     return st;
 }
 
+/* Fills t with a tensor of ndim dims; returns its element count. */
+static size_t set_tensor(cnn_param *t, const char *name, int ndim, const int *dims, cnn_init init)
+{
+    t->name = name;
+    t->ndim = ndim;
+    t->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->dims[i] = dims[i];
+        if (dims[i] < 0 || !cnn_size_mul(t->count, (size_t)dims[i], &t->count))
+            t->count = SIZE_MAX; /* refused by the model */
+    }
+    t->init = init;
+    return t->count;
+}
+
 void cnn_layer_add_param(cnn_layer *l, const char *name, int ndim, const int *dims, cnn_init init,
                          int fan_in, int fan_out, int decay)
 {
     cnn_param *p = &l->params[l->nparams++];
-    p->name = name;
-    p->ndim = ndim;
-    p->count = 1;
-    for (int i = 0; i < ndim; i++) {
-        p->dims[i] = dims[i];
-        p->count *= (size_t)dims[i];
-    }
-    p->init = init;
+    l->param_count += set_tensor(p, name, ndim, dims, init);
     p->fan_in = fan_in;
     p->fan_out = fan_out;
     p->decay = decay;
-    l->param_count += p->count;
+}
+
+void cnn_layer_add_buffer(cnn_layer *l, const char *name, int ndim, const int *dims,
+                          cnn_init init)
+{
+    cnn_param *b = &l->buffers[l->nbuffers++];
+    set_tensor(b, name, ndim, dims, init);
+    b->fan_in = b->fan_out = 0;
+    b->decay = 0;
 }
 
 /* [input] shape = HxWxC: only sets the network's input shape. */
-static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+static cnn_status input_parse(const cnn_section *s, void *p, cnn_error *err)
 {
-    (void)in;
+    cnn_shape *shape = p;
     cnn_kv *kv = cnn_section_find(s, "shape");
     char where[320];
     cnn_cfg_where(s, kv, "shape", where, sizeof where);
@@ -140,11 +176,17 @@ static cnn_status input_create(cnn_layer *l, const cnn_section *s, cnn_shape in,
         w < 1 || c < 1 || h > 65536 || w > 65536 || c > 65536)
         return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' is not HxWxC (e.g. 28x28x1)", where,
                              kv->value);
-    l->out = (cnn_shape){c, h, w};
+    *shape = (cnn_shape){c, h, w};
+    return CNN_OK;
+}
+
+static cnn_status input_make(cnn_layer *l, const void *p, cnn_shape in, cnn_error *err)
+{
+    l->out = *(const cnn_shape *)p;
     return CNN_OK;
 }
 
 const cnn_layer_ops cnn_input_ops = {
     .section = "input", .keras_name = "InputLayer", .default_name = "input",
-    .create = input_create,
+    .params_size = sizeof(cnn_shape), .parse = input_parse, .make = input_make,
 };

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer.h"
+#include "cnn/layer.h"
+
+extern const cnn_layer_ops cnn_maxpool2d_ops;
 
 typedef struct pool_state {
     cnn_window g;
@@ -16,35 +18,32 @@ typedef struct pool_state {
     int32_t *argmax; /* (max_batch, C, oh, ow) index into the input plane */
 } pool_state;
 
-static cnn_status pool_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err,
-                              int is_max)
+/* The keys of a [maxpool2d] or [avgpool2d] section. */
+static cnn_status pool_parse(const cnn_section *s, void *params, cnn_error *err)
 {
-    int kh, kw, sh, sw, amount;
-    cnn_padding_mode mode;
+    cnn_window_params *p = params;
     cnn_status st;
-    if ((st = cnn_cfg_pair(s, "size", 2, 2, &kh, &kw, err)) ||
-        (st = cnn_cfg_pair(s, "stride", kh, kw, &sh, &sw, err)) ||
-        (st = cnn_layer_read_padding(s, &mode, &amount, err)))
+    if ((st = cnn_cfg_pair(s, "size", 2, 2, &p->kh, &p->kw, err)) ||
+        (st = cnn_cfg_pair(s, "stride", p->kh, p->kw, &p->sh, &p->sw, err)) ||
+        (st = cnn_layer_read_padding(s, &p->mode, &p->amount, err)))
         return st;
+    return CNN_OK;
+}
+
+static cnn_status pool_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
+{
+    cnn_status st;
     pool_state *ps = calloc(1, sizeof *ps);
     if (!ps)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     l->state = ps;
-    ps->is_max = is_max;
-    if ((st = cnn_layer_window(l, s, in, kh, kw, sh, sw, mode, amount, &ps->g, err)))
+    ps->is_max = l->ops == &cnn_maxpool2d_ops;
+    if ((st = cnn_layer_window(l, params, in, &ps->g, err)))
         return st;
     l->out = (cnn_shape){in.c, ps->g.oh, ps->g.ow};
+    if (ps->is_max) /* argmax: an int32 per output */
+        l->cache_floats = cnn_shape_size(l->out) * sizeof(int32_t) / sizeof(float);
     return CNN_OK;
-}
-
-static cnn_status maxpool_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
-    return pool_create(l, s, in, err, 1);
-}
-
-static cnn_status avgpool_create(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
-{
-    return pool_create(l, s, in, err, 0);
 }
 
 static cnn_status pool_reserve(cnn_layer *l, int max_batch, cnn_error *err)
@@ -53,10 +52,13 @@ static cnn_status pool_reserve(cnn_layer *l, int max_batch, cnn_error *err)
     if (!ps->is_max)
         return CNN_OK;
     free(ps->argmax);
-    ps->argmax = malloc((size_t)max_batch * cnn_shape_size(l->out) * sizeof *ps->argmax);
+    const size_t bytes = (size_t)max_batch * cnn_shape_size(l->out) * sizeof *ps->argmax;
+    ps->argmax = malloc(bytes);
     if (!ps->argmax)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory for batch %d",
-                             l->name, max_batch);
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "layer '%s': out of memory for the argmax of batches of up to %d "
+                             "samples (%zu bytes)",
+                             l->name, max_batch, bytes);
     return CNN_OK;
 }
 
@@ -197,12 +199,14 @@ static void pool_destroy(cnn_layer *l)
 
 const cnn_layer_ops cnn_maxpool2d_ops = {
     .section = "maxpool2d", .keras_name = "MaxPooling2D", .default_name = "max_pooling2d",
-    .create = maxpool_create, .reserve = pool_reserve, .forward = pool_forward,
+    .params_size = sizeof(cnn_window_params), .parse = pool_parse, .make = pool_make,
+    .reserve = pool_reserve, .forward = pool_forward,
     .backward = pool_backward, .destroy = pool_destroy,
 };
 
 const cnn_layer_ops cnn_avgpool2d_ops = {
     .section = "avgpool2d", .keras_name = "AveragePooling2D", .default_name = "average_pooling2d",
-    .create = avgpool_create, .reserve = pool_reserve, .forward = pool_forward,
+    .params_size = sizeof(cnn_window_params), .parse = pool_parse, .make = pool_make,
+    .reserve = pool_reserve, .forward = pool_forward,
     .backward = pool_backward, .destroy = pool_destroy,
 };

@@ -1,7 +1,7 @@
 /* tensor.c - GEMM through OpenBLAS and the im2col/col2im transforms. */
 #include <cblas.h>
 
-#include "tensor.h"
+#include "cnn/tensor.h"
 
 void cnn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc)

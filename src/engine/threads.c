@@ -1,6 +1,6 @@
 /* threads.c - the engine's thread count, for programs (cnn/train.h). */
 #include "cnn/train.h"
-#include "tensor.h"
+#include "cnn/tensor.h"
 
 void cnn_set_threads(int n) { cnn_blas_set_threads(n); }
 

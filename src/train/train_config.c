@@ -8,6 +8,7 @@
 
 #include "cnn/checkpoint.h"
 #include "cnn/train.h"
+#include "cnn/model.h"
 
 cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cnn_error *err)
 {
@@ -39,15 +40,19 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
 cnn_status cnn_config_load_any(cnn_config **out, const char *path, cnn_error *err)
 {
     *out = NULL;
-    if (!cnn_checkpoint_is_hdf5(path))
-        return cnn_config_load(out, path, err);
-    char *text, name[1100];
-    cnn_status st = cnn_checkpoint_read_config(path, &text, err);
-    if (st)
-        return st;
-    snprintf(name, sizeof name, "%s:/config", path);
-    st = cnn_config_parse_string(out, text, name, err);
-    free(text);
+    cnn_status st;
+    if (!cnn_checkpoint_is_hdf5(path)) {
+        st = cnn_config_load(out, path, err);
+    } else {
+        char *text, name[1100];
+        if ((st = cnn_checkpoint_read_config(path, &text, err)))
+            return st;
+        snprintf(name, sizeof name, "%s:/config", path);
+        st = cnn_config_parse_string(out, text, name, err);
+        free(text);
+    }
+    if (!st) /* --set names layers by their default names, as the engine does */
+        (*out)->layer_base = cnn_layer_default_name;
     return st;
 }
 

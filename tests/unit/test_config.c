@@ -73,6 +73,11 @@ static void test_unknown_section(void **state)
     (void)state;
     expect_error("[input]\nshape = 6x6x1\n\n[conv3d]\nfilters = 2\n", CNN_ERR_CONFIG,
                  NAME ":4:", "unknown section", "[conv3d]", NULL);
+    /* before [input] too; the list names every section a config may have */
+    expect_error("[trian]\nepochs = 1\n" NET_OK, CNN_ERR_CONFIG, NAME ":1: unknown section [trian]",
+                 "data, train, optimizer, dist, augment, checkpoint or a layer: input, conv2d, "
+                 "maxpool2d, avgpool2d, dense, dropout, flatten",
+                 NULL);
 }
 
 static void test_unknown_key(void **state)
@@ -396,6 +401,9 @@ static void test_overrides(void **state)
                                       "[maxpool2d]\nsize = 2\n[flatten]\n",
                                       NAME, &err),
               CNN_OK, err);
+    /* without the engine's namer config knows no Keras-style default name */
+    TU_STATUS(cnn_config_override(cfg, "max_pooling2d_1.size=1", &err), CNN_ERR_CONFIG, err);
+    cfg->layer_base = cnn_layer_default_name;
     TU_STATUS(cnn_config_override(cfg, "maxpool2d.size=1", &err), CNN_ERR_CONFIG, err);
     TU_MSG_HAS(err, "maxpool2d");
     TU_STATUS(cnn_config_override(cfg, "max_pooling2d_1.size=1", &err), CNN_OK, err);

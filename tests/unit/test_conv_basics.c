@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
-#include "tensor.h"
+#include "cnn/tensor.h"
 
 /* ---- conv2d ----------------------------------------------------------- */
 

@@ -1,12 +1,17 @@
-/* tensor.h - the engine's dense math (internal). The only users of
- * <cblas.h> are tensor.c's wrappers, so the BLAS can be swapped in one file.
+/* cnn/tensor.h - the engine's dense math, for layer implementations: GEMM,
+ * window geometry, padding and the im2col/col2im transforms. The only user
+ * of <cblas.h> is tensor.c, so the BLAS can be swapped in one file.
  */
 #ifndef CNN_TENSOR_H
 #define CNN_TENSOR_H
 
 #include <stddef.h>
 
-#include "cnn/model.h"
+#include "cnn/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major.
  * lda/ldb/ldc are the row lengths of A, B, C as stored. */
@@ -31,10 +36,17 @@ void cnn_im2col(const cnn_window *g, const float *x, float *col);
 /* dx (C, H, W) += the columns of dcol (C*kh*kw, oh*ow) scattered back. */
 void cnn_col2im(const cnn_window *g, const float *dcol, float *dx);
 
+/* Output length of a convolution or pooling window along one axis:
+ * (n + pad_total - k) / s + 1, or 0 if the window does not fit. */
+int cnn_conv_out_size(int n, int k, int s, int pad_total);
+
 /* Resolves "valid" / "same" / explicit N padding into per-side amounts and
  * the output size along one axis. Returns the output size (0 = no fit). */
 typedef enum { CNN_PADDING_VALID = 0, CNN_PADDING_SAME, CNN_PADDING_EXPLICIT } cnn_padding_mode;
 int cnn_resolve_padding(cnn_padding_mode mode, int explicit_pad, int n, int k, int s, int *before,
                         int *after);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* CNN_TENSOR_H */
