@@ -376,7 +376,7 @@ static cnn_status write_optimizer(const ckfile *ck, const cnn_model *m, const cn
     cnn_status st = make_group(ck, g, &grp);
     if (st)
         return st;
-    if (!(st = write_attr_string(ck, grp, g, "type", cnn_optim_names[hp->type])) &&
+    if (!(st = write_attr_string(ck, grp, g, "type", cnn_optim_type_name(hp->type))) &&
         !(st = write_attr_double(ck, grp, g, "lr", hp->lr)) &&
         !(st = write_attr_double(ck, grp, g, "momentum", hp->momentum)) &&
         !(st = write_attr_int(ck, grp, g, "nesterov", hp->nesterov)) &&
@@ -385,10 +385,12 @@ static cnn_status write_optimizer(const ckfile *ck, const cnn_model *m, const cn
         !(st = write_attr_double(ck, grp, g, "rho", hp->rho)) &&
         !(st = write_attr_double(ck, grp, g, "epsilon", hp->epsilon)) &&
         !(st = write_attr_double(ck, grp, g, "weight_decay", hp->weight_decay)) &&
-        !(st = write_attr_int64(ck, grp, g, "step", o->step)) && o->m)
-        st = write_tensors(ck, "/optimizer/m", m, o->m);
-    if (!st && o->v)
-        st = write_tensors(ck, "/optimizer/v", m, o->v);
+        !(st = write_attr_int64(ck, grp, g, "step", o->step)))
+        for (int k = 0; k < cnn_optim_nstate(o) && !st; k++) {
+            char root[64];
+            snprintf(root, sizeof root, "/optimizer/%s", cnn_optim_state_name(o, k));
+            st = write_tensors(ck, root, m, o->state[k]);
+        }
     H5Gclose(grp);
     return st;
 }
@@ -794,10 +796,8 @@ static cnn_status read_hparams(const ckfile *ck, cnn_optim_hparams *hp, int64_t 
         return st;
     cnn_optim_hparams h = {0};
     if (!(st = read_attr(ck, grp, g, "type", H5T_STRING, -1, type))) {
-        int t = 0;
-        while (cnn_optim_names[t] && strcmp(cnn_optim_names[t], type) != 0)
-            t++;
-        if (!cnn_optim_names[t])
+        int t = cnn_optim_type_from_name(type);
+        if (t < 0)
             st = cnn_error_set(ck->err, CNN_ERR_FORMAT, "%s: unknown optimizer type '%s'",
                                ck->path, type);
         h.type = (cnn_optim_type)t;
@@ -884,8 +884,9 @@ static cnn_status read_history(const ckfile *ck, cnn_history *out)
 
 /* Buffers of a load, filled completely before anything is copied out. */
 typedef struct load_tmp {
-    float *params, *m, *v;
-    int has_m; /* the file holds /optimizer/m */
+    float *params;
+    float *state[CNN_OPTIM_MAX_STATE]; /* the run's state buffers, read from the file */
+    int file_nstate;                   /* state buffers the file holds */
     int64_t step;
     cnn_train_state s;
     cnn_history h;
@@ -893,6 +894,8 @@ typedef struct load_tmp {
 
 static float *alloc_floats(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
+/* The file's optimizer must be of o's type; each state buffer the file
+ * holds is checked against the model, and read when o has it too. */
 static cnn_status load_optimizer(const ckfile *ck, const cnn_model *m, const cnn_optim *o,
                                  load_tmp *t)
 {
@@ -903,16 +906,21 @@ static cnn_status load_optimizer(const ckfile *ck, const cnn_model *m, const cnn
     if (file.type != o->hp.type)
         return cnn_error_set(ck->err, CNN_ERR_FORMAT,
                              "%s: the checkpoint's optimizer is %s but the run's is %s",
-                             ck->path, cnn_optim_names[file.type], cnn_optim_names[o->hp.type]);
-    t->has_m = file.type != CNN_OPT_SGD || file.momentum != 0;
-    if ((o->m && !(t->m = alloc_floats(m->nparams))) ||
-        (o->v && !(t->v = alloc_floats(m->nparams))))
-        return cnn_error_set(ck->err, CNN_ERR_NOMEM, "%s: out of memory for optimizer state",
-                             ck->path);
-    if (t->has_m && !(st = check_members(ck, "/optimizer/m", m)) && o->m)
-        st = read_tensors(ck, "/optimizer/m", m, t->m);
-    if (!st && o->v && !(st = check_members(ck, "/optimizer/v", m)))
-        st = read_tensors(ck, "/optimizer/v", m, t->v);
+                             ck->path, cnn_optim_type_name(file.type),
+                             cnn_optim_type_name(o->hp.type));
+    t->file_nstate = cnn_optim_hparams_nstate(&file);
+    for (int k = 0; k < cnn_optim_nstate(o); k++)
+        if (!(t->state[k] = alloc_floats(m->nparams)))
+            return cnn_error_set(ck->err, CNN_ERR_NOMEM, "%s: out of memory for optimizer state",
+                                 ck->path);
+    /* buffer k of the file is named as buffer k of an optimizer with its hyper-parameters */
+    const cnn_optim as_file = {.hp = file, .nstate = t->file_nstate};
+    for (int k = 0; k < t->file_nstate && !st; k++) {
+        char root[64];
+        snprintf(root, sizeof root, "/optimizer/%s", cnn_optim_state_name(&as_file, k));
+        if (!(st = check_members(ck, root, m)) && k < cnn_optim_nstate(o))
+            st = read_tensors(ck, root, m, t->state[k]);
+    }
     return st;
 }
 
@@ -944,13 +952,13 @@ static cnn_status load_impl(const char *path, cnn_model *m, cnn_optim *o, cnn_tr
     close_checkpoint(&ck);
     if (!st) { /* everything read and checked: commit */
         memcpy(m->params, t.params, m->nparams * sizeof(float));
-        if (o) {
-            if (o->m && t.has_m)
-                memcpy(o->m, t.m, o->n * sizeof(float));
-            else if (o->m)
-                memset(o->m, 0, o->n * sizeof(float));
-            if (o->v)
-                memcpy(o->v, t.v, o->n * sizeof(float));
+        if (o) { /* state buffers the file lacks (sgd saved without momentum) start at 0 */
+            for (int k = 0; k < cnn_optim_nstate(o); k++) {
+                if (k < t.file_nstate)
+                    memcpy(o->state[k], t.state[k], o->n * sizeof(float));
+                else
+                    memset(o->state[k], 0, o->n * sizeof(float));
+            }
             o->step = t.step;
         }
         if (s)
@@ -961,8 +969,8 @@ static cnn_status load_impl(const char *path, cnn_model *m, cnn_optim *o, cnn_tr
         }
     }
     free(t.params);
-    free(t.m);
-    free(t.v);
+    for (int k = 0; k < CNN_OPTIM_MAX_STATE; k++)
+        free(t.state[k]);
     return st;
 }
 

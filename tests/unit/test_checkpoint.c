@@ -58,10 +58,10 @@ static cnn_optim *optim_of(cnn_optim_type t, double momentum, const cnn_model *m
     cnn_optim_hparams hp = cnn_optim_defaults(t);
     hp.momentum = momentum;
     TU_STATUS(cnn_optim_create(&o, &hp, m->nparams, &err), CNN_OK, err);
-    if (o->m)
-        tu_fill(o->m, o->n, fill_seed + 1, -0.1f, 0.1f);
-    if (o->v)
-        tu_fill(o->v, o->n, fill_seed + 2, 0, 0.01f);
+    if (o->state[0])
+        tu_fill(o->state[0], o->n, fill_seed + 1, -0.1f, 0.1f);
+    if (o->state[1])
+        tu_fill(o->state[1], o->n, fill_seed + 2, 0, 0.01f);
     o->step = (int64_t)fill_seed;
     return o;
 }
@@ -184,7 +184,7 @@ static void expect_load_fails(const char *path, const char *ini, int t, cnn_stat
     float *p0 = malloc(m->nparams * sizeof(float)), *m0 = malloc(m->nparams * sizeof(float));
     memcpy(p0, m->params, m->nparams * sizeof(float));
     if (o)
-        memcpy(m0, o->m, o->n * sizeof(float));
+        memcpy(m0, o->state[0], o->n * sizeof(float));
 
     TU_STATUS(cnn_checkpoint_load(path, m, o, &s, &h, &err), want, err);
     print_message("refused: %s\n", err.msg);
@@ -200,7 +200,7 @@ static void expect_load_fails(const char *path, const char *ini, int t, cnn_stat
 
     assert_same_floats(m->params, p0, m->nparams);
     if (o) {
-        assert_same_floats(o->m, m0, o->n);
+        assert_same_floats(o->state[0], m0, o->n);
         assert_int_equal(o->step, 5);
     }
     assert_int_equal(s.epoch, 7);
@@ -227,8 +227,8 @@ static void test_round_trip_bit_exact(void **state)
     TU_STATUS(cnn_checkpoint_load(fx->path, m, o, &s, &h, &err), CNN_OK, err);
 
     assert_same_floats(m->params, fx->m->params, m->nparams);
-    assert_same_floats(o->m, fx->o->m, o->n);
-    assert_same_floats(o->v, fx->o->v, o->n);
+    assert_same_floats(o->state[0], fx->o->state[0], o->n);
+    assert_same_floats(o->state[1], fx->o->state[1], o->n);
     assert_int_equal(o->step, 17);
     assert_true(o->hp.lr == 1e-3); /* the run's hyperparameters stay */
     assert_true(s.epoch == 3 && s.step == 0 && s.global_step == 1875 && s.samples_seen == 60000);
@@ -281,7 +281,8 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     snprintf(path, sizeof path, "%s/sgd.h5", fx->dir);
     /* sgd without momentum has no moment buffer; no history; no classes */
     cnn_optim *plain = optim_of(CNN_OPT_SGD, 0, fx->m, 8);
-    assert_null(plain->m);
+    assert_int_equal(cnn_optim_nstate(plain), 0);
+    assert_null(plain->state[0]);
     TU_STATUS(cnn_checkpoint_write(path, fx->m, plain, &fx->s, NULL, "", NULL, 0, &err), CNN_OK,
               err);
 
@@ -295,7 +296,7 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     assert_same_floats(m->params, fx->m->params, m->nparams);
     assert_int_equal(o->step, 8);
     for (size_t i = 0; i < o->n; i++)
-        assert_true(o->m[i] == 0);
+        assert_true(o->state[0][i] == 0);
     assert_int_equal(h.n, 0);
 
     char *text = NULL;
@@ -309,11 +310,11 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     assert_int_equal(n, 0);
 
     /* sgd with momentum round-trips its buffer */
-    tu_fill(o->m, o->n, 77, -1, 1);
+    tu_fill(o->state[0], o->n, 77, -1, 1);
     TU_STATUS(cnn_checkpoint_write(path, m, o, &fx->s, &h, NET, NULL, 0, &err), CNN_OK, err);
     cnn_optim *o2 = optim_of(CNN_OPT_SGD, 0.9, m, 4);
     TU_STATUS(cnn_checkpoint_load(path, m, o2, NULL, NULL, &err), CNN_OK, err);
-    assert_same_floats(o2->m, o->m, o->n);
+    assert_same_floats(o2->state[0], o->state[0], o->n);
     cnn_optim_free(o2);
     cnn_optim_free(o);
     cnn_optim_free(plain);
@@ -626,8 +627,8 @@ static int loads_as_written(const fixture *fx, const char *path)
     if (!st)
         st = cnn_checkpoint_read_classes(path, &names, &n, &err);
     int same = !st && !memcmp(m->params, fx->m->params, m->nparams * sizeof(float)) &&
-               !memcmp(o->m, fx->o->m, o->n * sizeof(float)) &&
-               !memcmp(o->v, fx->o->v, o->n * sizeof(float)) && o->step == fx->o->step &&
+               !memcmp(o->state[0], fx->o->state[0], o->n * sizeof(float)) &&
+               !memcmp(o->state[1], fx->o->state[1], o->n * sizeof(float)) && o->step == fx->o->step &&
                s.global_step == fx->s.global_step && s.seed == fx->s.seed &&
                s.epoch == fx->s.epoch && s.best_val_accuracy == fx->s.best_val_accuracy &&
                h.n == fx->h.n && !memcmp(h.rows, fx->h.rows, (size_t)h.n * sizeof *h.rows) &&
