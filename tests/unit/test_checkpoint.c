@@ -2,7 +2,7 @@
  * checkpoint directory (latest, prune), atomic writes, and every way a
  * damaged or mismatched file is refused with one line naming the file and
  * the dataset, leaving model, optimizer, state and history untouched.
- * Files are damaged on purpose with h5_surgery (src/checkpoint). */
+ * Files are damaged on purpose with h5_surgery (tests/tools). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,7 @@
 
 #include "cnn/checkpoint.h"
 #include "h5_surgery.h"
+#include "layer.h"
 #include "testutil.h"
 
 /* cv1 kernel (4, 1, 3, 3), cv2 kernel (F2, 4, 3, 3), out kernel (F2, 3). */
@@ -320,6 +321,94 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     cnn_optim_free(plain);
     cnn_history_free(&h);
     cnn_model_free(m);
+}
+
+/* ---- non-trainable buffers ------------------------------------------------ */
+
+/* Index of the first layer of m made from config section `section`. */
+static int layer_of(const cnn_model *m, const char *section)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        if (strcmp(m->layers[i].ops->section, section) == 0)
+            return i;
+    fail_msg("no [%s] layer", section);
+    return -1;
+}
+
+/* m (NET) with moving statistics, as a BatchNormalization layer will
+ * declare them: moving_mean and moving_variance (4) on cv1 and on the
+ * max-pooling layer (a layer with buffers but no parameters). No layer
+ * type has buffers yet, so they are added here after creation, with the
+ * offsets and model->buffers that cnn_model_create() gives them; filled
+ * from fill_seed. */
+static cnn_model *model_with_buffers(uint64_t fill_seed)
+{
+    cnn_model *m = model_of(NET, fill_seed);
+    const int dims[1] = {4}, with[2] = {layer_of(m, "conv2d"), layer_of(m, "maxpool2d")};
+    for (int k = 0; k < 2; k++) {
+        cnn_layer_add_buffer(&m->layers[with[k]], "moving_mean", 1, dims, CNN_INIT_ZEROS);
+        cnn_layer_add_buffer(&m->layers[with[k]], "moving_variance", 1, dims, CNN_INIT_ONES);
+    }
+    size_t off = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        for (int b = 0; b < m->layers[i].nbuffers; b++) {
+            m->layers[i].buffers[b].offset = off;
+            off += m->layers[i].buffers[b].count;
+        }
+    assert_int_equal(off, 16);
+    free(m->buffers);
+    m->nbuffer_floats = off;
+    m->buffers = malloc(off * sizeof(float));
+    assert_non_null(m->buffers);
+    tu_fill(m->buffers, off, fill_seed + 100, 0, 1);
+    return m;
+}
+
+/* Buffers are stored as /model/<layer>/<buffer> beside the parameters,
+ * load back bit-exact, and are checked like parameters: a file without
+ * them does not load into a model that has them, nor a file with them
+ * into a model without. */
+static void test_buffers(void **state)
+{
+    fixture *fx = *state;
+    cnn_error err = {0};
+    char path[160];
+    snprintf(path, sizeof path, "%s/buffers.h5", fx->dir);
+    cnn_model *a = model_with_buffers(21);
+    TU_STATUS(cnn_checkpoint_write(path, a, fx->o, &fx->s, &fx->h, NET, NULL, 0, &err), CNN_OK,
+              err);
+
+    cnn_model *b = model_with_buffers(22);
+    assert_memory_not_equal(a->buffers, b->buffers, a->nbuffer_floats * sizeof(float));
+    cnn_optim *o = optim_of(CNN_OPT_ADAM, 0, b, 3);
+    TU_STATUS(cnn_checkpoint_load(path, b, o, NULL, NULL, &err), CNN_OK, err);
+    assert_same_floats(b->buffers, a->buffers, a->nbuffer_floats);
+    assert_same_floats(b->params, a->params, a->nparams);
+    assert_same_floats(o->state[0], fx->o->state[0], o->n); /* no buffers in the optimizer */
+
+    const char *pool = a->layers[layer_of(a, "maxpool2d")].name;
+    char obj[128];
+    snprintf(obj, sizeof obj, "/model/%s/moving_variance", pool);
+    /* what h5_surgery finds is a chunked float dataset of the file */
+    long long off, nbytes;
+    assert_int_equal(h5s_chunk_location(path, obj, &off, &nbytes), 0);
+    assert_int_equal(nbytes, 4 * sizeof(float) + 4); /* + its Fletcher32 checksum */
+
+    /* a model without buffers refuses the file, and the other way round */
+    expect_load_fails(path, NET, CNN_OPT_ADAM, CNN_ERR_SHAPE,
+                      "/model/cv1 holds 4 tensors but the model's layer 'cv1' has 2", NULL);
+    cnn_model *c = model_with_buffers(23);
+    float *before = malloc(c->nbuffer_floats * sizeof(float));
+    memcpy(before, c->buffers, c->nbuffer_floats * sizeof(float));
+    TU_STATUS(cnn_checkpoint_load(fx->path, c, NULL, NULL, NULL, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "missing dataset /model/cv1/moving_mean");
+    assert_same_floats(c->buffers, before, c->nbuffer_floats);
+
+    free(before);
+    cnn_model_free(c);
+    cnn_optim_free(o);
+    cnn_model_free(b);
+    cnn_model_free(a);
 }
 
 /* ---- the checkpoint directory --------------------------------------------- */
@@ -679,6 +768,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_round_trip_bit_exact),
         T(test_round_trip_sgd_empty_history_no_classes),
+        T(test_buffers),
         cmocka_unit_test(test_name),
         T(test_find_latest),
         T(test_prune),
