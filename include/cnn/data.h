@@ -9,7 +9,8 @@
  *
  *     cnn_dataset *train, *val, *test;
  *     cnn_data_load(&dc, rank, world, &train, &val, &test, &err);
- *     cnn_dataset_gather(train, idx, B, dc.rescale, x, labels, &err);
+ *     // raw: B x C x H x W bytes, x: B x C x H x W floats, labels: B
+ *     cnn_dataset_gather(train, idx, B, dc.rescale, raw, x, labels, &err);
  *
  * Loaders take the process's (rank, world) as plain integers and never call
  * MPI. A dataset may be shared as a view: cnn_dataset_split_tail() makes the
@@ -69,6 +70,10 @@ cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape);
  * A loader creates the store, makes datasets over it (each takes a
  * reference), then releases its own. */
 void cnn_store_release(cnn_store *s);
+
+/* Labels are class numbers 0 .. CNN_MAX_CLASSES - 1: loaders refuse
+ * others (and more class names), so nclasses always fits. */
+enum { CNN_MAX_CLASSES = 65536 };
 
 typedef struct cnn_dataset {
     int64_t n;            /* samples in this dataset */
@@ -158,29 +163,28 @@ cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, f
                               uint8_t *raw, float *x, int32_t *labels, cnn_error *err);
 
 /* The [data] section, resolved. Relative paths are taken from dir. */
-typedef enum {
-    CNN_FORMAT_IDX = 0,
-    CNN_FORMAT_CIFAR10,
-    CNN_FORMAT_IMAGEFOLDER,
-    CNN_FORMAT_HDF5
-} cnn_data_format;
+typedef struct cnn_data_format cnn_data_format; /* one entry of the format table */
 
 enum { CNN_CLASS_BINARY = 0, CNN_CLASS_CATEGORICAL, CNN_CLASS_SPARSE };
 
+/* The sets, and the slots of cnn_data_config.paths: a format's file keys
+ * say which slot each fills (idx: train_images 0, test_images 2,
+ * train_labels 3, test_labels 5; imagefolder: train_dir, validation_dir,
+ * test_dir; hdf5: train_file, validation_file, test_file). */
+enum { CNN_SET_TRAIN = 0, CNN_SET_VAL, CNN_SET_TEST, CNN_DATA_PATHS = 6 };
+
 typedef struct cnn_data_config {
-    cnn_data_format format;
+    const cnn_data_format *format;        /* [data] format */
     char dir[1024];                       /* base of the paths below */
-    char train_dir[1024], val_dir[1024], test_dir[1024]; /* imagefolder; val_dir "" = none */
+    char paths[CNN_DATA_PATHS][1024];     /* the format's file keys; "" = not given */
     int image_h, image_w;                 /* imagefolder: resize target */
     int channels;                         /* imagefolder: 1 grayscale, 3 RGB */
     int class_mode;                       /* imagefolder: CNN_CLASS_* */
     int skip_bad;                         /* imagefolder: on_bad_image = skip (1) | fatal (0) */
-    char train_images[1024], train_labels[1024]; /* idx */
-    char test_images[1024], test_labels[1024];
-    char train_file[1024], val_file[1024], test_file[1024]; /* hdf5; val_file "" = none */
     float rescale;
     int64_t train_limit, test_limit;
-    /* CNN_VAL_SEPARATE: validation_dir / validation_file holds the set */
+    /* CNN_VAL_SEPARATE: the format's validation key (validation_dir,
+     * validation_file) holds the set, in paths[CNN_SET_VAL] */
     enum { CNN_VAL_TEST = 0, CNN_VAL_SPLIT, CNN_VAL_NONE, CNN_VAL_SEPARATE } validation;
     double validation_split;
 } cnn_data_config;
@@ -211,7 +215,8 @@ cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_
  * .gif, any case) below each class directory, subdirectories included,
  * depth first with each directory's entries sorted by name, so every rank
  * sees the same order. Entries whose names start with '.' are skipped
- * (Keras would make a class of .ipynb_checkpoints). Images are decoded
+ * (Keras would make a class of .ipynb_checkpoints). A class directory
+ * without image files is an error (CNN_ERR_FORMAT) naming it. Images are decoded
  * and resized to dc->image_h x dc->image_w with dc->channels when a batch
  * reads them (cnn_image_load). class_mode = binary needs exactly two
  * classes. d->skip_bad = dc->skip_bad.
@@ -225,8 +230,10 @@ cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_da
 
 /* An HDF5 dataset file:
  *   /images   (N, H, W, C) uint8, chunked, optionally gzip-compressed
- *   /labels   (N) any integer type (written as int32), values >= 0
- *   /classes  (K) strings, optional: class names, label = index
+ *   /labels   (N) any integer type (written as int32), values 0 to
+ *             CNN_MAX_CLASSES - 1 (and below K when /classes exists)
+ *   /classes  (K <= CNN_MAX_CLASSES) strings, optional: class names,
+ *             label = index; none may be a null string
  * Labels are read whole; pixels only for the rows a batch needs, one
  * hyperslab read per run of consecutive rows, then transposed to
  * channel-first. The file is opened read-only without HDF5's file locks,

@@ -43,6 +43,13 @@ extern "C" {
  * CNN_ERR_NOMEM; the message names path and stb_image's reason. */
 cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, cnn_error *err);
 
+/* The resizing of cnn_image_load on its own: in (ih, iw, c) -> out (h, w,
+ * c), channel-last, 1 <= c <= 4. Any sizes of at least 1 x 1 work (the
+ * pixel limit is the caller's); CNN_ERR_ARG for a side below 1,
+ * CNN_ERR_NOMEM when its work buffers cannot be allocated. */
+cnn_status cnn_image_resize(const uint8_t *in, int ih, int iw, int c, uint8_t *out, int h, int w,
+                            cnn_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "internal.h"
 
 enum { CIFAR_PIXELS = 3 * 32 * 32, CIFAR_RECORD = 1 + CIFAR_PIXELS, CIFAR_MAX_FILES = 99 };
@@ -223,3 +224,20 @@ cnn_status cnn_cifar10_load(cnn_dataset **out, const char *dir, int test, int64_
     *out = d;
     return CNN_OK;
 }
+
+/* [data] format = cifar10: the batches in [data] dir. */
+static cnn_status cifar10_load_set(const cnn_data_config *dc, int set, int64_t limit,
+                                   double split, cnn_dataset **out, cnn_dataset **val,
+                                   cnn_error *err)
+{
+    (void)split;
+    (void)val;
+    return cnn_cifar10_load(out, dc->dir, set == CNN_SET_TEST, limit, err);
+}
+
+static const cnn_format_key cifar10_keys[] = {{NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_cifar10 = {.name = "cifar10",
+                                            .dir = "cifar-10-batches-bin",
+                                            .keys = cifar10_keys,
+                                            .load = cifar10_load_set};

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cnn/data.h"
+#include "format.h"
 
 cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape)
 {
@@ -71,6 +72,8 @@ cnn_store *cnn_memory_store_new(uint8_t *pixels, int64_t n, cnn_shape shape)
 
 cnn_dataset *cnn_dataset_new(cnn_store *store, int64_t n, const char *source)
 {
+    if (n < 0 || (uint64_t)n > SIZE_MAX / sizeof(int64_t)) /* labels, and a row map later */
+        return NULL;
     cnn_dataset *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -297,54 +300,14 @@ static cnn_status path_key(const cnn_section *s, const char *dir, const char *ke
     return CNN_OK;
 }
 
-typedef struct path_spec {
-    const char *key, *def;
-    size_t offset; /* of the char[1024] in cnn_data_config */
-} path_spec;
-
-#define PATH(key, def, field) {key, def, offsetof(cnn_data_config, field)}
-
-/* The file keys of each format; "" marks an optional one. */
-static const path_spec idx_paths[] = {
-    PATH("train_images", "train-images-idx3-ubyte.gz", train_images),
-    PATH("train_labels", "train-labels-idx1-ubyte.gz", train_labels),
-    PATH("test_images", "t10k-images-idx3-ubyte.gz", test_images),
-    PATH("test_labels", "t10k-labels-idx1-ubyte.gz", test_labels), {NULL, NULL, 0}};
-static const path_spec imagefolder_paths[] = {
-    PATH("train_dir", "train", train_dir), PATH("validation_dir", "", val_dir),
-    PATH("test_dir", "test", test_dir), {NULL, NULL, 0}};
-static const path_spec hdf5_paths[] = {
-    PATH("train_file", "train.h5", train_file), PATH("validation_file", "", val_file),
-    PATH("test_file", "test.h5", test_file), {NULL, NULL, 0}};
-static const path_spec no_paths[] = {{NULL, NULL, 0}};
-
-static const struct format_spec {
-    const char *name;
-    const char *dir; /* default [data] dir */
-    const path_spec *paths;
-} format_specs[] = {
-    [CNN_FORMAT_IDX] = {"idx", "/usr/share/datasets/fashion-mnist", idx_paths},
-    [CNN_FORMAT_CIFAR10] = {"cifar10", "cifar-10-batches-bin", no_paths},
-    [CNN_FORMAT_IMAGEFOLDER] = {"imagefolder", "", imagefolder_paths},
-    [CNN_FORMAT_HDF5] = {"hdf5", "", hdf5_paths},
+/* The format table: every consumer loops over it (format.h says how to
+ * add one). */
+static const cnn_data_format *const formats[] = {
+#define X(name) &cnn_format_##name,
+    CNN_DATA_FORMATS
+#undef X
 };
-
-/* The keys of the image-folder format beyond its paths. */
-static cnn_status imagefolder_keys(cnn_data_config *dc, const cnn_section *s, cnn_error *err)
-{
-    static const char *const modes[] = {"binary", "categorical", "sparse", NULL};
-    static const char *const policies[] = {"fatal", "skip", NULL};
-    static const char *const channels[] = {"1", "3", NULL};
-    int rgb;
-    cnn_status st;
-    if ((st = cnn_cfg_pair(s, "image_size", 256, 256, &dc->image_h, &dc->image_w, err)) ||
-        (st = cnn_cfg_enum(s, "class_mode", CNN_CLASS_SPARSE, modes, &dc->class_mode, err)) ||
-        (st = cnn_cfg_enum(s, "on_bad_image", 0, policies, &dc->skip_bad, err)) ||
-        (st = cnn_cfg_enum(s, "channels", 1, channels, &rgb, err)))
-        return st;
-    dc->channels = rgb ? 3 : 1;
-    return CNN_OK;
-}
+enum { NFORMATS = sizeof formats / sizeof *formats };
 
 /* validation = test|split|none, or a separate set (validation_dir or
  * validation_file), which then must not be contradicted. */
@@ -357,8 +320,11 @@ static cnn_status validation_keys(cnn_data_config *dc, const cnn_section *s, con
     if (st)
         return st;
     dc->validation = val;
-    if (dc->val_dir[0] || dc->val_file[0]) {
-        const char *key = dc->val_dir[0] ? "validation_dir" : "validation_file";
+    const char *key = NULL; /* the format's key of a separate validation set */
+    for (const cnn_format_key *k = dc->format->keys; k->key; k++)
+        if (k->slot == CNN_SET_VAL)
+            key = k->key;
+    if (key && dc->paths[CNN_SET_VAL][0]) {
         if (cnn_section_find(s, "validation")) {
             char where[320];
             cnn_cfg_where(s, cnn_section_find(s, "validation"), "validation", where,
@@ -383,7 +349,10 @@ static cnn_status validation_keys(cnn_data_config *dc, const cnn_section *s, con
 
 cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err)
 {
-    static const char *const formats[] = {"idx", "cifar10", "imagefolder", "hdf5", NULL};
+    const char *names[NFORMATS + 1];
+    for (int f = 0; f < NFORMATS; f++)
+        names[f] = formats[f]->name;
+    names[NFORMATS] = NULL;
     memset(dc, 0, sizeof *dc);
     const cnn_section *s = cnn_config_find(cfg, "data");
     const char *dir;
@@ -391,17 +360,17 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     double rescale;
     long tl, vl;
     cnn_status st;
-    if ((st = cnn_cfg_enum(s, "format", 0, formats, &format, err)))
+    if ((st = cnn_cfg_enum(s, "format", 0, names, &format, err)))
         return st;
-    dc->format = (cnn_data_format)format;
-    const struct format_spec *fs = &format_specs[format];
+    const cnn_data_format *fs = dc->format = formats[format];
     if ((st = cnn_cfg_string(s, "dir", fs->dir, &dir, err)))
         return st;
     snprintf(dc->dir, sizeof dc->dir, "%s", dir);
-    for (const path_spec *p = fs->paths; p->key; p++)
-        if ((st = path_key(s, dir, p->key, p->def, (char *)dc + p->offset, 1024, err)))
+    for (const cnn_format_key *k = fs->keys; k->key; k++)
+        if ((st = path_key(s, dir, k->key, k->def, dc->paths[k->slot], sizeof dc->paths[k->slot],
+                           err)))
             return st;
-    if (dc->format == CNN_FORMAT_IMAGEFOLDER && (st = imagefolder_keys(dc, s, err)))
+    if (fs->read_keys && (st = fs->read_keys(dc, s, err)))
         return st;
     if ((st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
         (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
@@ -412,33 +381,6 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     dc->train_limit = tl;
     dc->test_limit = vl;
     return CNN_OK;
-}
-
-/* One set (train, validation or test) of the configured format. */
-static cnn_status load_set(const cnn_data_config *dc, int which, int64_t limit, double split,
-                           cnn_dataset **out, cnn_dataset **val, cnn_error *err)
-{
-    enum { TRAIN, VAL, TEST };
-    switch (dc->format) {
-    case CNN_FORMAT_IDX:
-        return which == TRAIN ? cnn_idx_load(out, dc->train_images, dc->train_labels, limit, err)
-                              : cnn_idx_load(out, dc->test_images, dc->test_labels, limit, err);
-    case CNN_FORMAT_CIFAR10:
-        return cnn_cifar10_load(out, dc->dir, which == TEST, limit, err);
-    case CNN_FORMAT_IMAGEFOLDER:
-        return cnn_imagefolder_load(out,
-                                    which == TRAIN ? dc->train_dir
-                                    : which == VAL ? dc->val_dir
-                                                   : dc->test_dir,
-                                    dc, limit, split, val, err);
-    case CNN_FORMAT_HDF5:
-        return cnn_h5data_load(out,
-                               which == TRAIN ? dc->train_file
-                               : which == VAL ? dc->val_file
-                                              : dc->test_file,
-                               limit, err);
-    }
-    return cnn_error_set(err, CNN_ERR_ARG, "unknown data format %d", (int)dc->format);
 }
 
 /* b must hold images of a's shape and, when both have class names, the
@@ -467,22 +409,22 @@ cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dat
      * rank and world would matter to a format that must be read in pieces. */
     (void)rank;
     (void)world;
-    enum { TRAIN, VAL, TEST };
     *train = *val = *test = NULL;
-    const int folder_split =
-        dc->format == CNN_FORMAT_IMAGEFOLDER && dc->validation == CNN_VAL_SPLIT;
-    cnn_status st = load_set(dc, TRAIN, dc->train_limit, folder_split ? dc->validation_split : 0,
-                             train, val, err);
+    const cnn_data_format *fs = dc->format;
+    const int folder_split = fs->splits_itself && dc->validation == CNN_VAL_SPLIT;
+    cnn_status st = fs->load(dc, CNN_SET_TRAIN, dc->train_limit,
+                             folder_split ? dc->validation_split : 0, train, val, err);
     if (st)
         return st;
-    if ((st = load_set(dc, TEST, dc->test_limit, 0, test, NULL, err)) ||
+    if ((st = fs->load(dc, CNN_SET_TEST, dc->test_limit, 0, test, NULL, err)) ||
         (st = check_alike(*train, *test, err)))
         goto fail;
     if (dc->validation == CNN_VAL_SPLIT && !folder_split &&
         (st = cnn_dataset_split_tail(*train, dc->validation_split, val, err)))
         goto fail;
     if (dc->validation == CNN_VAL_SEPARATE &&
-        ((st = load_set(dc, VAL, 0, 0, val, NULL, err)) || (st = check_alike(*train, *val, err))))
+        ((st = fs->load(dc, CNN_SET_VAL, 0, 0, val, NULL, err)) ||
+         (st = check_alike(*train, *val, err))))
         goto fail;
     if (dc->validation == CNN_VAL_TEST)
         *val = *test;

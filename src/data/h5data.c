@@ -11,6 +11,7 @@
 #include <hdf5.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "internal.h"
 
 /* The innermost message on HDF5's error stack, for our one-line errors. */
@@ -67,6 +68,14 @@ static cnn_status open_checked(hid_t file, const char *path, const char *name, i
                              "%s: no /%s dataset (a cnn-train image file has /images (N,H,W,C) "
                              "uint8 and /labels (N))",
                              path, name);
+    /* What the link names is checked before HDF5 opens it as a dataset. */
+    H5O_info_t oi;
+    if (H5Oget_info_by_name2(file, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot read /%s%s", path, name,
+                             h5_reason(why));
+    if (oi.type != H5O_TYPE_DATASET)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: /%s is not a dataset (a group?)", path,
+                             name);
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0)
         return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot open /%s%s", path, name,
@@ -148,7 +157,11 @@ static cnn_status h5_read(cnn_store *st, const int64_t *rows, int B, uint8_t *ou
     const size_t img = cnn_shape_size(sh);
     char why[160];
     if (B > s->cap) {
-        uint8_t *buf = realloc(s->buf, (size_t)B * img);
+        size_t bytes;
+        if (cnn_size_mul((size_t)B, img, &bytes))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: a batch of %d images is too large",
+                                 s->path, B);
+        uint8_t *buf = realloc(s->buf, bytes);
         if (buf)
             s->buf = buf;
         struct h5_pick *pick = realloc(s->pick, (size_t)B * sizeof *pick);
@@ -198,7 +211,9 @@ static void h5_close(cnn_store *st)
 
 static const cnn_store_ops h5_ops = {.format = "hdf5", .read = h5_read, .close = h5_close};
 
-/* The first n labels of /labels as int32, checked to be >= 0. */
+/* The first n labels of /labels as int32, checked to be class numbers:
+ * 0 <= label < CNN_MAX_CLASSES. HDF5 converts wider integers by clamping
+ * (2^40 becomes INT32_MAX), which the bound refuses as well. */
 static cnn_status read_labels(hid_t file, const char *path, int64_t total, int64_t n,
                               int32_t *labels, cnn_error *err)
 {
@@ -223,14 +238,23 @@ static cnn_status read_labels(hid_t file, const char *path, int64_t total, int64
     H5Dclose(d);
     if (r < 0)
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot read /labels%s", path, h5_reason(why));
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
         if (labels[i] < 0)
             return cnn_error_set(err, CNN_ERR_FORMAT, "%s: /labels[%lld] is %d, below 0", path,
                                  (long long)i, labels[i]);
+        if (labels[i] >= CNN_MAX_CLASSES)
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "%s: /labels[%lld] is %d%s, not a class number (0 to %d)", path,
+                                 (long long)i, labels[i],
+                                 labels[i] == INT32_MAX ? " or more" : "", CNN_MAX_CLASSES - 1);
+    }
     return CNN_OK;
 }
 
-/* /classes, if present, into d (variable- or fixed-length strings). */
+enum { MAX_NAME = 4096 }; /* bytes of a fixed-length class name */
+
+/* /classes, if present, into d (variable- or fixed-length strings): at
+ * most CNN_MAX_CLASSES names, none a null string. */
 static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn_error *err)
 {
     if (H5Lexists(file, "classes", H5P_DEFAULT) <= 0)
@@ -241,10 +265,22 @@ static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn
     cnn_status st = open_checked(file, path, "classes", 1, H5T_STRING, "strings", &ds, dims, err);
     if (st)
         return st;
-    const int K = (int)dims[0];
-    hid_t ft = H5Dget_type(ds), mt = H5Tcopy(H5T_C_S1);
+    hid_t ft = H5Dget_type(ds);
     const int vlen = H5Tis_variable_str(ft) > 0;
-    const size_t flen = vlen ? sizeof(char *) : H5Tget_size(ft) + 1; /* + NUL */
+    const size_t fsize = H5Tget_size(ft);
+    if (dims[0] > CNN_MAX_CLASSES || (!vlen && (fsize == 0 || fsize > MAX_NAME))) {
+        H5Tclose(ft);
+        H5Dclose(ds);
+        return dims[0] > CNN_MAX_CLASSES
+                   ? cnn_error_set(err, CNN_ERR_FORMAT, "%s: /classes has %llu names, more than %d",
+                                   path, (unsigned long long)dims[0], CNN_MAX_CLASSES)
+                   : cnn_error_set(err, CNN_ERR_FORMAT,
+                                   "%s: /classes holds strings of %zu bytes (1 to %d allowed)",
+                                   path, fsize, MAX_NAME);
+    }
+    const int K = (int)dims[0];
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    const size_t flen = vlen ? sizeof(char *) : fsize + 1; /* + NUL */
     H5Tset_size(mt, vlen ? H5T_VARIABLE : flen);
     H5Tset_cset(mt, H5Tget_cset(ft));
     char *raw = calloc((size_t)(K ? K : 1), flen);
@@ -257,7 +293,12 @@ static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn
     else {
         for (int k = 0; k < K; k++)
             names[k] = vlen ? ((char **)raw)[k] : raw + (size_t)k * flen;
-        st = cnn_dataset_set_classes(d, names, K, err);
+        for (int k = 0; k < K && !st; k++)
+            if (!names[k])
+                st = cnn_error_set(err, CNN_ERR_FORMAT, "%s: /classes[%d] is a null string",
+                                   path, k);
+        if (!st)
+            st = cnn_dataset_set_classes(d, names, K, err);
         if (vlen) {
             hid_t sp = H5Dget_space(ds);
             H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, raw);
@@ -311,6 +352,9 @@ cnn_status cnn_h5data_load(cnn_dataset **out, const char *path, int64_t limit, c
                                "%s: /images has implausible images of %llux%llux%llu (HxWxC)",
                                path, (unsigned long long)dims[1], (unsigned long long)dims[2],
                                (unsigned long long)dims[3]);
+        else if (dims[0] > (hsize_t)INT64_MAX / (dims[1] * dims[2] * dims[3]))
+            st = cnn_error_set(err, CNN_ERR_FORMAT, "%s: /images claims %llu images, too many",
+                               path, (unsigned long long)dims[0]);
         H5Tclose(t);
     }
     if (st) {
@@ -405,7 +449,8 @@ cnn_status cnn_h5data_append(cnn_h5data_writer *w, const uint8_t *images, int64_
     if (n <= 0)
         return CNN_OK;
     if (n > w->cap) {
-        uint8_t *p = realloc(w->hwc, (size_t)n * img);
+        size_t bytes;
+        uint8_t *p = cnn_size_mul((size_t)n, img, &bytes) ? NULL : realloc(w->hwc, bytes);
         if (!p)
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", w->path);
         w->hwc = p;
@@ -473,3 +518,21 @@ cnn_status cnn_h5data_close(cnn_h5data_writer *w, const int32_t *labels, const c
     free(w);
     return st;
 }
+
+/* [data] format = hdf5: train_file, validation_file, test_file. */
+static cnn_status h5data_load_set(const cnn_data_config *dc, int set, int64_t limit,
+                                  double split, cnn_dataset **out, cnn_dataset **val,
+                                  cnn_error *err)
+{
+    (void)split;
+    (void)val;
+    return cnn_h5data_load(out, dc->paths[set], limit, err);
+}
+
+static const cnn_format_key h5data_keys[] = {{"train_file", "train.h5", CNN_SET_TRAIN},
+                                             {"validation_file", "", CNN_SET_VAL},
+                                             {"test_file", "test.h5", CNN_SET_TEST},
+                                             {NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_hdf5 = {
+    .name = "hdf5", .dir = "", .keys = h5data_keys, .load = h5data_load_set};

@@ -1,6 +1,7 @@
 /* idx.c - MNIST-style IDX files: gzip-compressed ones are decompressed into
  * memory (zlib), plain ones are read image by image at their offsets. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <zlib.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "internal.h"
 
 /* Reads exactly n bytes; returns the number read (short on EOF/error). */
@@ -106,13 +108,47 @@ static int is_gzip(const char *path)
     return n == 2 && m[0] == 0x1f && m[1] == 0x8b;
 }
 
+/* Decompresses exactly bytes bytes of f into *out (malloc'd), growing the
+ * buffer as data arrives, so that a header claiming more than the file
+ * holds costs only what the file holds. Returns the number of bytes read:
+ * short when the file ends first; -1 when out of memory. */
+static int64_t read_growing(gzFile f, size_t bytes, uint8_t **out)
+{
+    enum { FIRST = 16 << 20 };
+    size_t cap = bytes < FIRST ? bytes : FIRST, got = 0;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    while (buf) {
+        got += read_full(f, buf + got, cap - got);
+        if (got < cap || cap == bytes)
+            break; /* the file ended, or all is read */
+        size_t grown = cap > bytes / 2 ? bytes : 2 * cap;
+        uint8_t *b = realloc(buf, grown);
+        if (!b) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf = b;
+            cap = grown;
+        }
+    }
+    *out = buf;
+    return buf ? (int64_t)got : -1;
+}
+
 /* The pixels of n images of (h, w) after the header: decompressed into
- * memory from a gzip file, else opened for reads at an offset. */
+ * memory from a gzip file, else opened for reads at an offset. The file
+ * must hold what its header says (total images, of which n are used). */
 static cnn_status idx_store(gzFile fi, const char *path, int64_t total, int64_t n, int h, int w,
                             cnn_store **out, cnn_error *err)
 {
     cnn_shape shape = {1, h, w};
-    size_t img = (size_t)h * w;
+    size_t img = (size_t)h * w, want, used;
+    if (cnn_size_mul((size_t)total, img, &want) || want > SIZE_MAX - 16)
+        return cnn_error_set(err, CNN_ERR_FORMAT,
+                             "%s: truncated or inconsistent: the header claims %lld images of "
+                             "%dx%d, more bytes than can be addressed",
+                             path, (long long)total, h, w);
+    used = (size_t)n * img; /* n <= total */
     if (!is_gzip(path)) {
         idx_file *f = calloc(1, sizeof *f);
         if (!f)
@@ -126,27 +162,26 @@ static cnn_status idx_store(gzFile fi, const char *path, int64_t total, int64_t 
             free(f);
             return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         }
-        if ((uint64_t)sb.st_size < 16 + (uint64_t)total * img) {
+        if ((uint64_t)sb.st_size < 16 + (uint64_t)want) {
             close(f->fd);
             free(f);
             return cnn_error_set(err, CNN_ERR_FORMAT,
                                  "%s: truncated: %lld bytes, the header promises %llu", path,
-                                 (long long)sb.st_size, 16 + (unsigned long long)total * img);
+                                 (long long)sb.st_size, 16 + (unsigned long long)want);
         }
         *out = cnn_store_new(&idx_file_ops, f, shape);
         return *out ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     }
-    size_t bytes = (size_t)n * img;
-    uint8_t *pixels = malloc(bytes ? bytes : 1);
-    if (!pixels)
+    uint8_t *pixels;
+    int64_t got = read_growing(fi, used, &pixels);
+    if (got < 0)
         return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %lld images", path,
                              (long long)n);
-    size_t got = read_full(fi, pixels, bytes);
-    if (got != bytes) {
+    if ((size_t)got != used) {
         free(pixels);
         return cnn_error_set(err, CNN_ERR_FORMAT,
-                             "%s: truncated or corrupt: %zu of %zu bytes of image data", path,
-                             got, bytes);
+                             "%s: truncated or corrupt: %lld of %zu bytes of image data", path,
+                             (long long)got, used);
     }
     *out = cnn_memory_store_new(pixels, n, shape);
     return *out ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
@@ -215,3 +250,26 @@ done:
     *out = d;
     return CNN_OK;
 }
+
+/* [data] format = idx: train_images/train_labels and test_images/
+ * test_labels (no validation files: validation = test or split). */
+static cnn_status idx_load_set(const cnn_data_config *dc, int set, int64_t limit, double split,
+                               cnn_dataset **out, cnn_dataset **val, cnn_error *err)
+{
+    (void)split;
+    (void)val;
+    const int at = set == CNN_SET_TRAIN ? CNN_SET_TRAIN : CNN_SET_TEST;
+    return cnn_idx_load(out, dc->paths[at], dc->paths[3 + at], limit, err);
+}
+
+static const cnn_format_key idx_keys[] = {
+    {"train_images", "train-images-idx3-ubyte.gz", CNN_SET_TRAIN},
+    {"train_labels", "train-labels-idx1-ubyte.gz", 3 + CNN_SET_TRAIN},
+    {"test_images", "t10k-images-idx3-ubyte.gz", CNN_SET_TEST},
+    {"test_labels", "t10k-labels-idx1-ubyte.gz", 3 + CNN_SET_TEST},
+    {NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_idx = {.name = "idx",
+                                        .dir = "/usr/share/datasets/fashion-mnist",
+                                        .keys = idx_keys,
+                                        .load = idx_load_set};

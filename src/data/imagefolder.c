@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "cnn/data.h"
+#include "format.h"
 #include "cnn/image.h"
 
 enum { MAX_DEPTH = 16 }; /* below a class directory; also stops symlink loops */
@@ -62,7 +63,8 @@ static cnn_status list_dir(const char *dir, strlist *names, cnn_error *err)
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
         }
     closedir(dp);
-    qsort(names->v, names->n, sizeof *names->v, by_name);
+    if (names->n > 1) /* an empty directory has no array to sort */
+        qsort(names->v, names->n, sizeof *names->v, by_name);
     return CNN_OK;
 }
 
@@ -99,7 +101,8 @@ static cnn_status find_images(const char *dir, int depth, strlist *files, cnn_er
 }
 
 /* The class directories of dir and the image files of each: class k's
- * files are files[start[k] .. start[k+1]). */
+ * files are files[start[k] .. start[k+1]). A class directory without
+ * image files is an error (a class no sample can teach). */
 static cnn_status scan(const char *dir, strlist *classes, strlist *files, int64_t **start,
                        cnn_error *err)
 {
@@ -124,14 +127,14 @@ static cnn_status scan(const char *dir, strlist *classes, strlist *files, int64_
         (*start)[k] = (int64_t)files->n;
         snprintf(path, sizeof path, "%s/%s", dir, classes->v[k]);
         st = find_images(path, 0, files, err);
+        if (!st && (int64_t)files->n == (*start)[k])
+            st = cnn_error_set(err, CNN_ERR_FORMAT,
+                               "%s: no .jpg, .jpeg, .png, .bmp or .gif files in this class "
+                               "directory (add images or remove it)",
+                               path);
     }
     if (!st)
         (*start)[classes->n] = (int64_t)files->n;
-    if (!st && files->n == 0)
-        st = cnn_error_set(err, CNN_ERR_FORMAT,
-                           "%s: no .jpg, .jpeg, .png, .bmp or .gif files in its %zu class "
-                           "directories",
-                           dir, classes->n);
     return st;
 }
 
@@ -272,3 +275,40 @@ done:
     *out = d;
     return CNN_OK;
 }
+
+/* [data] format = imagefolder: train_dir, validation_dir, test_dir, and
+ * the keys of decoding. */
+static cnn_status imagefolder_keys(cnn_data_config *dc, const cnn_section *s, cnn_error *err)
+{
+    static const char *const modes[] = {"binary", "categorical", "sparse", NULL};
+    static const char *const policies[] = {"fatal", "skip", NULL};
+    static const char *const channels[] = {"1", "3", NULL};
+    int rgb;
+    cnn_status st;
+    if ((st = cnn_cfg_pair(s, "image_size", 256, 256, &dc->image_h, &dc->image_w, err)) ||
+        (st = cnn_cfg_enum(s, "class_mode", CNN_CLASS_SPARSE, modes, &dc->class_mode, err)) ||
+        (st = cnn_cfg_enum(s, "on_bad_image", 0, policies, &dc->skip_bad, err)) ||
+        (st = cnn_cfg_enum(s, "channels", 1, channels, &rgb, err)))
+        return st;
+    dc->channels = rgb ? 3 : 1;
+    return CNN_OK;
+}
+
+static cnn_status imagefolder_load_set(const cnn_data_config *dc, int set, int64_t limit,
+                                       double split, cnn_dataset **out, cnn_dataset **val,
+                                       cnn_error *err)
+{
+    return cnn_imagefolder_load(out, dc->paths[set], dc, limit, split, val, err);
+}
+
+static const cnn_format_key imagefolder_path_keys[] = {{"train_dir", "train", CNN_SET_TRAIN},
+                                                       {"validation_dir", "", CNN_SET_VAL},
+                                                       {"test_dir", "test", CNN_SET_TEST},
+                                                       {NULL, NULL, 0}};
+
+const cnn_data_format cnn_format_imagefolder = {.name = "imagefolder",
+                                                .dir = "",
+                                                .keys = imagefolder_path_keys,
+                                                .read_keys = imagefolder_keys,
+                                                .load = imagefolder_load_set,
+                                                .splits_itself = 1};

@@ -27,6 +27,18 @@ static inline int cnn_pread_full(int fd, void *buf, size_t n, off_t at)
     return 0;
 }
 
+/* *out = a * b; returns 1 (and *out undefined) when it overflows size_t. */
+static inline int cnn_size_mul(size_t a, size_t b, size_t *out)
+{
+    return __builtin_mul_overflow(a, b, out);
+}
+
+/* *out = a * b * c * d, likewise. */
+static inline int cnn_size_mul4(size_t a, size_t b, size_t c, size_t d, size_t *out)
+{
+    return cnn_size_mul(a, b, out) || cnn_size_mul(*out, c, out) || cnn_size_mul(*out, d, out);
+}
+
 /* out (c, h, w) = in (h, w, c): decoders and HDF5 files hold channel-last
  * pixels, the engine wants channel-first. */
 static inline void cnn_hwc_to_chw(const uint8_t *in, int c, int h, int w, uint8_t *out)

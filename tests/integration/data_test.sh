@@ -109,6 +109,12 @@ imagefolder)
   sed -i 's/^train_file = .*/train_file = '"${work//\//\\/}"'\/f1-test.h5/' "$work/h5.ini"
   printf '[data]\nformat = imagefolder\ndir = %s\ntrain_dir = test\nimage_size = 28x28\nchannels = 1\n' "$work/f" >"$work/ft.ini"
   "$tool" compare "$work/ft.ini" "$work/h5.ini" || fail "folder and HDF5 differ"
+  # an empty class directory: one line naming it, exit 2
+  mkdir "$work/f/test/zz"
+  convert 1 "$work/ft.ini" "$work/empty"
+  rc=$?
+  [ "$rc" -eq 2 ] && grep -q "^cnn-data: $work/f/test/zz: no .jpg, .jpeg, .png, .bmp or .gif files" "$work/err.1" ||
+    { cat "$work/err.1"; fail "empty class directory: exit $rc"; }
   ;;
 cifar10)
   "$tool" cifar "$work/c" 700 200 || fail "cannot make CIFAR batches"

@@ -130,16 +130,21 @@ static void test_abandoned_file_is_removed(void **state)
 }
 
 /* A file of the expected names but chosen types and shapes; absent parts
- * when rank or nlab is 0. Pixels are left to HDF5's fill value. */
+ * when rank or nlab is 0. Pixels are left to HDF5's fill value. Labels
+ * are first_label, 1, 0, 0, ... (converted to lab_type by HDF5, which
+ * clamps); nclasses names, "zero", "one", ..., as fixed-length strings, or
+ * with vlen_null as variable-length ones of which /classes[1] is NULL;
+ * labels_group makes /labels a group. */
 typedef struct craft {
     hid_t img_type;
     int rank;
     hsize_t dims[4];
     hid_t lab_type;
     hsize_t nlab;
-    int32_t first_label;
+    int64_t first_label;
     int nclasses;
-    int fixed_strings;
+    int vlen_null;
+    int labels_group;
 } craft;
 
 static void make(const char *path, const craft *c)
@@ -151,23 +156,28 @@ static void make(const char *path, const craft *c)
         H5Dclose(H5Dcreate2(f, "images", c->img_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         H5Sclose(sp);
     }
+    if (c->labels_group)
+        H5Gclose(H5Gcreate2(f, "labels", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     if (c->nlab) {
-        int32_t labels[64] = {0};
+        int64_t labels[64] = {0};
         labels[0] = c->first_label;
         labels[1] = 1;
         hsize_t n = c->nlab;
         hid_t sp = H5Screate_simple(1, &n, NULL);
         hid_t d = H5Dcreate2(f, "labels", c->lab_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
+        if (n <= 64) /* more stay HDF5's fill value, never written */
+            H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
         H5Dclose(d);
         H5Sclose(sp);
     }
     if (c->nclasses) {
         hsize_t n = (hsize_t)c->nclasses;
         hid_t sp = H5Screate_simple(1, &n, NULL), t = H5Tcopy(H5T_C_S1);
-        H5Tset_size(t, 6);
+        H5Tset_size(t, c->vlen_null ? H5T_VARIABLE : 6);
         hid_t d = H5Dcreate2(f, "classes", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, "zero\0\0one\0\0\0two\0\0\0");
+        const char *vnames[3] = {"zero", NULL, "two"};
+        H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                 c->vlen_null ? (const void *)vnames : "zero\0\0one\0\0\0two\0\0\0");
         H5Dclose(d);
         H5Tclose(t);
         H5Sclose(sp);
@@ -190,7 +200,7 @@ static void expect_load_error(const craft *c, cnn_status want, const char *needl
 static void test_malformed_files(void **state)
 {
     (void)state;
-    const craft ok = {H5T_STD_U8LE, 4, {5, 2, 3, 1}, H5T_STD_U8LE, 5, 0, 0, 0};
+    const craft ok = {H5T_STD_U8LE, 4, {5, 2, 3, 1}, H5T_STD_U8LE, 5, 0, 0, 0, 0};
     craft c = ok;
     cnn_dataset *d = NULL;
     cnn_error err = {0};
@@ -224,6 +234,32 @@ static void test_malformed_files(void **state)
     expect_load_error(&c, CNN_ERR_FORMAT, "/labels[0] is -3, below 0");
     c = ok, c.first_label = 7, c.nclasses = 3;
     expect_load_error(&c, CNN_ERR_FORMAT, "label 7 but only 3 names in /classes");
+    /* labels that are no class numbers: INT32_MAX overflowed nclasses =
+     * max + 1, 10^8 made cnn-data info print 10^8 + 1 rows; int64 2^40 is
+     * clamped to INT32_MAX by HDF5 */
+    c = ok, c.lab_type = H5T_STD_I32LE, c.first_label = INT32_MAX;
+    expect_load_error(&c, CNN_ERR_FORMAT,
+                      "/labels[0] is 2147483647 or more, not a class number (0 to 65535)");
+    c = ok, c.lab_type = H5T_STD_I64LE, c.first_label = (int64_t)1 << 40;
+    expect_load_error(&c, CNN_ERR_FORMAT, "/labels[0] is 2147483647 or more, not a class");
+    c = ok, c.lab_type = H5T_STD_I32LE, c.first_label = 100000000;
+    expect_load_error(&c, CNN_ERR_FORMAT, "/labels[0] is 100000000, not a class number");
+    c = ok, c.lab_type = H5T_STD_U16LE, c.first_label = 65535; /* the largest class number */
+    make(tf_path("big.h5"), &c);
+    TU_STATUS(cnn_h5data_load(&d, tf_path("big.h5"), 0, &err), CNN_OK, err);
+    assert_int_equal(d->nclasses, 65536);
+    cnn_dataset_free(d);
+    /* 2^62 images of 1 pixel: their labels, 2^64 bytes, wrapped size_t to
+     * an allocation of 0 that HDF5 then filled; and more than int64 counts */
+    c = ok, c.dims[0] = c.nlab = (hsize_t)1 << 62, c.dims[1] = c.dims[2] = c.dims[3] = 1;
+    expect_load_error(&c, CNN_ERR_NOMEM, "out of memory for 4611686018427387904 labels");
+    c = ok, c.dims[0] = c.nlab = (hsize_t)1 << 62, c.dims[1] = 4;
+    expect_load_error(&c, CNN_ERR_FORMAT, "/images claims 4611686018427387904 images, too many");
+    /* a NULL variable-length class name reached strlen */
+    c = ok, c.nclasses = 3, c.vlen_null = 1;
+    expect_load_error(&c, CNN_ERR_FORMAT, "/classes[1] is a null string");
+    c = ok, c.nlab = 0, c.labels_group = 1;
+    expect_load_error(&c, CNN_ERR_FORMAT, "/labels is not a dataset");
 
     tf_write(tf_path("text.h5"), "plain text", 10);
     TU_STATUS(cnn_h5data_load(&d, tf_path("text.h5"), 0, &err), CNN_ERR_FORMAT, err);

@@ -68,7 +68,6 @@ static cnn_data_config folder_config(int c, int h, int w, int skip)
 {
     cnn_data_config dc;
     memset(&dc, 0, sizeof dc);
-    dc.format = CNN_FORMAT_IMAGEFOLDER;
     dc.channels = c;
     dc.image_h = h;
     dc.image_w = w;
@@ -330,6 +329,33 @@ static void test_data_section(void **state)
     tf_rmtree(root);
 }
 
+/* A class directory without images (empty, or only non-images and empty
+ * subdirectories) is an error naming it; it used to load the other
+ * classes' images silently, after qsort(NULL, 0, ...). */
+static void test_empty_class_directory(void **state)
+{
+    (void)state;
+    char *root = tf_dir("folder"), path[1024], dir[600];
+    snprintf(dir, sizeof dir, "%s/train", root);
+    flat_image(dir, "cat/c1.png", 10);
+    snprintf(path, sizeof path, "%s/dog/sub", dir);
+    tf_parents(path);
+    mkdir(path, 0755); /* dog/sub: an empty directory inside an empty class */
+    cnn_data_config dc = folder_config(1, 4, 6, 1);
+    cnn_dataset *d = NULL;
+    cnn_error err = {0};
+    TU_STATUS(cnn_imagefolder_load(&d, dir, &dc, 0, 0, NULL, &err), CNN_ERR_FORMAT, err);
+    assert_null(d);
+    snprintf(path, sizeof path, "%s/dog: no .jpg, .jpeg, .png, .bmp or .gif files", dir);
+    TU_MSG_HAS(err, path);
+    assert_int_equal(cnn_status_exit_code(err.status), 2);
+    snprintf(path, sizeof path, "%s/dog/notes.txt", dir);
+    tf_write(path, "no image", 8); /* a non-image file does not count */
+    TU_STATUS(cnn_imagefolder_load(&d, dir, &dc, 0, 0, NULL, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "/dog: no .jpg");
+    tf_rmtree(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_broken_file_skipped),
         cmocka_unit_test(test_split_per_class_and_limit),
         cmocka_unit_test(test_data_section),
+        cmocka_unit_test(test_empty_class_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

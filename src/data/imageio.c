@@ -1,4 +1,5 @@
-/* png_grid.c - feature maps as one grayscale PNG grid (see cnn/imageio.h).
+/* imageio.c - PNG files: a buffer of pixels, and feature maps as one
+ * grayscale grid (see cnn/imageio.h).
  *
  * The PNG encoder is stb_image_write from Debian's libstb, which already
  * contains the implementation: this file must not define
