@@ -47,9 +47,12 @@ cnn_h5_reason cnn_h5_reason_now(void)
 {
     cnn_h5_reason r = {{0}, 0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, reason_walk, &r);
-    if (!r.text[0])
-        snprintf(r.text, sizeof r.text, "HDF5 reports no reason");
     return r;
+}
+
+static const char *reason_text(const cnn_h5_reason *r)
+{
+    return r->text[0] ? r->text : "HDF5 reports no reason";
 }
 
 cnn_status cnn_h5_fail(const cnn_h5 *f, cnn_status s, const char *fmt, ...)
@@ -63,7 +66,7 @@ cnn_status cnn_h5_fail(const cnn_h5 *f, cnn_status s, const char *fmt, ...)
     if (r.checksum)
         return cnn_error_set(f->err, CNN_ERR_FORMAT,
                              "%s: %s: checksum mismatch (the file is damaged)", f->path, what);
-    return cnn_error_set(f->err, s, "%s: %s: %s", f->path, what, r.text);
+    return cnn_error_set(f->err, s, "%s: %s: %s", f->path, what, reason_text(&r));
 }
 
 /* HDF5 prints its error stack by default, and after some damaged files
@@ -141,7 +144,8 @@ cnn_status cnn_h5_open_read(cnn_h5 *f, const char *path, cnn_error *err)
         const char *why = strstr(r.text, "truncated file: ");
         if (why)
             return cnn_error_set(err, CNN_ERR_FORMAT, "%s: truncated file (%s)", path, why + 16);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: damaged HDF5 file: %s", path, r.text);
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: damaged HDF5 file: %s", path,
+                             reason_text(&r));
     }
     H5Pclose(fapl);
     f->id = id;
@@ -471,7 +475,7 @@ cnn_status cnn_h5_read_dataset(const cnn_h5 *f, const char *obj, H5T_class_t cls
                                "%s: checksum mismatch in %s (the file is damaged)", f->path, obj);
         else
             st = cnn_error_set(f->err, CNN_ERR_FORMAT, "%s: cannot read %s: %s", f->path, obj,
-                               r.text);
+                               reason_text(&r));
     }
     H5Dclose(ds);
     return st;

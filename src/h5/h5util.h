@@ -2,8 +2,8 @@
  * and the HDF5 image datasets (src/data/h5data.c): HDF5's error stack made
  * into one-line cnn_error messages, opening files, scalar attributes (one
  * at a time or from a field table), and datasets checked for type and
- * shape before they are read. Internal to libcnn; the only header besides
- * the .c files of those two modules that includes <hdf5.h>.
+ * shape before they are read. Internal to libcnn; the one header of libcnn
+ * that includes <hdf5.h>.
  *
  * Every failing HDF5 call becomes one line "FILE: what: why", where why is
  * the innermost message of HDF5's error stack (on one line, without
@@ -27,7 +27,7 @@ typedef struct cnn_h5 {
 
 /* What HDF5's error stack says about the last failure. */
 typedef struct cnn_h5_reason {
-    char text[256]; /* innermost non-empty description, one line */
+    char text[256]; /* innermost non-empty description, one line; "" when none */
     int checksum;   /* some level of the stack reports a checksum failure */
 } cnn_h5_reason;
 
