@@ -89,6 +89,66 @@ typedef struct cnn_ckpt_config {
 
 cnn_status cnn_ckpt_config_read(cnn_ckpt_config *c, const cnn_config *cfg, cnn_error *err);
 
+/* The learning-rate schedule, from [optimizer] (beside the optimizer's own
+ * keys, which cnn/optim.h reads):
+ *
+ *   schedule = constant | step | piecewise | exponential | cosine
+ *     step, piecewise  Keras's PiecewiseConstantDecay: `values` (n + 1 rates)
+ *                      between `boundaries` (n steps) or `boundary_epochs`;
+ *                      the rate is values[i] while boundaries[i-1] < step <=
+ *                      boundaries[i]; `lr` is not used
+ *     exponential      Keras's ExponentialDecay: lr * decay_rate^(step /
+ *                      decay_steps) (floored with staircase = true)
+ *     cosine           Keras's CosineDecay: lr * ((1 - alpha) * c + alpha),
+ *                      c = (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2;
+ *                      decay_steps defaults to the whole run
+ *   decay_steps | decay_epochs, decay_rate, staircase, alpha
+ *   warmup_steps | warmup_epochs   linear warm-up: the rate of step s < W is
+ *                      the schedule's times (s + 1) / W
+ *   reference_batch_size = N       the linear scaling rule (Goyal et al.,
+ *                      "Accurate, Large Minibatch SGD"): every rate times
+ *                      batch_size / N
+ *
+ * `step` counts optimizer updates from 0 over the whole run, so a resumed
+ * run continues the schedule where it stopped. */
+typedef enum {
+    CNN_SCHED_CONSTANT = 0,
+    CNN_SCHED_PIECEWISE,
+    CNN_SCHED_EXPONENTIAL,
+    CNN_SCHED_COSINE
+} cnn_schedule_kind;
+
+enum { CNN_SCHED_MAX_BOUNDARIES = 32 };
+
+typedef struct cnn_lr_schedule {
+    cnn_schedule_kind kind;
+    double lr;         /* [optimizer] lr */
+    double scale;      /* batch_size / reference_batch_size, or 1 */
+    int nboundaries;
+    double boundaries[CNN_SCHED_MAX_BOUNDARIES]; /* steps, or epochs when by_epoch */
+    double values[CNN_SCHED_MAX_BOUNDARIES + 1];
+    double decay;      /* decay_steps, or decay_epochs; 0: the whole run (cosine) */
+    double decay_rate;
+    int staircase;
+    double alpha;
+    double warmup;     /* warmup_steps, or warmup_epochs */
+    int boundaries_by_epoch, decay_by_epoch, warmup_by_epoch;
+    /* in steps, set by cnn_lr_schedule_resolve() */
+    int64_t boundary_steps[CNN_SCHED_MAX_BOUNDARIES];
+    int64_t decay_steps, warmup_steps;
+} cnn_lr_schedule;
+
+/* Reads the schedule keys of [optimizer]; lr is the optimizer's rate and
+ * batch_size the global batch (for the scaling rule). */
+cnn_status cnn_lr_schedule_read(cnn_lr_schedule *s, const cnn_config *cfg, double lr,
+                                long batch_size, cnn_error *err);
+
+/* Turns epochs into steps once the data set's size is known. */
+void cnn_lr_schedule_resolve(cnn_lr_schedule *s, long steps_per_epoch, long epochs);
+
+/* The learning rate of update number step (from 0). */
+double cnn_lr_at(const cnn_lr_schedule *s, int64_t step);
+
 /* Exit code of a run stopped by SIGTERM/SIGUSR1 after writing a
  * checkpoint: resubmit the job to continue (EX_TEMPFAIL). */
 enum { CNN_EXIT_STOPPED = 75 };
@@ -111,6 +171,7 @@ typedef struct cnn_run {
     cnn_train_config tc;  /* [train] */
     cnn_data_config dc;   /* [data] */
     cnn_optim_hparams hp; /* [optimizer] */
+    cnn_lr_schedule sched; /* [optimizer] schedule keys */
     cnn_model *model;     /* the layers */
     cnn_dist_config dist; /* [dist] */
     cnn_augment_config aug; /* [augment] */

@@ -33,6 +33,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
         (st = cnn_train_config_read(&run->tc, cfg, err)) ||
         (st = cnn_data_config_read(&run->dc, cfg, err)) ||
         (st = cnn_optim_hparams_from_config(&run->hp, cfg, err)) ||
+        (st = cnn_lr_schedule_read(&run->sched, cfg, run->hp.lr, run->tc.batch_size, err)) ||
         (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
         (st = cnn_dist_config_read(&run->dist, cfg, err)) ||
         (st = cnn_augment_config_read(&run->aug, cfg, err)) ||
@@ -123,6 +124,8 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
                             "gradient, update skipped (nan_policy = skip_step)\n",
                     epoch + 1, step + 1, gstep);
     } else {
+        S->lr = cnn_lr_at(&run->sched, S->opt->step);
+        S->opt->hp.lr = S->lr;
         cnn_stepper_update(&S->sp, S->opt);
         ts->epoch_loss_sum += stats[STAT_LOSS];
         ts->epoch_correct += stats[STAT_CORRECT];
@@ -145,8 +148,7 @@ static cnn_status end_epoch(session *S, long epoch, double t0, double train_time
     const cnn_run *run = S->run;
     cnn_train_state *ts = &S->ts;
     cnn_status st;
-    cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN,
-                          .lr = run->hp.lr};
+    cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN, .lr = S->lr};
     if (S->val &&
         (st = cnn_session_evaluate(S, S->val, &r.val_loss, &r.val_accuracy, NULL, NULL, err)))
         return st;
@@ -297,6 +299,8 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     if ((st = cnn_session_open(&S, 1, err)) || (st = start(&S, from, sizeof from, err)))
         goto done;
     S.steps_per_epoch = (long)((S.train->n + tc->batch_size - 1) / tc->batch_size);
+    cnn_lr_schedule_resolve(&run->sched, S.steps_per_epoch, tc->epochs);
+    S.lr = cnn_lr_at(&run->sched, S.opt->step);
     S.last_save = cnn_dist_time();
     epoch_end how = EPOCH_DONE;
     for (long epoch = (long)S.ts.epoch; epoch < tc->epochs && how == EPOCH_DONE; epoch++) {
