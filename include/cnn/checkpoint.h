@@ -107,6 +107,25 @@ void cnn_history_free(cnn_history *h);
 /* 1 if path starts with the HDF5 signature (a checkpoint, not an INI). */
 int cnn_checkpoint_is_hdf5(const char *path);
 
+/* The state of the Keras-style callbacks of cnn/train.h: what a resumed
+ * run needs to decide as the uninterrupted one would. */
+typedef struct cnn_callback_state {
+    /* [early_stopping] */
+    double es_best;           /* best monitored value so far; NaN: none yet */
+    int64_t es_wait;          /* epochs since it improved */
+    int64_t es_best_epoch;    /* epoch (1-based) of es_best, 0: none */
+    int64_t es_stopped_epoch; /* the epoch after which it stopped training, 0: not */
+    /* [reduce_lr_on_plateau] */
+    double rp_best;           /* NaN: none yet */
+    int64_t rp_wait;
+    int64_t rp_cooldown;      /* epochs of cooldown left */
+    double lr_scale;          /* factor on the schedule's rate; 1 at the start */
+    int has_best_weights;     /* best_weights holds es_best_epoch's weights */
+} cnn_callback_state;
+
+/* A fresh cnn_callback_state: nothing monitored yet, lr_scale 1. */
+cnn_callback_state cnn_callback_state_init(void);
+
 /* Where training stands. */
 typedef struct cnn_train_state {
     int64_t epoch;        /* epochs completed */
@@ -119,6 +138,12 @@ typedef struct cnn_train_state {
     /* sums over the steps done in the current epoch, so that a run resumed
      * in the middle of an epoch reports the same epoch loss and accuracy */
     double epoch_loss_sum, epoch_correct, epoch_count;
+    cnn_callback_state cb; /* /callbacks */
+    /* [early_stopping] restore_best_weights: the caller's buffer of
+     * nparams + nbuffer_floats floats (parameters, then buffers), written
+     * as /callbacks/best_weights when cb.has_best_weights, and read back
+     * on load when the file has it; NULL: not kept. */
+    float *best_weights;
 } cnn_train_state;
 
 /* Writes path atomically (see above). o must have o->n == m->nparams;

@@ -149,6 +149,48 @@ void cnn_lr_schedule_resolve(cnn_lr_schedule *s, long steps_per_epoch, long epoc
 /* The learning rate of update number step (from 0). */
 double cnn_lr_at(const cnn_lr_schedule *s, int64_t step);
 
+/* Keras's callbacks as sections, decided at the end of every epoch from
+ * the epoch's figures, with their state in checkpoints (cnn/checkpoint.h:
+ * cnn_callback_state) so a resumed run decides as the uninterrupted one.
+ *
+ *   [early_stopping]        monitor = val_loss, min_delta = 0, patience = 0,
+ *                           mode = auto | min | max, baseline, start_from_epoch,
+ *                           restore_best_weights = false
+ *   [reduce_lr_on_plateau]  monitor = val_loss, factor = 0.1, patience = 10,
+ *                           mode, min_delta = 1e-4, cooldown = 0, min_lr = 0
+ *
+ * monitor is loss, accuracy, val_loss or val_accuracy; mode auto is max for
+ * the accuracies, min for the losses. */
+typedef enum { CNN_MON_LOSS = 0, CNN_MON_ACCURACY, CNN_MON_VAL_LOSS, CNN_MON_VAL_ACCURACY } cnn_monitor;
+
+typedef struct cnn_callbacks_config {
+    struct {
+        int enabled;
+        cnn_monitor monitor;
+        int maximize;
+        double min_delta;
+        long patience;
+        double baseline;     /* NaN: none */
+        long start_from_epoch;
+        int restore_best_weights;
+    } es;
+    struct {
+        int enabled;
+        cnn_monitor monitor;
+        int maximize;
+        double factor;
+        long patience;
+        double min_delta;
+        long cooldown;
+        double min_lr;
+    } rp;
+} cnn_callbacks_config;
+
+/* Reads [early_stopping] and [reduce_lr_on_plateau] (absent: off); a
+ * val_* monitor needs a validation set (has_validation). */
+cnn_status cnn_callbacks_config_read(cnn_callbacks_config *c, const cnn_config *cfg,
+                                     int has_validation, cnn_error *err);
+
 /* Exit code of a run stopped by SIGTERM/SIGUSR1 after writing a
  * checkpoint: resubmit the job to continue (EX_TEMPFAIL). */
 enum { CNN_EXIT_STOPPED = 75 };
@@ -176,6 +218,7 @@ typedef struct cnn_run {
     cnn_dist_config dist; /* [dist] */
     cnn_augment_config aug; /* [augment] */
     cnn_ckpt_config ck;   /* [checkpoint] */
+    cnn_callbacks_config cbc; /* [early_stopping], [reduce_lr_on_plateau] */
     cnn_fault_plan fault; /* test seam; none unless a harness sets it */
     int stopped;          /* set by cnn_run_train: stopped early by a signal */
 } cnn_run;

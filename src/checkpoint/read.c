@@ -135,7 +135,7 @@ static cnn_status read_state(const cnn_h5 *f, cnn_train_state *s)
 {
     const char *g = "/state";
     hid_t grp;
-    cnn_train_state t = {0};
+    cnn_train_state t = {.cb = cnn_callback_state_init()};
     cnn_status st = cnn_h5_open_group(f, g, &grp);
     if (st)
         return st;
@@ -143,6 +143,40 @@ static cnn_status read_state(const cnn_h5 *f, cnn_train_state *s)
     H5Gclose(grp);
     if (!st)
         *s = t;
+    return st;
+}
+
+/* /callbacks into s->cb, and the best weights into best (nbest floats)
+ * when both the file and the caller have them. A file written before
+ * callbacks existed has no /callbacks: s->cb stays as at the start of a
+ * run. */
+static cnn_status read_callbacks(const cnn_h5 *f, const cnn_model *m, cnn_train_state *s,
+                                 float *best)
+{
+    const char *g = "/callbacks";
+    htri_t have = cnn_h5_exists(f->id, g);
+    if (have < 0)
+        return cnn_h5_fail(f, CNN_ERR_FORMAT, "cannot read %s", g);
+    if (!have)
+        return CNN_OK;
+    hid_t grp;
+    cnn_callback_state cb = cnn_callback_state_init();
+    cnn_status st = cnn_h5_open_group(f, g, &grp);
+    if (st)
+        return st;
+    st = cnn_h5_read_fields(f, grp, g, ckpt_callback_fields, ckpt_ncallback_fields, &cb);
+    H5Gclose(grp);
+    if (st)
+        return st;
+    if (cb.has_best_weights && best) {
+        hsize_t n = (hsize_t)(m->nparams + m->nbuffer_floats);
+        st = cnn_h5_read_dataset(f, "/callbacks/best_weights", H5T_FLOAT, H5T_NATIVE_FLOAT, 1,
+                                 &n, "the model's weights", best);
+    } else {
+        cb.has_best_weights = 0;
+    }
+    if (!st)
+        s->cb = cb;
     return st;
 }
 
@@ -182,6 +216,7 @@ static cnn_status read_history(const cnn_h5 *f, cnn_history *out)
 /* Buffers of a load, filled completely before anything is copied out. */
 typedef struct load_tmp {
     float *params, *buffers;
+    float *best;                       /* (nparams + nbuffer_floats) best weights, or NULL */
     float *state[CNN_OPTIM_MAX_STATE]; /* the run's state buffers, read from the file */
     int file_nstate;                   /* state buffers the file holds */
     int64_t step;
@@ -236,8 +271,13 @@ static void commit_load(load_tmp *t, cnn_model *m, cnn_optim *o, cnn_train_state
         }
         o->step = t->step;
     }
-    if (s)
+    if (s) {
+        float *keep = s->best_weights;
         *s = t->s;
+        s->best_weights = keep;
+        if (keep && t->s.cb.has_best_weights)
+            memcpy(keep, t->best, (m->nparams + m->nbuffer_floats) * sizeof(float));
+    }
     if (h) {
         cnn_history_free(h);
         *h = t->h;
@@ -266,8 +306,12 @@ static cnn_status load_impl(const char *path, cnn_model *m, cnn_optim *o, cnn_tr
     if (!st && !(st = check_members(&f, "/model", m, 1)) &&
         !(st = read_tensors(&f, "/model", m, t.params, t.buffers)) && o)
         st = load_optimizer(&f, m, o, &t);
+    if (!st && s && s->best_weights && !(t.best = alloc_floats(m->nparams + m->nbuffer_floats)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for the best weights", path);
     if (!st && s)
         st = read_state(&f, &t.s);
+    if (!st && s)
+        st = read_callbacks(&f, m, &t.s, t.best);
     if (!st && h)
         st = read_history(&f, &t.h);
     cnn_h5_close(&f);
@@ -275,6 +319,7 @@ static cnn_status load_impl(const char *path, cnn_model *m, cnn_optim *o, cnn_tr
         commit_load(&t, m, o, s, h);
     free(t.params);
     free(t.buffers);
+    free(t.best);
     for (int k = 0; k < CNN_OPTIM_MAX_STATE; k++)
         free(t.state[k]);
     return st;

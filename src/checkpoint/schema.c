@@ -1,4 +1,5 @@
 /* schema.c - the tables of the checkpoint layout (see schema.h). */
+#include <math.h>
 #include <stddef.h>
 
 #include "schema.h"
@@ -17,6 +18,24 @@ const cnn_h5_field ckpt_state_fields[] = {
 };
 const int ckpt_nstate_fields = sizeof ckpt_state_fields / sizeof *ckpt_state_fields;
 _Static_assert(sizeof(int) == 4 && sizeof(double) == 8, "/state's int32 and float64");
+
+const cnn_h5_field ckpt_callback_fields[] = {
+    {"es_best", offsetof(cnn_callback_state, es_best), CNN_H5_F64},
+    {"es_wait", offsetof(cnn_callback_state, es_wait), CNN_H5_I64},
+    {"es_best_epoch", offsetof(cnn_callback_state, es_best_epoch), CNN_H5_I64},
+    {"es_stopped_epoch", offsetof(cnn_callback_state, es_stopped_epoch), CNN_H5_I64},
+    {"rp_best", offsetof(cnn_callback_state, rp_best), CNN_H5_F64},
+    {"rp_wait", offsetof(cnn_callback_state, rp_wait), CNN_H5_I64},
+    {"rp_cooldown", offsetof(cnn_callback_state, rp_cooldown), CNN_H5_I64},
+    {"lr_scale", offsetof(cnn_callback_state, lr_scale), CNN_H5_F64},
+    {"has_best_weights", offsetof(cnn_callback_state, has_best_weights), CNN_H5_I32},
+};
+const int ckpt_ncallback_fields = sizeof ckpt_callback_fields / sizeof *ckpt_callback_fields;
+
+cnn_callback_state cnn_callback_state_init(void)
+{
+    return (cnn_callback_state){.es_best = NAN, .rp_best = NAN, .lr_scale = 1.0};
+}
 
 const cnn_h5_field ckpt_history_columns[] = {
     {"epoch", offsetof(cnn_epoch_record, epoch), CNN_H5_I64},

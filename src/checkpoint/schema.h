@@ -17,6 +17,10 @@ enum { CKPT_OBJ_MAX = 512, CKPT_PATH_MAX = 4096, CKPT_TYPE_MAX = 64 };
 extern const cnn_h5_field ckpt_state_fields[];
 extern const int ckpt_nstate_fields;
 
+/* /callbacks's attributes: the fields of cnn_callback_state. */
+extern const cnn_h5_field ckpt_callback_fields[];
+extern const int ckpt_ncallback_fields;
+
 /* /history's columns: the fields of cnn_epoch_record, each 8 bytes wide. */
 extern const cnn_h5_field ckpt_history_columns[];
 extern const int ckpt_nhistory_columns;

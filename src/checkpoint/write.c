@@ -98,6 +98,25 @@ static cnn_status write_state(const cnn_h5 *f, const cnn_train_state *s)
     return st;
 }
 
+/* /callbacks: the callbacks' attributes and, when kept, the best weights
+ * (1-D, the model's parameters then its buffers). */
+static cnn_status write_callbacks(const cnn_h5 *f, const cnn_model *m, const cnn_train_state *s)
+{
+    const char *g = "/callbacks";
+    hid_t grp;
+    cnn_status st = cnn_h5_make_group(f, g, &grp);
+    if (st)
+        return st;
+    st = cnn_h5_write_fields(f, grp, g, ckpt_callback_fields, ckpt_ncallback_fields, &s->cb);
+    H5Gclose(grp);
+    if (!st && s->cb.has_best_weights && s->best_weights) {
+        hsize_t n = (hsize_t)(m->nparams + m->nbuffer_floats);
+        st = cnn_h5_write_dataset(f, "/callbacks/best_weights", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                                  1, &n, s->best_weights);
+    }
+    return st;
+}
+
 static cnn_status write_contents(const cnn_h5 *f, const cnn_model *m, const cnn_optim *o,
                                  const cnn_train_state *s, const cnn_history *h,
                                  const char *config_text, const char *const *class_names,
@@ -110,6 +129,7 @@ static cnn_status write_contents(const cnn_h5 *f, const cnn_model *m, const cnn_
         (st = cnn_h5_write_strings(f, "/config", &config_text, -1)) ||
         (st = write_tensors(f, "/model", m, m->params, m->buffers)) ||
         (st = write_optimizer(f, m, o)) || (st = write_state(f, s)) ||
+        (st = write_callbacks(f, m, s)) ||
         (st = write_history(f, h)))
         return st;
     if (nclasses > 0)
@@ -122,6 +142,7 @@ static cnn_status write_contents(const cnn_h5 *f, const cnn_model *m, const cnn_
 static size_t image_estimate(const cnn_model *m, const cnn_optim *o, const char *config_text)
 {
     size_t floats = m->nparams * (size_t)(1 + cnn_optim_nstate(o)) + m->nbuffer_floats;
+    floats += m->nparams + m->nbuffer_floats; /* best weights, when kept */
     return floats * sizeof(float) + strlen(config_text) + ((size_t)1 << 16);
 }
 

@@ -43,6 +43,7 @@ typedef struct session {
     long steps_per_epoch;
     long skipped;         /* steps whose update nan_policy = skip_step skipped */
     double lr;            /* the learning rate of the last update (the schedule's) */
+    float *best;          /* [early_stopping] restore_best_weights: (nparams + nbuffer_floats) */
     double total_imgs, total_time; /* training throughput of the whole run */
 } session;
 
