@@ -1,5 +1,5 @@
 # Sourced by run.sh and fuzz.sh: the sanitizer options and libFuzzer flags
-# of every harness run.
+# of every harness run, and the known defects of known_failing.txt.
 #   detect_leaks: LeakSanitizer after each input, with the suppressions of
 #     the sanitizer job (only allocations inside system libraries);
 #   allocator_may_return_null + max_allocation_size_mb: an allocation over
@@ -14,3 +14,15 @@ export LSAN_OPTIONS=suppressions=$here_env/../sanitize/lsan.supp:print_suppressi
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OPENBLAS_NUM_THREADS=1
 fuzz_flags=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -max_len=65536)
+
+# known: the reproducers of known_failing.txt (full paths); signatures: the
+# strings that mark a report of one of those defects.
+known=() signatures=()
+while read -r f rest; do
+  case $f in
+    ''|'#'*) ;;
+    signature:) signatures+=("${rest%% | *}") ;;
+    *) known+=("$here_env/../../$f") ;;
+  esac
+done <"$here_env/known_failing.txt"
+is_known() { local k; for k in "${known[@]}"; do [ "$k" -ef "$1" ] && return 0; done; return 1; }

@@ -15,15 +15,6 @@ harness=$1 target=$2 build=$3 src=$4 seconds=$5
 shift 5
 here=$src/tests/fuzz
 . "$here/fuzz_env.sh"
-known=() signatures=()
-while read -r f rest; do
-  case $f in
-    ''|'#'*) ;;
-    signature:) signatures+=("${rest%% | *}") ;;
-    *) known+=("$src/$f") ;;
-  esac
-done <"$here/known_failing.txt"
-is_known() { local k; for k in "${known[@]}"; do [ "$k" = "$1" ] && return 0; done; return 1; }
 
 inputs=()
 for d in "$build/seeds/$target" "$here/regress/$target" "$@"; do
