@@ -26,7 +26,7 @@ results() {
 }
 
 case "$case_name" in
-ranks_agree|ranks_agree_adam)
+ranks_agree|ranks_agree_adam|ranks_agree_collective|ranks_agree_hierarchical)
   # Same config and seed on 1-4 ranks (uneven chunk counts at 3) give the
   # same training run, bit for bit: the final weights and optimizer state
   # are identical and so is every printed figure. Each rank updates its own
@@ -38,6 +38,13 @@ ranks_agree|ranks_agree_adam)
     small+=(--set optimizer.type=adam --set optimizer.weight_decay=0.01 --set dist.bucket_mb=0.05)
     nps="3 4"
   fi
+  # [dist] exchange: the same bits whichever way the buckets travel (np 1
+  # has no exchange and stays the reference)
+  ex=()
+  case $case_name in
+  ranks_agree_collective) ex=(--set dist.exchange=collective) ;;
+  ranks_agree_hierarchical) ex=(--set dist.exchange=hierarchical) ;;
+  esac
   run_np 1 "$work/np1" --set checkpoint.dir="$work/c1" || { cat "$work/np1"; fail "np 1 failed"; }
   ref=$(results "$work/np1")
   [ "$(echo "$ref" | grep -c .)" -ge 2 ] || { cat "$work/np1"; fail "np 1 printed no result"; }
@@ -45,9 +52,13 @@ ranks_agree|ranks_agree_adam)
   for np in $nps; do
     extra=(--set dist.overlap=true)
     [ "$case_name" = ranks_agree_adam ] && [ "$np" = 3 ] && extra=(--set dist.overlap=false)
-    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" "${extra[@]}" ||
+    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" "${extra[@]}" "${ex[@]}" ||
       { cat "$work/np$np"; fail "np $np failed"; }
     [ "$(grep -c '^test:' "$work/np$np")" -eq 1 ] || fail "np $np: more than one rank printed"
+    if [ ${#ex[@]} -gt 0 ]; then
+      grep -q "^exchange: ${ex[1]#dist.exchange=}, as \[dist\] exchange says" "$work/np$np" ||
+        { cat "$work/np$np"; fail "np $np: the exchange is not reported"; }
+    fi
     got=$(results "$work/np$np")
     [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
     h5diff "$work/c1/$final" "$work/c$np/$final" /model /model ||
