@@ -154,6 +154,37 @@ rank_fails_io|rank_fails_nan|rank_fails_exit)
   grep -q '^test:' "$work/out" && fail "training went on"
   echo "exit $rc after ${took}s"
   ;;
+stalled_rank)
+  # [dist] timeout_s: rank 2 of 3 is stopped (SIGSTOP) in the middle of
+  # training; instead of hanging, the job ends within seconds with a
+  # message naming rank 2 (from rank 0, whose left neighbour it is).
+  tmo=${STALL_TIMEOUT_S:-3} # STALL_TIMEOUT_S=0 shows the job without the watchdog
+  # shellcheck disable=SC2046
+  timeout 120 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
+    --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k" >"$work/out" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    grep -q '^1/17 - \|^17/17 - ' "$work/out" 2>/dev/null && break
+    sleep 0.1
+  done
+  victim=""
+  for c in $(pgrep -P "$(pgrep -P "$pid")"); do # timeout -> mpirun -> the ranks
+    tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2 && victim=$c
+  done
+  [ -n "$victim" ] || { kill "$pid"; cat "$work/out"; fail "rank 2 not found"; }
+  kill -STOP "$victim"
+  start=$(date +%s)
+  wait "$pid"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  kill -CONT "$victim" 2>/dev/null
+  kill -KILL "$victim" 2>/dev/null
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$work/out"; fail "exit $rc after ${took}s"; }
+  [ "$took" -le 30 ] || { cat "$work/out"; fail "took ${took}s"; }
+  grep -q "^cnn-train: rank 0: rank 2 stopped answering: no word from it for [0-9]* s in .*(\[dist\] timeout_s = $tmo)" "$work/out" ||
+    { cat "$work/out"; fail "no message naming rank 2"; }
+  echo "ended $took s after the stop: $(grep 'stopped answering' "$work/out")"
+  ;;
 nan_skip)
   # nan_policy = skip_step: the NaN step is skipped on every rank, training ends normally.
   # shellcheck disable=SC2046
