@@ -82,10 +82,11 @@ run() {
     --mca btl self,vader,tcp "$@" 2> >(tee "$log" >&2)
   rc=$?
   wait
-  # Open MPI names the node whose daemon it lost; say which ranks were there
+  # Open MPI names the node whose daemon it lost ("ORTE has lost
+  # communication with a remote daemon ... Remote daemon: [[j,0],k] on node
+  # HOST"); say which ranks were there
   for ((i = 0; i < hosts; i++)); do
-    if grep -q "lost communication with a remote daemon\|daemon.*on node $name-h$i\b" "$log" &&
-       grep -q "node $name-h$i\b" "$log"; then
+    if grep -Eq "^ *Remote daemon: .* on node $name-h$i\$" "$log"; then
       echo "netns-cluster: host $name-h$i lost: ranks $((i * per))-$(((i + 1) * per - 1)) of $((hosts * per)) stopped answering" >&2
     fi
   done
