@@ -72,6 +72,9 @@ typedef struct cnn_dist_config {
     int chunk_size;   /* samples per reduction chunk (exact) */
     double bucket_mb; /* gradient bucket size */
     int overlap;      /* reduce buckets during backward */
+    int exchange;     /* exchange = auto (default) | direct | collective | hierarchical
+                       * (cnn_dist_exchange in src/dist/dist.h) */
+    double timeout_s; /* watchdog on the exchange's waits; 0 (default): off */
 } cnn_dist_config;
 
 cnn_status cnn_dist_config_read(cnn_dist_config *c, const cnn_config *cfg, cnn_error *err);

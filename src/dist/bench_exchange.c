@@ -5,10 +5,11 @@
  * Times, per step, the ways of summing an int64 gradient buffer of NPARAMS
  * elements (default 203,898: fashion_cnn) across the ranks: Open MPI's
  * blocking and non-blocking allreduce and reduce-scatter, and what
- * cnn-train does (cnn_dist_reducer: point-to-point reduce-scatter, then
+ * cnn-train does with each [dist] exchange (cnn_dist_reducer: direct,
+ * collective and hierarchical reduce-scatter in 1 MB buckets, then
  * cnn_dist_reducer_allgather of the float parameters). Rank 0 prints the
- * median milliseconds of each. This is the measurement behind the choice
- * of point-to-point messages over MPI_Iallreduce (see dist.h, README).
+ * median milliseconds of each. This is the measurement behind auto's
+ * choice of direct on one node (see dist.h, README).
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -30,17 +31,20 @@ typedef struct bench {
     int64_t *acc;
     float *params;
     int *counts, *displs; /* (world) each rank's shard */
-    cnn_dist_reducer *red;
+    cnn_dist_reducer *red[3]; /* direct, collective, hierarchical */
 } bench;
 
-enum { ALLREDUCE, IALLREDUCE, REDUCE_SCATTER, IREDUCE_SCATTER, OURS, NWAYS };
+enum { ALLREDUCE, IALLREDUCE, REDUCE_SCATTER, IREDUCE_SCATTER, DIRECT, COLLECTIVE, HIERARCHICAL,
+       NWAYS };
 
 static const char *const names[NWAYS] = {
     "MPI_Allreduce (blocking)",
     "MPI_Iallreduce + MPI_Wait",
     "MPI_Reduce_scatter (blocking)",
     "MPI_Ireduce_scatter + MPI_Wait",
-    "cnn-train: point-to-point + allgather",
+    "cnn-train direct + allgather",
+    "cnn-train collective + allgather",
+    "cnn-train hierarchical + allgather",
 };
 
 static void run(bench *b, int way)
@@ -63,11 +67,13 @@ static void run(bench *b, int way)
                             MPI_COMM_WORLD, &rq);
         MPI_Wait(&rq, MPI_STATUS_IGNORE);
         break;
-    case OURS:
-        cnn_dist_reducer_ready(b->red, 0);
-        cnn_dist_reducer_finish(b->red);
-        cnn_dist_reducer_allgather(b->red, b->params);
+    default: {
+        cnn_dist_reducer *r = b->red[way - DIRECT];
+        cnn_dist_reducer_ready(r, 0);
+        cnn_dist_reducer_finish(r);
+        cnn_dist_reducer_allgather(r, b->params);
         break;
+    }
     }
 }
 
@@ -93,8 +99,14 @@ int main(int argc, char **argv)
     b.displs = calloc((size_t)d.world, sizeof *b.displs);
     double *t = calloc((size_t)reps, sizeof *t);
     size_t cut = 0;
-    b.red = cnn_dist_reducer_new(&d, b.acc, CNN_DIST_I64, b.n, &cut, 1, 1 << 20, 1);
-    if (!b.acc || !b.params || !b.counts || !b.displs || !t || !b.red) {
+    int made = 1;
+    for (int k = 0; k < 3; k++) {
+        cnn_dist_reducer_opts o = {.bucket_bytes = 1 << 20, .overlap = 1,
+                                   .exchange = (cnn_dist_exchange)(CNN_DIST_DIRECT + k)};
+        b.red[k] = cnn_dist_reducer_new(&d, NULL, CNN_DIST_I64, b.n, &cut, 1, &o);
+        made &= b.red[k] != NULL;
+    }
+    if (!b.acc || !b.params || !b.counts || !b.displs || !t || !made) {
         fprintf(stderr, "cnn-bench-exchange: rank %d: out of memory for %ld elements\n", d.rank,
                 n);
         cnn_dist_abort(&d, 1);
@@ -122,7 +134,8 @@ int main(int argc, char **argv)
         if (d.rank == 0)
             printf("  %-40s %7.3f ms\n", names[way], t[reps / 2] * 1e3);
     }
-    cnn_dist_reducer_free(b.red);
+    for (int k = 0; k < 3; k++)
+        cnn_dist_reducer_free(b.red[k]);
     free(b.acc);
     free(b.params);
     free(b.counts);

@@ -1,5 +1,6 @@
 /* dist.c - the MPI module (see dist.h). */
 #include <mpi.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,13 @@ int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &d->local_rank);
     MPI_Comm_size(node, &d->local_size);
-    MPI_Comm_free(&node);
+    d->node_comm = (int)MPI_Comm_c2f(node);
+    int shape[3] = {d->local_rank == 0, -d->local_size, d->local_size}; /* nodes, -min, max */
+    MPI_Allreduce(MPI_IN_PLACE, shape, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, shape + 1, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    d->nodes = shape[0];
+    d->node_min = -shape[1];
+    d->node_max = shape[2];
     /* The gradient exchange's messages (tags = bucket numbers) travel on a
      * communicator of their own, made here where every rank is. */
     MPI_Comm ex;
@@ -40,6 +47,8 @@ void cnn_dist_finalize(cnn_dist *d)
     if (d->initialized) {
         MPI_Comm ex = MPI_Comm_f2c((MPI_Fint)d->exchange_comm);
         MPI_Comm_free(&ex);
+        MPI_Comm node = MPI_Comm_f2c((MPI_Fint)d->node_comm);
+        MPI_Comm_free(&node);
         MPI_Finalize();
     }
     d->initialized = 0;
@@ -132,29 +141,81 @@ void cnn_dist_shard(size_t n, int rank, int world, size_t *lo, size_t *hi)
     *hi = (size_t)((unsigned __int128)n * (unsigned)(rank + 1) / (unsigned)world);
 }
 
+const char *const cnn_dist_exchange_names[CNN_DIST_NEXCHANGES + 1] = {
+    "auto", "direct", "collective", "hierarchical", NULL};
+
+cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange want, char *why,
+                                         size_t n)
+{
+    if (want != CNN_DIST_AUTO) {
+        snprintf(why, n, "%s, as [dist] exchange says", cnn_dist_exchange_names[want]);
+        return want;
+    }
+    if (d->world == 1) {
+        snprintf(why, n, "direct (auto: one rank, nothing to exchange)");
+        return CNN_DIST_DIRECT;
+    }
+    if (d->nodes == 1) {
+        snprintf(why, n, "direct (auto: all %d ranks on one node, where point-to-point "
+                         "messages through shared memory are fastest)", d->world);
+        return CNN_DIST_DIRECT;
+    }
+    if (d->node_max == 1) {
+        snprintf(why, n, "collective (auto: %d nodes with one rank each: the MPI's own "
+                         "reduce-scatter, tuned for the network)", d->nodes);
+        return CNN_DIST_COLLECTIVE;
+    }
+    snprintf(why, n, "hierarchical (auto: %d nodes with %d-%d ranks each: shared memory inside "
+                     "a node, one allreduce per local rank across nodes)",
+             d->nodes, d->node_min, d->node_max);
+    return CNN_DIST_HIERARCHICAL;
+}
+
 /* One bucket: buf[lo, hi), at most MAX_CALL elements. */
 typedef struct bucket {
     size_t lo, hi;
 } bucket;
 
+/* Where a bucket is in the hierarchical exchange: each stage is an MPI
+ * request in flight (r->req[bucket]); the next one starts when it ends. */
+enum { H_IDLE, H_GATHERED, H_CROSS, H_SCATTERED, H_DONE };
+
 struct cnn_dist_reducer {
     const cnn_dist *d;
     MPI_Comm comm;     /* the exchange's own (cnn_dist_init): tags are bucket numbers */
     char *buf;         /* (n) elements of esize bytes */
+    int own;           /* buf is the reducer's: 1 malloc, 2 the shared window */
     size_t n, esize;
     cnn_dist_type type;
     MPI_Datatype mtype;
+    cnn_dist_exchange ex;
     size_t *lo, *hi;   /* (world) every rank's shard */
     int *counts;       /* (2 world) shard lengths, then starts, for MPI_Allgatherv;
                         * NULL when n is beyond int counts */
-    char *in;          /* (world - 1) * shard: the parts received from the others */
+    char *in;          /* (world - 1) * shard: the parts received from the others
+                        * (direct), or this rank's summed shard (collective) */
     bucket *b;         /* (nb) in the order backward completes them: highest offset first */
     int nb;
-    int next;          /* first bucket not sent this step */
-    int posted;        /* receives of this step are posted */
+    int next;          /* first bucket not started this step */
+    int posted;        /* receives of this step are posted (direct) */
     int overlap;
     MPI_Request *req;  /* (nreq_max) */
     int nreq, nreq_max;
+    int *rcounts;      /* (nb, world) each rank's part of each bucket (collective) */
+    /* hierarchical */
+    MPI_Win win;
+    MPI_Comm node[2];  /* two copies of the node: the gather and the scatter
+                        * barriers each in bucket order on their own */
+    MPI_Comm cross;    /* ranks of this local number on every node; NULL if none */
+    int L, l, S;       /* ranks on this node, this rank's number, fewest on a node */
+    char **seg;        /* (L) each local rank's buffer, in the window */
+    char *sum;         /* (n) the node's sum, in local rank 0's part of the window */
+    int *stage;        /* (nb) H_* */
+    /* watchdog */
+    double timeout;
+    MPI_Comm tokc;     /* the tokens' own communicator */
+    MPI_Request tok[2]; /* from the left neighbour, to the right one */
+    int tok_in, tok_out;
 };
 
 /* Slot of rank j's part in r->in (ranks other than this one, in order). */
@@ -165,9 +226,83 @@ static char *slot(const cnn_dist_reducer *r, int j)
     return r->in + (size_t)(j < me ? j : j - 1) * len * r->esize;
 }
 
+/* [*plo, *plo + return): the part of bucket i that belongs to rank j's shard. */
+static size_t part(const cnn_dist_reducer *r, int i, int j, size_t *plo)
+{
+    size_t a = r->b[i].lo > r->lo[j] ? r->b[i].lo : r->lo[j];
+    size_t z = r->b[i].hi < r->hi[j] ? r->b[i].hi : r->hi[j];
+    *plo = a;
+    return z > a ? z - a : 0;
+}
+
+/* Walk the cuts from the end; close a bucket once it holds enough, and
+ * split one that is too big for an int count. */
+static void make_buckets(cnn_dist_reducer *r, const size_t *cuts, int ncuts, size_t per)
+{
+    size_t hi = r->n;
+    for (int i = ncuts; i >= 0 && hi > 0; i--) {
+        size_t lo = i > 0 ? cuts[i - 1] : 0;
+        if (lo >= hi || (hi - lo < per && lo > 0))
+            continue;
+        for (; hi - lo > MAX_CALL; hi -= MAX_CALL)
+            r->b[r->nb++] = (bucket){hi - MAX_CALL, hi};
+        r->b[r->nb++] = (bucket){lo, hi};
+        hi = lo;
+    }
+}
+
+/* The node's shared window (r->buf becomes this rank's part of it when the
+ * caller gave no buffer), the node copies and the cross-node communicator.
+ * Returns 0, or -1 when out of memory. */
+static int hier_setup(cnn_dist_reducer *r)
+{
+    const cnn_dist *d = r->d;
+    MPI_Comm node = MPI_Comm_f2c((MPI_Fint)d->node_comm);
+    MPI_Comm_size(node, &r->L);
+    MPI_Comm_rank(node, &r->l);
+    r->S = r->L;
+    check(d, MPI_Allreduce(MPI_IN_PLACE, &r->S, 1, MPI_INT, MPI_MIN, r->comm),
+          "MPI_Allreduce of the node sizes");
+    check(d, MPI_Comm_dup(node, &r->node[0]), "MPI_Comm_dup of the node");
+    check(d, MPI_Comm_dup(node, &r->node[1]), "MPI_Comm_dup of the node");
+    check(d, MPI_Comm_split(r->comm, r->l < r->S ? r->l : MPI_UNDEFINED, d->rank, &r->cross),
+          "MPI_Comm_split across nodes");
+    const MPI_Aint bytes = (MPI_Aint)(r->n * r->esize);
+    char *base = NULL;
+    int rc = MPI_Win_allocate_shared(bytes * (r->l == 0 ? 2 : 1), (int)r->esize, MPI_INFO_NULL,
+                                     node, &base, &r->win);
+    /* every rank learns whether every other got its memory */
+    int ok = rc == MPI_SUCCESS, all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, node);
+    if (!all) {
+        if (ok)
+            MPI_Win_free(&r->win);
+        r->win = MPI_WIN_NULL;
+        return -1;
+    }
+    if (!(r->seg = calloc((size_t)r->L, sizeof *r->seg)) ||
+        !(r->stage = calloc((size_t)r->nb, sizeof *r->stage)))
+        return -1;
+    for (int k = 0; k < r->L; k++) {
+        MPI_Aint sz;
+        int disp;
+        MPI_Win_shared_query(r->win, k, &sz, &disp, &r->seg[k]);
+    }
+    r->sum = r->seg[0] + bytes;
+    /* passive target for the whole life of the window: MPI_Win_sync and
+     * the node barriers order the loads and stores */
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, r->win);
+    if (!r->buf) {
+        r->buf = base;
+        r->own = 2;
+        memset(base, 0, (size_t)bytes);
+    }
+    return 0;
+}
+
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,
-                                       size_t bucket_bytes, int overlap)
+                                       const cnn_dist_reducer_opts *o)
 {
     cnn_dist_reducer *r = calloc(1, sizeof *r);
     if (!r)
@@ -178,32 +313,36 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     r->buf = buf;
     r->n = n;
     r->type = type;
-    r->overlap = overlap;
+    r->overlap = o->overlap;
+    r->timeout = w > 1 ? o->timeout_s : 0;
+    r->win = MPI_WIN_NULL;
+    r->node[0] = r->node[1] = r->cross = r->tokc = MPI_COMM_NULL;
+    r->tok[0] = r->tok[1] = MPI_REQUEST_NULL;
+    char why[8];
+    r->ex = cnn_dist_exchange_pick(d, o->exchange, why, sizeof why);
     r->esize = type == CNN_DIST_I64 ? sizeof(int64_t) : sizeof(float);
     r->mtype = type == CNN_DIST_I64 ? MPI_INT64_T : MPI_FLOAT;
-    size_t per = bucket_bytes / r->esize ? bucket_bytes / r->esize : 1;
-    /* Walk the cuts from the end; close a bucket once it holds enough,
-     * and split one that is too big for an int count. */
+    size_t per = o->bucket_bytes / r->esize ? o->bucket_bytes / r->esize : 1;
     size_t nmax = (size_t)ncuts + 2 + n / MAX_CALL;
     r->b = calloc(nmax, sizeof *r->b);
     r->lo = calloc((size_t)w, sizeof *r->lo);
     r->hi = calloc((size_t)w, sizeof *r->hi);
     if (!r->b || !r->lo || !r->hi)
         goto nomem;
-    size_t hi = n;
-    for (int i = ncuts; i >= 0 && hi > 0; i--) {
-        size_t lo = i > 0 ? cuts[i - 1] : 0;
-        if (lo >= hi || (hi - lo < per && lo > 0))
-            continue;
-        for (; hi - lo > MAX_CALL; hi -= MAX_CALL)
-            r->b[r->nb++] = (bucket){hi - MAX_CALL, hi};
-        r->b[r->nb++] = (bucket){lo, hi};
-        hi = lo;
-    }
+    make_buckets(r, cuts, ncuts, per);
     for (int j = 0; j < w; j++)
         cnn_dist_shard(n, j, w, &r->lo[j], &r->hi[j]);
+    if (w > 1 && r->ex == CNN_DIST_HIERARCHICAL && hier_setup(r) != 0)
+        goto nomem;
+    if (!r->buf) {
+        if (!(r->buf = calloc(n ? n : 1, r->esize)))
+            goto nomem;
+        r->own = 1;
+    }
     if (w == 1)
         return r;
+    if (r->timeout > 0)
+        check(d, MPI_Comm_dup(r->comm, &r->tokc), "MPI_Comm_dup for the watchdog");
     if (n < ((size_t)1 << 31)) {
         if (!(r->counts = malloc(2 * (size_t)w * sizeof *r->counts)))
             goto nomem;
@@ -212,11 +351,22 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
             r->counts[w + j] = (int)r->lo[j];
         }
     }
+    if (r->ex == CNN_DIST_COLLECTIVE) {
+        if (!(r->rcounts = malloc((size_t)r->nb * (size_t)w * sizeof *r->rcounts)))
+            goto nomem;
+        for (int i = 0; i < r->nb; i++)
+            for (int j = 0; j < w; j++) {
+                size_t plo;
+                r->rcounts[(size_t)i * (size_t)w + (size_t)j] = (int)part(r, i, j, &plo);
+            }
+    }
     r->in = malloc(((size_t)(w - 1) * (r->hi[d->rank] - r->lo[d->rank]) + 1) * r->esize);
     r->nreq_max = 2 * r->nb * (w - 1);
     r->req = malloc((size_t)r->nreq_max * sizeof *r->req);
     if (!r->in || !r->req)
         goto nomem;
+    for (int i = 0; i < r->nreq_max; i++)
+        r->req[i] = MPI_REQUEST_NULL;
     return r;
 nomem:
     cnn_dist_reducer_free(r);
@@ -227,43 +377,150 @@ void cnn_dist_reducer_free(cnn_dist_reducer *r)
 {
     if (!r)
         return;
+    if (r->win != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(r->win);
+        MPI_Win_free(&r->win);
+    }
+    for (int k = 0; k < 2; k++)
+        if (r->node[k] != MPI_COMM_NULL)
+            MPI_Comm_free(&r->node[k]);
+    if (r->cross != MPI_COMM_NULL)
+        MPI_Comm_free(&r->cross);
+    if (r->tokc != MPI_COMM_NULL)
+        MPI_Comm_free(&r->tokc);
+    if (r->own == 1)
+        free(r->buf);
     free(r->b);
     free(r->lo);
     free(r->hi);
     free(r->counts);
+    free(r->rcounts);
     free(r->in);
     free(r->req);
+    free(r->seg);
+    free(r->stage);
     free(r);
 }
 
+void *cnn_dist_reducer_data(const cnn_dist_reducer *r) { return r->buf; }
+
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r) { return r->nb; }
 
-void cnn_dist_reducer_allgather(const cnn_dist_reducer *r, float *buf)
+cnn_dist_exchange cnn_dist_reducer_exchange(const cnn_dist_reducer *r) { return r->ex; }
+
+/* ---- the watchdog ---- */
+
+/* This wait's token: one from the left neighbour, one to the right. */
+static void token_post(cnn_dist_reducer *r)
+{
+    if (r->timeout <= 0)
+        return;
+    const int me = r->d->rank, w = r->d->world;
+    r->tok_out = me;
+    check(r->d, MPI_Irecv(&r->tok_in, 1, MPI_INT, (me + w - 1) % w, 0, r->tokc, &r->tok[0]),
+          "MPI_Irecv of a watchdog token");
+    check(r->d, MPI_Isend(&r->tok_out, 1, MPI_INT, (me + 1) % w, 0, r->tokc, &r->tok[1]),
+          "MPI_Isend of a watchdog token");
+}
+
+/* Called while a wait that began at t0 goes on: ends the job once it has
+ * lasted timeout seconds, naming the left neighbour if its token is
+ * missing, or after a grace period for that neighbour's report. */
+static void watchdog(cnn_dist_reducer *r, double t0, const char *what)
+{
+    const double waited = MPI_Wtime() - t0;
+    if (waited < r->timeout)
+        return;
+    const int me = r->d->rank, left = (me + r->d->world - 1) % r->d->world;
+    int got = 0;
+    MPI_Test(&r->tok[0], &got, MPI_STATUS_IGNORE);
+    if (!got) {
+        fprintf(stderr,
+                "cnn-train: rank %d: rank %d stopped answering: no word from it for %.0f s "
+                "in %s ([dist] timeout_s = %g); ending the job\n",
+                me, left, waited, what, r->timeout);
+        cnn_dist_abort(r->d, 1);
+    }
+    const double grace = r->timeout > 10 ? r->timeout : 10;
+    if (waited < r->timeout + grace)
+        return;
+    fprintf(stderr,
+            "cnn-train: rank %d: %s did not complete in %.0f s ([dist] timeout_s = %g), "
+            "though rank %d answered; ending the job\n",
+            me, what, waited, r->timeout, left);
+    cnn_dist_abort(r->d, 1);
+}
+
+/* Waits until done(r, block) says the wait is over. Without the watchdog
+ * done blocks in MPI; with it, done only tests, between watchdog checks,
+ * and the tokens must have come and gone too. */
+static void await(cnn_dist_reducer *r, int (*done)(cnn_dist_reducer *, int), const char *what)
+{
+    if (r->timeout <= 0) {
+        done(r, 1);
+        return;
+    }
+    const double t0 = MPI_Wtime();
+    for (;;) {
+        int tok = 0;
+        check(r->d, MPI_Testall(2, r->tok, &tok, MPI_STATUSES_IGNORE), "a watchdog token");
+        if (done(r, 0) && tok)
+            return;
+        watchdog(r, t0, what);
+        sched_yield();
+    }
+}
+
+/* r->req[0 .. nreq) have completed (block: wait for them). */
+static int requests_done(cnn_dist_reducer *r, int block)
+{
+    int flag = 1;
+    if (block)
+        check(r->d, MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE), "the gradient exchange");
+    else
+        check(r->d, MPI_Testall(r->nreq, r->req, &flag, MPI_STATUSES_IGNORE),
+              "the gradient exchange");
+    return flag;
+}
+
+/* A collective of its own, under the watchdog: r->req[0] is it. */
+static void await_one(cnn_dist_reducer *r, const char *what)
+{
+    r->nreq = 1;
+    token_post(r);
+    await(r, requests_done, what);
+    r->nreq = 0;
+}
+
+void cnn_dist_reducer_allgather(cnn_dist_reducer *r, float *buf)
 {
     const cnn_dist *d = r->d;
     if (d->world == 1)
         return;
     if (r->counts) {
-        check(d, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, r->counts, r->counts + d->world,
-                                MPI_FLOAT, MPI_COMM_WORLD),
-              "MPI_Allgatherv of the parameter shards");
+        check(d, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, r->counts, r->counts + d->world,
+                                 MPI_FLOAT, r->comm, &r->req[0]),
+              "MPI_Iallgatherv of the parameter shards");
+        await_one(r, "the gather of the parameter shards");
         return;
     }
     for (int j = 0; j < d->world; j++) /* beyond int counts: each shard in pieces */
         for (size_t off = r->lo[j]; off < r->hi[j]; off += MAX_CALL)
             check(d, MPI_Bcast(buf + off, (int)(r->hi[j] - off < MAX_CALL ? r->hi[j] - off : MAX_CALL),
-                               MPI_FLOAT, j, MPI_COMM_WORLD),
+                               MPI_FLOAT, j, r->comm),
                   "MPI_Bcast of a parameter shard");
 }
 
-/* [*plo, *phi): the part of bucket i that belongs to rank j's shard. */
-static size_t part(const cnn_dist_reducer *r, int i, int j, size_t *plo)
+void cnn_dist_reducer_sum_f64(cnn_dist_reducer *r, double *buf, int n)
 {
-    size_t a = r->b[i].lo > r->lo[j] ? r->b[i].lo : r->lo[j];
-    size_t z = r->b[i].hi < r->hi[j] ? r->b[i].hi : r->hi[j];
-    *plo = a;
-    return z > a ? z - a : 0;
+    if (r->d->world == 1)
+        return;
+    check(r->d, MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, r->comm, &r->req[0]),
+          "MPI_Iallreduce of the step's figures");
+    await_one(r, "the sum of the step's figures");
 }
+
+/* ---- direct: point-to-point ---- */
 
 /* Receives of every bucket's part of this rank's shard, from every rank. */
 static void post_receives(cnn_dist_reducer *r)
@@ -297,29 +554,6 @@ static void send_bucket(cnn_dist_reducer *r, int i)
     }
 }
 
-void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset)
-{
-    if (r->d->world == 1 || !r->overlap)
-        return;
-    if (!r->posted)
-        post_receives(r);
-    int sent = 0;
-    while (r->next < r->nb && r->b[r->next].lo >= offset) {
-        send_bucket(r, r->next++);
-        sent = 1;
-    }
-    if (!sent)
-        cnn_dist_reducer_poll(r);
-}
-
-void cnn_dist_reducer_poll(cnn_dist_reducer *r)
-{
-    if (r->nreq > 0) {
-        int flag;
-        MPI_Testall(r->nreq, r->req, &flag, MPI_STATUSES_IGNORE);
-    }
-}
-
 static void add_i64(int64_t *restrict a, const int64_t *restrict b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -332,35 +566,188 @@ static void add_f32(float *restrict a, const float *restrict b, size_t n)
         a[i] += b[i];
 }
 
+static void add(const cnn_dist_reducer *r, char *a, const char *b, size_t n)
+{
+    if (r->type == CNN_DIST_I64)
+        add_i64((int64_t *)a, (const int64_t *)b, n);
+    else
+        add_f32((float *)a, (const float *)b, n);
+}
+
+/* The received parts summed into this rank's shard. */
+static void direct_sum(cnn_dist_reducer *r)
+{
+    const int me = r->d->rank, w = r->d->world;
+    const size_t len = r->hi[me] - r->lo[me];
+    char *own = r->buf + r->lo[me] * r->esize;
+    if (r->type == CNN_DIST_I64) { /* exact: any order */
+        for (int j = 0; j < w; j++)
+            if (j != me)
+                add(r, own, slot(r, j), len);
+        return;
+    }
+    /* float: rank 0's part + rank 1's + ..., the same order on every rank */
+    char *sum = me == 0 ? own : slot(r, 0);
+    for (int j = 1; j < w; j++)
+        add(r, sum, j == me ? own : slot(r, j), len);
+    if (me != 0)
+        memcpy(own, sum, len * r->esize);
+}
+
+/* ---- collective: one MPI_Ireduce_scatter per bucket ---- */
+
+static void collective_start(cnn_dist_reducer *r, int i)
+{
+    const int me = r->d->rank;
+    size_t plo, len = part(r, i, me, &plo);
+    size_t at = len ? plo - r->lo[me] : 0; /* inside this rank's summed shard */
+    check(r->d,
+          MPI_Ireduce_scatter(r->buf + r->b[i].lo * r->esize, r->in + at * r->esize,
+                              r->rcounts + (size_t)i * (size_t)r->d->world, r->mtype, MPI_SUM,
+                              r->comm, &r->req[r->nreq++]),
+          "MPI_Ireduce_scatter of a gradient bucket");
+}
+
+/* ---- hierarchical: shared memory in a node, MPI_Iallreduce across ---- */
+
+/* Bucket i goes into the node's window; the barrier says when all are in. */
+static void hier_start(cnn_dist_reducer *r, int i)
+{
+    const bucket *b = &r->b[i];
+    char *mine = r->seg[r->l];
+    if (r->buf != mine) /* the caller's buffer: copy the bucket into the window */
+        memcpy(mine + b->lo * r->esize, r->buf + b->lo * r->esize, (b->hi - b->lo) * r->esize);
+    MPI_Win_sync(r->win);
+    check(r->d, MPI_Ibarrier(r->node[0], &r->req[i]), "MPI_Ibarrier of the node");
+    r->stage[i] = H_GATHERED;
+}
+
+/* Bucket i's request has completed: its next stage. */
+static void hier_next(cnn_dist_reducer *r, int i)
+{
+    const bucket *b = &r->b[i];
+    const size_t es = r->esize;
+    MPI_Win_sync(r->win);
+    switch (r->stage[i]) {
+    case H_GATHERED: { /* all of the node's buckets are in: sum my slice, then across nodes */
+        r->req[i] = MPI_REQUEST_NULL;
+        if (r->l < r->S) {
+            size_t a, z;
+            cnn_dist_shard(b->hi - b->lo, r->l, r->S, &a, &z);
+            a += b->lo;
+            z += b->lo;
+            memcpy(r->sum + a * es, r->seg[0] + a * es, (z - a) * es);
+            for (int k = 1; k < r->L; k++) /* float: in local rank order */
+                add(r, r->sum + a * es, r->seg[k] + a * es, z - a);
+            if (z > a)
+                check(r->d,
+                      MPI_Iallreduce(MPI_IN_PLACE, r->sum + a * es, (int)(z - a), r->mtype,
+                                     MPI_SUM, r->cross, &r->req[i]),
+                      "MPI_Iallreduce of a gradient slice across nodes");
+        }
+        r->stage[i] = H_CROSS;
+        break;
+    }
+    case H_CROSS: /* my slice holds the sum of all nodes: wait for the others' */
+        check(r->d, MPI_Ibarrier(r->node[1], &r->req[i]), "MPI_Ibarrier of the node");
+        r->stage[i] = H_SCATTERED;
+        break;
+    case H_SCATTERED: { /* the whole bucket is summed: my shard's part out of it */
+        size_t plo, len = part(r, i, r->d->rank, &plo);
+        memcpy(r->buf + plo * es, r->sum + plo * es, len * es);
+        r->stage[i] = H_DONE;
+        break;
+    }
+    }
+}
+
+/* Moves every started bucket on as far as it goes; a bucket does not pass
+ * the one before it, so each communicator sees its collectives in bucket
+ * order on every rank. 1 when every bucket is done. */
+static int hier_done(cnn_dist_reducer *r, int block)
+{
+    for (int i = 0; i < r->next; i++)
+        while (r->stage[i] < H_DONE && (i == 0 || r->stage[i] < r->stage[i - 1])) {
+            int flag = 1;
+            if (block)
+                check(r->d, MPI_Wait(&r->req[i], MPI_STATUS_IGNORE), "the gradient exchange");
+            else
+                check(r->d, MPI_Test(&r->req[i], &flag, MPI_STATUS_IGNORE),
+                      "the gradient exchange");
+            if (!flag)
+                break;
+            hier_next(r, i);
+        }
+    return r->next == r->nb && (r->nb == 0 || r->stage[r->nb - 1] == H_DONE);
+}
+
+/* ---- the step ---- */
+
+static void start_bucket(cnn_dist_reducer *r, int i)
+{
+    switch (r->ex) {
+    case CNN_DIST_COLLECTIVE:
+        collective_start(r, i);
+        break;
+    case CNN_DIST_HIERARCHICAL:
+        hier_start(r, i);
+        break;
+    default:
+        if (!r->posted)
+            post_receives(r);
+        send_bucket(r, i);
+        break;
+    }
+}
+
+static int exchange_done(cnn_dist_reducer *r, int block)
+{
+    return r->ex == CNN_DIST_HIERARCHICAL ? hier_done(r, block) : requests_done(r, block);
+}
+
+void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset)
+{
+    if (r->d->world == 1 || !r->overlap)
+        return;
+    if (r->ex == CNN_DIST_DIRECT && !r->posted)
+        post_receives(r);
+    int sent = 0;
+    while (r->next < r->nb && r->b[r->next].lo >= offset) {
+        start_bucket(r, r->next++);
+        sent = 1;
+    }
+    if (!sent || r->ex == CNN_DIST_HIERARCHICAL)
+        cnn_dist_reducer_poll(r);
+}
+
+void cnn_dist_reducer_poll(cnn_dist_reducer *r)
+{
+    if (r->d->world > 1 && r->next > 0)
+        exchange_done(r, 0);
+}
+
 double cnn_dist_reducer_finish(cnn_dist_reducer *r)
 {
     const int me = r->d->rank, w = r->d->world;
     if (w == 1)
         return 0;
     double t0 = MPI_Wtime();
-    if (!r->posted)
+    if (r->ex == CNN_DIST_DIRECT && !r->posted)
         post_receives(r);
     while (r->next < r->nb)
-        send_bucket(r, r->next++);
-    check(r->d, MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE), "the gradient exchange");
+        start_bucket(r, r->next++);
+    token_post(r);
+    await(r, exchange_done, "the gradient exchange");
     double waited = MPI_Wtime() - t0;
     r->nreq = 0;
     r->next = 0;
     r->posted = 0;
-    const size_t len = r->hi[me] - r->lo[me];
-    char *own = r->buf + r->lo[me] * r->esize;
-    if (r->type == CNN_DIST_I64) { /* exact: any order */
-        for (int j = 0; j < w; j++)
-            if (j != me)
-                add_i64((int64_t *)own, (const int64_t *)slot(r, j), len);
-        return waited;
-    }
-    /* float: rank 0's part + rank 1's + ..., the same order on every rank */
-    float *sum = me == 0 ? (float *)own : (float *)slot(r, 0);
-    for (int j = 1; j < w; j++)
-        add_f32(sum, j == me ? (const float *)own : (const float *)slot(r, j), len);
-    if (me != 0)
-        memcpy(own, sum, len * sizeof(float));
+    if (r->ex == CNN_DIST_DIRECT)
+        direct_sum(r);
+    else if (r->ex == CNN_DIST_COLLECTIVE)
+        memcpy(r->buf + r->lo[me] * r->esize, r->in, (r->hi[me] - r->lo[me]) * r->esize);
+    else
+        memset(r->stage, 0, (size_t)r->nb * sizeof *r->stage);
     return waited;
 }
 

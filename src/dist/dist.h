@@ -15,8 +15,14 @@
 typedef struct cnn_dist {
     int rank, world;
     int local_rank, local_size; /* ranks on this node */
+    int nodes;                  /* nodes of the job */
+    int node_min, node_max;     /* fewest and most ranks on one node */
     int initialized;
     int exchange_comm; /* Fortran handle of the gradient exchange's communicator */
+    int node_comm;     /* Fortran handle: the ranks sharing memory with this one
+                        * (MPI_COMM_TYPE_SHARED). The hierarchical exchange
+                        * takes its nodes from here; a test may put a smaller
+                        * group of them here to stand for a node. */
 } cnn_dist;
 
 /* MPI_Init; fills d. Returns 0 on success. */
@@ -47,6 +53,23 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n);
  * The shards of all ranks cut the buffer in order. */
 void cnn_dist_shard(size_t n, int rank, int world, size_t *lo, size_t *hi);
 
+/* How the gradient buckets travel ([dist] exchange). */
+typedef enum {
+    CNN_DIST_AUTO = 0,     /* one of the others, from the job's shape */
+    CNN_DIST_DIRECT,       /* point-to-point: each rank's part straight to its owner */
+    CNN_DIST_COLLECTIVE,   /* MPI_Ireduce_scatter per bucket: the MPI's own algorithm */
+    CNN_DIST_HIERARCHICAL, /* shared memory inside a node, MPI_Iallreduce across nodes */
+    CNN_DIST_NEXCHANGES
+} cnn_dist_exchange;
+
+/* "auto", "direct", ... in enum order, NULL-terminated (config keys). */
+extern const char *const cnn_dist_exchange_names[CNN_DIST_NEXCHANGES + 1];
+
+/* The exchange for this job: want itself, or what auto picks from the
+ * world size and ranks per node; why (n bytes) says why, in one line. */
+cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange want, char *why,
+                                         size_t n);
+
 /* Bucketed, overlapped reduce-scatter of a gradient buffer (sum).
  *
  * Afterwards each rank holds the sum across ranks of its own shard of the
@@ -55,36 +78,77 @@ void cnn_dist_shard(size_t n, int rank, int world, size_t *lo, size_t *hi);
  * parameters. That is half the traffic of an allreduce, and the optimizer
  * work is split among the ranks instead of repeated on each (ZeRO stage 1).
  *
- * The buffer (n float or int64 elements; an int64 sum is exact in any
- * order, a float sum is taken in rank order) is cut into buckets of about
+ * The buffer (n float or int64 elements) is cut into buckets of about
  * bucket_bytes at the given cut points (the offsets where layers'
  * parameters start; ascending, the first 0). Backward produces gradients
  * from the end of the buffer towards its start, so buckets go out in that
- * order: cnn_dist_reducer_ready(off) says buf[off .. n) is final and sends
- * every bucket that lies inside it, each rank's part straight to that rank,
- * as PyTorch DDP starts its buckets. cnn_dist_reducer_finish() sends what
- * is left, waits for this rank's parts and sums them into its shard; the
- * time spent waiting there is the communication the overlap could not
- * hide. With overlap off, nothing is sent before finish().
+ * order: cnn_dist_reducer_ready(off) says buf[off .. n) is final and starts
+ * every bucket that lies inside it, as PyTorch DDP starts its buckets.
+ * cnn_dist_reducer_finish() starts what is left and waits until this
+ * rank's shard holds the sum; the time spent waiting there is the
+ * communication the overlap could not hide. With overlap off, nothing
+ * starts before finish().
  *
- * The exchange is point-to-point (MPI_Isend/MPI_Irecv on a communicator of
- * its own) rather than MPI_Iallreduce: on this project's test machine Open
- * MPI's non-blocking collectives took 2-5 times as long for the same bytes
- * (see the README). Every rank must make the same calls in the same order;
- * the other elements of buf must stay untouched until finish() returns.
- * An MPI error in the exchange is reported and ends the job (MPI_Abort):
- * the ranks could not agree on a gradient any more. */
+ * Three exchanges (cnn_dist_exchange; auto is resolved by
+ * cnn_dist_exchange_pick):
+ *   direct        each rank sends a bucket's part of every other rank's
+ *                 shard straight to that rank (MPI_Isend/MPI_Irecv): world-1
+ *                 messages per bucket per rank. On this project's one-node
+ *                 test machine Open MPI's non-blocking collectives took 2-5
+ *                 times as long for the same bytes (see the README).
+ *   collective    one MPI_Ireduce_scatter per bucket: whatever algorithm the
+ *                 site's MPI picks for the size (rings, trees, in-network).
+ *   hierarchical  the ranks of a node (cnn_dist.node_comm) keep the buffer
+ *                 in one shared-memory window; per bucket, each of the first
+ *                 S local ranks (S = fewest ranks on a node) sums 1/S of the
+ *                 bucket over the node's ranks, straight out of their
+ *                 memory, then allreduces that slice with the ranks of the
+ *                 same local number on the other nodes (MPI_Iallreduce);
+ *                 every rank then copies its shard out of the node's sum.
+ *                 Node barriers (MPI_Ibarrier) order the steps, so it all
+ *                 overlaps with backward like the others.
+ * An int64 sum is exact in any order, so every exchange gives the same
+ * bits. A float sum is taken in rank order by direct, in local rank order
+ * then the MPI's order by hierarchical, and in the MPI's order by
+ * collective.
+ *
+ * With timeout_s > 0 a watchdog guards every wait of the exchange (finish,
+ * cnn_dist_reducer_sum_f64, cnn_dist_reducer_allgather): each such wait
+ * also passes a token to the next rank in a ring, so when a wait lasts
+ * timeout_s seconds, the rank whose token is missing names its left
+ * neighbour as the rank that stopped answering, and ends the job; a rank
+ * whose neighbour did answer waits a grace period longer for that report
+ * before ending the job itself.
+ *
+ * Every rank must make the same calls in the same order; the other
+ * elements of buf must stay untouched until finish() returns. An MPI
+ * error in the exchange is reported and ends the job (MPI_Abort): the
+ * ranks could not agree on a gradient any more. */
 typedef struct cnn_dist_reducer cnn_dist_reducer;
 
 typedef enum { CNN_DIST_F32 = 0, CNN_DIST_I64 } cnn_dist_type;
 
-/* Local (the exchange's communicator is made by cnn_dist_init; one
- * reducer at a time may use it). NULL when out of memory. */
+typedef struct cnn_dist_reducer_opts {
+    size_t bucket_bytes;
+    int overlap;                /* start buckets during backward */
+    cnn_dist_exchange exchange; /* auto is resolved here by cnn_dist_exchange_pick */
+    double timeout_s;           /* watchdog; 0: off */
+} cnn_dist_reducer_opts;
+
+/* Collective (every rank, same arguments): the communicators and the
+ * shared window of the exchange are made here. buf NULL: the reducer
+ * allocates the buffer, zeroed (in the node's shared window when
+ * hierarchical, which saves a copy per step), see cnn_dist_reducer_data.
+ * One reducer at a time may exchange. NULL when out of memory. */
 cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_type type,
                                        size_t n, const size_t *cuts, int ncuts,
-                                       size_t bucket_bytes, int overlap);
+                                       const cnn_dist_reducer_opts *o);
+/* Collective when hierarchical (it frees the shared window); safe on NULL. */
 void cnn_dist_reducer_free(cnn_dist_reducer *r);
+/* The buffer of n elements (the caller's, or the reducer's own). */
+void *cnn_dist_reducer_data(const cnn_dist_reducer *r);
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r);
+cnn_dist_exchange cnn_dist_reducer_exchange(const cnn_dist_reducer *r);
 void cnn_dist_reducer_ready(cnn_dist_reducer *r, size_t offset);
 /* Lets started transfers progress (Open MPI moves messages only inside MPI
  * calls); cheap when nothing is in flight. */
@@ -93,8 +157,11 @@ void cnn_dist_reducer_poll(cnn_dist_reducer *r);
  * Returns the seconds spent waiting. */
 double cnn_dist_reducer_finish(cnn_dist_reducer *r);
 /* In place: every rank's shard of buf (n floats, cut as the reducer's
- * buffer) to every rank. Collective. */
-void cnn_dist_reducer_allgather(const cnn_dist_reducer *r, float *buf);
+ * buffer) to every rank. Collective, under the watchdog. */
+void cnn_dist_reducer_allgather(cnn_dist_reducer *r, float *buf);
+/* In-place sum of n doubles across all ranks. Collective, under the
+ * watchdog. */
+void cnn_dist_reducer_sum_f64(cnn_dist_reducer *r, double *buf, int n);
 
 double cnn_dist_time(void);
 

@@ -56,6 +56,8 @@ void cnn_progress_banner(const session *S, const char *from)
     else if (from[0])
         fprintf(out, "resumed from %s in epoch %lld after step %lld (global step %lld)\n", from,
                 (long long)ts->epoch + 1, (long long)ts->step, (long long)ts->global_step);
+    if (d->world > 1)
+        fprintf(out, "exchange: %s\n", S->sp.exchange_why);
     int busy = cnn_stepper_busy_ranks(&S->sp, tc->batch_size);
     if (busy < d->world)
         fprintf(out,

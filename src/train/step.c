@@ -81,7 +81,10 @@ cnn_status cnn_dist_config_read(cnn_dist_config *c, const cnn_config *cfg, cnn_e
     if ((st = cnn_cfg_enum(s, "reduction", 1, reductions, &c->exact, err)) ||
         (st = cnn_cfg_int(s, "chunk_size", 8, 1, 1 << 20, &chunk, err)) ||
         (st = cnn_cfg_float(s, "bucket_mb", 1.0, 1e-3, 1e6, &c->bucket_mb, err)) ||
-        (st = cnn_cfg_bool(s, "overlap", 1, &c->overlap, err)))
+        (st = cnn_cfg_bool(s, "overlap", 1, &c->overlap, err)) ||
+        (st = cnn_cfg_enum(s, "exchange", CNN_DIST_AUTO, cnn_dist_exchange_names, &c->exchange,
+                           err)) ||
+        (st = cnn_cfg_float(s, "timeout_s", 0.0, 0.0, 1e7, &c->timeout_s, err)))
         return st;
     c->chunk_size = (int)chunk;
     return CNN_OK;
@@ -108,34 +111,37 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     s->raw = malloc((size_t)s->cap * in);
     s->tmp = malloc(in * sizeof *s->tmp);
     size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
-    if (c->exact)
-        s->acc = calloc(m->nparams ? m->nparams : 1, sizeof *s->acc);
-    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts || (c->exact && !s->acc)) {
+    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts) {
         free(cuts);
         return cnn_error_set(err, CNN_ERR_NOMEM,
-                             "out of memory for the step's buffers (a batch of %d images%s)",
-                             s->cap, c->exact ? " and the fixed-point gradient" : "");
+                             "out of memory for the step's buffers (a batch of %d images)", s->cap);
     }
     int n = 0;
     for (int i = 0; i < m->nlayers; i++)
         if (m->layers[i].param_count)
             cuts[n++] = m->layers[i].param_offset;
-    size_t bytes = (size_t)(c->bucket_mb * 1048576.0);
-    s->red = c->exact ? cnn_dist_reducer_new(d, s->acc, CNN_DIST_I64, m->nparams, cuts, n,
-                                             bytes, c->overlap)
-                      : cnn_dist_reducer_new(d, m->grads, CNN_DIST_F32, m->nparams, cuts, n,
-                                             bytes, c->overlap);
+    const cnn_dist_reducer_opts ro = {.bucket_bytes = (size_t)(c->bucket_mb * 1048576.0),
+                                      .overlap = c->overlap,
+                                      .exchange = (cnn_dist_exchange)c->exchange,
+                                      .timeout_s = c->timeout_s};
+    cnn_dist_exchange_pick(d, ro.exchange, s->exchange_why, sizeof s->exchange_why);
+    /* exact: the fixed-point sum is the reducer's own buffer (shared memory
+     * when hierarchical) */
+    s->red = c->exact ? cnn_dist_reducer_new(d, NULL, CNN_DIST_I64, m->nparams, cuts, n, &ro)
+                      : cnn_dist_reducer_new(d, m->grads, CNN_DIST_F32, m->nparams, cuts, n, &ro);
     free(cuts);
     if (!s->red)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the gradient reducer");
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the gradient reducer%s",
+                             c->exact ? " and its fixed-point gradient" : "");
+    if (c->exact)
+        s->acc = cnn_dist_reducer_data(s->red);
     cnn_dist_shard(m->nparams, d->rank, d->world, &s->lo, &s->hi);
     return CNN_OK;
 }
 
 void cnn_stepper_free(cnn_stepper *s)
 {
-    cnn_dist_reducer_free(s->red);
-    free(s->acc);
+    cnn_dist_reducer_free(s->red); /* and acc with it */
     free(s->x);
     free(s->y);
     free(s->ids);
@@ -247,7 +253,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         stats[STAT_NONFINITE] += 1;
     }
     double t0 = cnn_dist_time();
-    cnn_dist_allreduce_f64(s->d, stats, STAT_N);
+    cnn_dist_reducer_sum_f64(s->red, stats, STAT_N);
     s->wait += cnn_dist_time() - t0;
     return st;
 }

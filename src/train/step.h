@@ -23,7 +23,9 @@
  *          amplifies that.
  *
  * Either way the buffer is reduced in buckets that start while backward is
- * still running (see cnn_dist_reducer).
+ * still running, by the exchange [dist] exchange names (see
+ * cnn_dist_reducer); with [dist] timeout_s a watchdog ends the job when a
+ * rank stops answering.
  */
 #ifndef CNN_TRAIN_STEP_H
 #define CNN_TRAIN_STEP_H
@@ -55,8 +57,9 @@ typedef struct cnn_stepper {
     const cnn_dist *d;
     cnn_dist_config c;     /* [dist] */
     cnn_augment_config aug; /* [augment], training images only */
-    int64_t *acc;          /* (nparams) fixed-point gradient sum (exact) */
+    int64_t *acc;          /* (nparams) fixed-point gradient sum (exact); red's buffer */
     cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
+    char exchange_why[192]; /* the exchange used and why ([dist] exchange) */
     size_t lo, hi;         /* this rank's shard of the parameters */
     int cap;               /* samples a forward pass may hold */
     double limit;          /* largest |gradient| * 2^44 a chunk may add (exact) */

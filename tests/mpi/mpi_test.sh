@@ -26,7 +26,7 @@ results() {
 }
 
 case "$case_name" in
-ranks_agree|ranks_agree_adam)
+ranks_agree|ranks_agree_adam|ranks_agree_collective|ranks_agree_hierarchical)
   # Same config and seed on 1-4 ranks (uneven chunk counts at 3) give the
   # same training run, bit for bit: the final weights and optimizer state
   # are identical and so is every printed figure. Each rank updates its own
@@ -38,6 +38,13 @@ ranks_agree|ranks_agree_adam)
     small+=(--set optimizer.type=adam --set optimizer.weight_decay=0.01 --set dist.bucket_mb=0.05)
     nps="3 4"
   fi
+  # [dist] exchange: the same bits whichever way the buckets travel (np 1
+  # has no exchange and stays the reference)
+  ex=()
+  case $case_name in
+  ranks_agree_collective) ex=(--set dist.exchange=collective) ;;
+  ranks_agree_hierarchical) ex=(--set dist.exchange=hierarchical) ;;
+  esac
   run_np 1 "$work/np1" --set checkpoint.dir="$work/c1" || { cat "$work/np1"; fail "np 1 failed"; }
   ref=$(results "$work/np1")
   [ "$(echo "$ref" | grep -c .)" -ge 2 ] || { cat "$work/np1"; fail "np 1 printed no result"; }
@@ -45,9 +52,13 @@ ranks_agree|ranks_agree_adam)
   for np in $nps; do
     extra=(--set dist.overlap=true)
     [ "$case_name" = ranks_agree_adam ] && [ "$np" = 3 ] && extra=(--set dist.overlap=false)
-    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" "${extra[@]}" ||
+    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" "${extra[@]}" "${ex[@]}" ||
       { cat "$work/np$np"; fail "np $np failed"; }
     [ "$(grep -c '^test:' "$work/np$np")" -eq 1 ] || fail "np $np: more than one rank printed"
+    if [ ${#ex[@]} -gt 0 ]; then
+      grep -q "^exchange: ${ex[1]#dist.exchange=}, as \[dist\] exchange says" "$work/np$np" ||
+        { cat "$work/np$np"; fail "np $np: the exchange is not reported"; }
+    fi
     got=$(results "$work/np$np")
     [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
     h5diff "$work/c1/$final" "$work/c$np/$final" /model /model ||
@@ -142,6 +153,37 @@ rank_fails_io|rank_fails_nan|rank_fails_exit)
     { cat "$work/out"; fail "message not printed exactly once"; }
   grep -q '^test:' "$work/out" && fail "training went on"
   echo "exit $rc after ${took}s"
+  ;;
+stalled_rank)
+  # [dist] timeout_s: rank 2 of 3 is stopped (SIGSTOP) in the middle of
+  # training; instead of hanging, the job ends within seconds with a
+  # message naming rank 2 (from rank 0, whose left neighbour it is).
+  tmo=${STALL_TIMEOUT_S:-3} # STALL_TIMEOUT_S=0 shows the job without the watchdog
+  # shellcheck disable=SC2046
+  timeout 120 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
+    --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k" >"$work/out" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    grep -q '^1/17 - \|^17/17 - ' "$work/out" 2>/dev/null && break
+    sleep 0.1
+  done
+  victim=""
+  for c in $(pgrep -P "$(pgrep -P "$pid")"); do # timeout -> mpirun -> the ranks
+    tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2 && victim=$c
+  done
+  [ -n "$victim" ] || { kill "$pid"; cat "$work/out"; fail "rank 2 not found"; }
+  kill -STOP "$victim"
+  start=$(date +%s)
+  wait "$pid"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  kill -CONT "$victim" 2>/dev/null
+  kill -KILL "$victim" 2>/dev/null
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$work/out"; fail "exit $rc after ${took}s"; }
+  [ "$took" -le 30 ] || { cat "$work/out"; fail "took ${took}s"; }
+  grep -q "^cnn-train: rank 0: rank 2 stopped answering: no word from it for [0-9]* s in .*(\[dist\] timeout_s = $tmo)" "$work/out" ||
+    { cat "$work/out"; fail "no message naming rank 2"; }
+  echo "ended $took s after the stop: $(grep 'stopped answering' "$work/out")"
   ;;
 nan_skip)
   # nan_policy = skip_step: the NaN step is skipped on every rank, training ends normally.

@@ -1,10 +1,13 @@
 /* test_reducer.c - the gradient exchange of src/dist under mpirun (-np 3
- * in ctest: shards of unequal length that start inside buckets).
+ * and 4 in ctest: shards of unequal length that start inside buckets).
  *
  * Every rank fills the buffer with values that depend on (rank, index), so
  * the expected sum of each element is known in closed form; after finish()
- * each rank's shard must hold exactly that sum, whatever the bucket size,
- * the overlap setting and the order in which buckets were made ready. */
+ * each rank's shard must hold exactly that sum, whatever the exchange, the
+ * bucket size, the overlap setting and the order in which buckets were
+ * made ready. The whole group runs once per exchange, with the watchdog on
+ * for one, and the hierarchical one also with pairs of ranks standing for
+ * nodes (cnn_dist.node_comm), so its cross-node path runs on one machine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,10 +16,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <mpi.h>
 
 #include "dist.h"
 
 static cnn_dist D;
+static cnn_dist_reducer_opts O; /* the exchange and watchdog of this round */
 
 /* A model-like cut: "layers" starting at these offsets of n = 1000. */
 static const size_t cuts[] = {0, 10, 250, 251, 990};
@@ -38,8 +43,10 @@ static void check_i64_n(size_t n, int ncuts, size_t bucket_bytes, int overlap)
 {
     int64_t *buf = malloc(n * sizeof *buf);
     assert_non_null(buf);
-    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, buf, CNN_DIST_I64, n, cuts, ncuts,
-                                               bucket_bytes, overlap);
+    cnn_dist_reducer_opts o = O;
+    o.bucket_bytes = bucket_bytes;
+    o.overlap = overlap;
+    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, buf, CNN_DIST_I64, n, cuts, ncuts, &o);
     assert_non_null(r);
     size_t lo, hi;
     cnn_dist_shard(n, D.rank, D.world, &lo, &hi);
@@ -60,6 +67,32 @@ static void check_i64_n(size_t n, int ncuts, size_t bucket_bytes, int overlap)
     free(buf);
 }
 
+/* The reducer's own buffer (shared memory when hierarchical). */
+static void i64_own_buffer(void **state)
+{
+    cnn_dist_reducer_opts o = O;
+    o.bucket_bytes = 800;
+    o.overlap = 1;
+    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, NULL, CNN_DIST_I64, N, cuts, NCUTS, &o);
+    assert_non_null(r);
+    int64_t *buf = cnn_dist_reducer_data(r);
+    size_t lo, hi;
+    cnn_dist_shard(N, D.rank, D.world, &lo, &hi);
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < N; i++)
+            buf[i] = value_i64(D.rank, i) * (step + 1);
+        backward_order(r);
+        cnn_dist_reducer_finish(r);
+        for (size_t i = lo; i < hi; i++) {
+            int64_t want = 0;
+            for (int k = 0; k < D.world; k++)
+                want += value_i64(k, i) * (step + 1);
+            assert_int_equal(buf[i], want);
+        }
+    }
+    cnn_dist_reducer_free(r);
+}
+
 static void check_i64(size_t bucket_bytes, int overlap) { check_i64_n(N, NCUTS, bucket_bytes, overlap); }
 
 static void i64_small_buckets_overlap(void **state) { check_i64(64, 1); }
@@ -68,12 +101,16 @@ static void i64_tiny(void **state) { check_i64_n(2, 1, 8, 1); }
 static void i64_one_bucket_overlap(void **state) { check_i64(1 << 20, 1); }
 static void i64_no_overlap(void **state) { check_i64(800, 0); }
 
-/* Float sums go in rank order: rank 0's part + rank 1's + ... */
+/* Float sums: direct adds in rank order, rank 0's part + rank 1's + ...;
+ * these values are small dyadic numbers, so every order gives these bits. */
 static void f32_rank_order(void **state)
 {
     float *buf = malloc(N * sizeof *buf);
     assert_non_null(buf);
-    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, buf, CNN_DIST_F32, N, cuts, NCUTS, 400, 1);
+    cnn_dist_reducer_opts o = O;
+    o.bucket_bytes = 400;
+    o.overlap = 1;
+    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, buf, CNN_DIST_F32, N, cuts, NCUTS, &o);
     assert_non_null(r);
     for (size_t i = 0; i < N; i++)
         buf[i] = value_f32(D.rank, i);
@@ -107,7 +144,10 @@ static void shards_and_allgather(void **state)
         assert_int_equal(end, n);
         float *p = calloc(n, sizeof *p);
         size_t cut = 0;
-        cnn_dist_reducer *r = cnn_dist_reducer_new(&D, p, CNN_DIST_F32, n, &cut, 1, 64, 1);
+        cnn_dist_reducer_opts o = O;
+        o.bucket_bytes = 64;
+        o.overlap = 1;
+        cnn_dist_reducer *r = cnn_dist_reducer_new(&D, p, CNN_DIST_F32, n, &cut, 1, &o);
         assert_non_null(p);
         assert_non_null(r);
         size_t lo, hi;
@@ -122,6 +162,22 @@ static void shards_and_allgather(void **state)
     }
 }
 
+/* The step's figures, summed under the watchdog (or not). */
+static void sum_f64(void **state)
+{
+    cnn_dist_reducer_opts o = O;
+    o.bucket_bytes = 64;
+    size_t cut = 0;
+    float p[4];
+    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, p, CNN_DIST_F32, 4, &cut, 1, &o);
+    assert_non_null(r);
+    double v[2] = {1.0, (double)D.rank};
+    cnn_dist_reducer_sum_f64(r, v, 2);
+    assert_true(v[0] == (double)D.world);
+    assert_true(v[1] == (double)D.world * (D.world - 1) / 2);
+    cnn_dist_reducer_free(r);
+}
+
 int main(int argc, char **argv)
 {
     if (cnn_dist_init(&D, &argc, &argv) != 0)
@@ -131,10 +187,36 @@ int main(int argc, char **argv)
         cmocka_unit_test(i64_one_bucket_overlap),
         cmocka_unit_test(i64_no_overlap),
         cmocka_unit_test(i64_tiny),
+        cmocka_unit_test(i64_own_buffer),
         cmocka_unit_test(f32_rank_order),
         cmocka_unit_test(shards_and_allgather),
+        cmocka_unit_test(sum_f64),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    /* pairs of ranks stand for nodes: {0, 1}, {2, 3}, ... */
+    const int real_node = D.node_comm;
+    MPI_Comm pairs;
+    MPI_Comm_split(MPI_COMM_WORLD, D.rank / 2, D.rank, &pairs);
+    const struct {
+        const char *name;
+        cnn_dist_exchange ex;
+        double timeout_s;
+        int pairs;
+    } rounds[] = {
+        {"direct", CNN_DIST_DIRECT, 0, 0},
+        {"direct, watchdog on", CNN_DIST_DIRECT, 60, 0},
+        {"collective", CNN_DIST_COLLECTIVE, 0, 0},
+        {"hierarchical, one node", CNN_DIST_HIERARCHICAL, 0, 0},
+        {"hierarchical, pairs as nodes", CNN_DIST_HIERARCHICAL, 0, 1},
+        {"hierarchical, pairs as nodes, watchdog on", CNN_DIST_HIERARCHICAL, 60, 1},
+    };
+    int failed = 0;
+    for (size_t k = 0; k < sizeof rounds / sizeof *rounds; k++) {
+        O = (cnn_dist_reducer_opts){.exchange = rounds[k].ex, .timeout_s = rounds[k].timeout_s};
+        D.node_comm = rounds[k].pairs ? (int)MPI_Comm_c2f(pairs) : real_node;
+        failed += cmocka_run_group_tests_name(rounds[k].name, tests, NULL, NULL);
+    }
+    D.node_comm = real_node;
+    MPI_Comm_free(&pairs);
     /* one verdict for the job: any rank's failure fails every rank */
     double f = failed;
     cnn_dist_allreduce_max_f64(&D, &f, 1);
