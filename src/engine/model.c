@@ -1029,9 +1029,16 @@ void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi)
         }
 }
 
+static void summary_functional(const cnn_model *m, FILE *f);
+static size_t layer_count(const cnn_layer *l);
+
 void cnn_model_summary(const cnn_model *m, void *fp)
 {
     FILE *f = fp;
+    if (m->functional) {
+        summary_functional(m, f);
+        return;
+    }
     const char *rule = "_________________________________________________________________";
     const char *dbl = "=================================================================";
     fprintf(f, "Model: \"%s\"\n%s\n", m->name, rule);
@@ -1044,10 +1051,7 @@ void cnn_model_summary(const cnn_model *m, void *fp)
             snprintf(shape, sizeof shape, "(None, %d)", l->out.c);
         else /* shown in Keras's (H, W, C) order; stored channel-first */
             snprintf(shape, sizeof shape, "(None, %d, %d, %d)", l->out.h, l->out.w, l->out.c);
-        size_t count = l->param_count; /* Keras counts the buffers in Param # too */
-        for (int b = 0; b < l->nbuffers; b++)
-            count += l->buffers[b].count;
-        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(count, num, sizeof num));
+        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(layer_count(l), num, sizeof num));
         if (i + 1 < m->nlayers)
             fprintf(f, "\n");
     }
@@ -1056,4 +1060,166 @@ void cnn_model_summary(const cnn_model *m, void *fp)
     fprintf(f, "Total params: %s\n", commas(m->nparams + m->nbuffer_floats, num, sizeof num));
     fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
     fprintf(f, "Non-trainable params: %s\n%s\n", commas(m->nbuffer_floats, num, sizeof num), rule);
+}
+
+/* One row of Keras's table: each field wrapped in its column (ending at
+ * pos[c], two blanks before the next), breaking after "')," "}," "]," or
+ * "'," where one fits, as Keras's print_row does. */
+static void print_row(FILE *f, const char *const *fields, const int *pos, int ncol)
+{
+    const char *left[4];
+    for (int c = 0; c < ncol; c++)
+        left[c] = fields[c];
+    for (;;) {
+        int any = 0;
+        for (int c = 0; c < ncol; c++)
+            any |= *left[c] != 0;
+        if (!any)
+            break;
+        char line[512];
+        int len = 0;
+        for (int c = 0; c < ncol; c++) {
+            int start = c ? pos[c - 1] : 0, space = c != ncol - 1 ? 2 : 0;
+            int cut = pos[c] - start - space, avail = (int)strlen(left[c]);
+            if (cut > avail)
+                cut = avail;
+            static const char *const breaks[] = {"),", "},", "],", "',"};
+            int best = -1;
+            for (int b = 0; b < 4; b++)
+                for (int j = 0; j + 2 <= cut; j++)
+                    if (!strncmp(left[c] + j, breaks[b], 2)) {
+                        if (best < 0 || j + 2 < best)
+                            best = j + 2;
+                        break;
+                    }
+            if (best > 0)
+                cut = best;
+            len += snprintf(line + len, sizeof line - (size_t)len, "%s%.*s%*s", c ? "" : " ", cut,
+                            left[c], space, "");
+            left[c] += cut;
+            if (len < pos[c] && (size_t)pos[c] < sizeof line)
+                len += snprintf(line + len, sizeof line - (size_t)len, "%*s", pos[c] - len, "");
+        }
+        fprintf(f, "%s\n", line);
+    }
+}
+
+/* "(None, H, W, C)" or "(None, N)": Keras's (H, W, C) order; stored
+ * channel-first. */
+static void keras_shape(cnn_shape s, char *buf, size_t n)
+{
+    if (s.h == 1 && s.w == 1)
+        snprintf(buf, n, "(None, %d)", s.c);
+    else
+        snprintf(buf, n, "(None, %d, %d, %d)", s.h, s.w, s.c);
+}
+
+/* Parameters and buffers of l: Keras counts both in Param #. */
+static size_t layer_count(const cnn_layer *l)
+{
+    size_t count = l->param_count;
+    for (int b = 0; b < l->nbuffers; b++)
+        count += l->buffers[b].count;
+    return count;
+}
+
+static const char *input_name(const cnn_model *m, const cnn_layer *l, int k)
+{
+    return l->input[k] == CNN_INPUT_MODEL ? m->input_name : m->layers[l->input[k]].name;
+}
+
+/* Keras's table of a functional model: an InputLayer row, then every
+ * layer with the layers it is connected to. */
+static void summary_functional(const cnn_model *m, FILE *f)
+{
+    static const int pos[4] = {32, 53, 65, 98}; /* Keras: line 98, at .33 .55 .67 1 */
+    static const char *const head[4] = {"Layer (type)", "Output Shape", "Param #",
+                                        "Connected to"};
+    char rule[99], dbl[99];
+    memset(rule, '_', 98);
+    memset(dbl, '=', 98);
+    rule[98] = dbl[98] = 0;
+    fprintf(f, "Model: \"%s\"\n%s\n", m->name, rule);
+    print_row(f, head, pos, 4);
+    fprintf(f, "%s\n", dbl);
+    char col1[160], shape[80], num[32], conn[CNN_LAYER_MAX_INPUTS * (CNN_NAME_MAX + 12) + 4];
+    char in_shape[84];
+    keras_shape(m->input, shape, sizeof shape);
+    snprintf(in_shape, sizeof in_shape, "[%s]", shape);
+    snprintf(col1, sizeof col1, "%s (InputLayer)", m->input_name);
+    print_row(f, (const char *const[]){col1, in_shape, "0", "[]"}, pos, 4);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        fprintf(f, "\n");
+        snprintf(col1, sizeof col1, "%s (%s)", l->name, l->ops->keras_name);
+        keras_shape(l->out, shape, sizeof shape);
+        size_t o = (size_t)snprintf(conn, sizeof conn, "[");
+        for (int k = 0; k < l->ninputs; k++)
+            o += (size_t)snprintf(conn + o, sizeof conn - o, "%s'%s[0][0]'", k ? ", " : "",
+                                  input_name(m, l, k));
+        snprintf(conn + o, sizeof conn - o, "]");
+        print_row(f, (const char *const[]){col1, shape, commas(layer_count(l), num, sizeof num), conn},
+                  pos, 4);
+    }
+    fprintf(f, "%s\n", dbl);
+    fprintf(f, "Total params: %s\n", commas(m->nparams + m->nbuffer_floats, num, sizeof num));
+    fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
+    fprintf(f, "Non-trainable params: %s\n%s\n", commas(m->nbuffer_floats, num, sizeof num), rule);
+}
+
+static void json_tensors(FILE *f, const cnn_param *t, int n, int trainable, int *first)
+{
+    for (int p = 0; p < n; p++) {
+        fprintf(f, "%s{\"name\": ", (*first)++ ? ", " : "");
+        json_str(f, t[p].name);
+        fprintf(f, ", \"shape\": [");
+        for (int d = 0; d < t[p].ndim; d++)
+            fprintf(f, "%s%d", d ? ", " : "", t[p].dims[d]);
+        fprintf(f, "], \"trainable\": %s}", trainable ? "true" : "false");
+    }
+}
+
+void cnn_model_summary_json(const cnn_model *m, void *fp)
+{
+    FILE *f = fp;
+    fprintf(f, "{\n  \"name\": ");
+    json_str(f, m->name);
+    fprintf(f, ",\n  \"format\": \"cnn-train graph 1\",\n  \"data_format\": \"channels_first\",\n");
+    fprintf(f, "  \"functional\": %s,\n  \"loss\": ", m->functional ? "true" : "false");
+    json_str(f, cnn_loss_names[m->loss]);
+    fprintf(f, ",\n  \"input\": {\"name\": ");
+    json_str(f, m->input_name);
+    fprintf(f, ", \"shape\": [%d, %d, %d]},\n  \"layers\": [\n", m->input.h, m->input.w,
+            m->input.c);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        fprintf(f, "    {\"name\": ");
+        json_str(f, l->name);
+        fprintf(f, ", \"type\": ");
+        json_str(f, l->ops->section);
+        fprintf(f, ", \"class_name\": ");
+        json_str(f, l->ops->keras_name);
+        fprintf(f, ",\n     \"keys\": %s,\n     \"inputs\": [",
+                m->keys_json && m->keys_json[i] ? m->keys_json[i] : "{}");
+        for (int k = 0; k < l->ninputs; k++) {
+            fputs(k ? ", " : "", f);
+            json_str(f, input_name(m, l, k));
+        }
+        fprintf(f, "], \"output_shape\": [%d, %d, %d], \"activation\": ", l->out.h, l->out.w,
+                l->out.c);
+        json_str(f, cnn_activation_names[l->act]);
+        size_t nb = layer_count(l) - l->param_count;
+        fprintf(f, ",\n     \"params\": %zu, \"trainable_params\": %zu, "
+                   "\"non_trainable_params\": %zu,\n     \"tensors\": [",
+                layer_count(l), l->param_count, nb);
+        int first = 0;
+        json_tensors(f, l->params, l->nparams, 1, &first);
+        json_tensors(f, l->buffers, l->nbuffers, 0, &first);
+        fprintf(f, "]}%s\n", i + 1 < m->nlayers ? "," : "");
+    }
+    fprintf(f, "  ],\n  \"output\": ");
+    json_str(f, m->layers[m->nlayers - 1].name);
+    fprintf(f, ",\n  \"total_params\": %zu,\n  \"trainable_params\": %zu,\n"
+               "  \"non_trainable_params\": %zu\n}\n",
+            m->nparams + m->nbuffer_floats, m->nparams, m->nbuffer_floats);
 }
