@@ -19,10 +19,7 @@ static cnn_status add_make(cnn_layer *l, const void *p, const cnn_shape *in, int
                            cnn_error *err)
 {
     (void)p;
-    if (nin < 2)
-        return cnn_error_set(err, CNN_ERR_CONFIG,
-                             "layer '%s' (add) needs at least 2 inputs (inputs = a, b)", l->name);
-    for (int k = 1; k < nin; k++)
+    for (int k = 1; k < nin; k++) /* the model gives it 2 or more */
         if (in[k].c != in[0].c || in[k].h != in[0].h || in[k].w != in[0].w) {
             char a[48], b[48];
             return cnn_error_set(err, CNN_ERR_SHAPE,

@@ -310,6 +310,10 @@ static cnn_status resolve_inputs(graph *g, int j, int *functional, cnn_error *er
     if (st)
         return st;
     const int max = nd->ops->max_inputs > 1 ? nd->ops->max_inputs : 1;
+    if (!v && max > 1)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s' (%s): inputs: missing (e.g. inputs = conv2d, conv2d_1)",
+                             at, nd->name, nd->ops->section);
     if (!v) {
         nd->ninputs = 1;
         nd->input[0] = default_input(j);
@@ -360,6 +364,10 @@ static cnn_status resolve_inputs(graph *g, int j, int *functional, cnn_error *er
         nd->input[nd->ninputs++] = src;
         p = *e ? e + 1 : e;
     }
+    if (max > 1 && nd->ninputs < 2)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s' (%s) merges 2 to %d tensors; inputs = '%s' names one",
+                             at, nd->name, nd->ops->section, max, v);
     return CNN_OK;
 }
 
