@@ -13,6 +13,32 @@
  *
  * Every error message has the form "FILE:LINE: [section] key: problem"
  * (or "--set section.key: problem" for command-line overrides).
+ *
+ * Blocks: a group of layer sections written once and instantiated with
+ * parameters, expanded while parsing (so every expanded section and key
+ * keeps a file:line):
+ *
+ *     [block basic]            ; parameters and their defaults
+ *     filters =                ; empty: required
+ *     stride = 1
+ *     [conv2d]                 ; the body: layer sections up to [end]
+ *     name = conv1             ; named: becomes INSTANCE_conv1
+ *     filters = $filters       ; $param or ${param}; $name: the instance name
+ *     stride = ${stride}
+ *     [add]
+ *     inputs = $input, conv1   ; $input: the block's input; conv1: the local one
+ *     [end]
+ *
+ *     [basic]                  ; an instance: the block's name as a section
+ *     filters = 32             ; keys: parameters, name, inputs, repeat
+ *     repeat = 2               ; two instances, the second fed by the first
+ *
+ * An instance without `name` is called BLOCK, BLOCK_1, ... like layers;
+ * its input is `inputs` (default: the layer before it). A key that is not
+ * a parameter, a missing required parameter, a $reference to no parameter,
+ * an unterminated or nested block are errors naming the file and line.
+ * Values substituted from an instance keep the instance's line, so a bad
+ * parameter is reported where it was written.
  */
 #ifndef CNN_CONFIG_H
 #define CNN_CONFIG_H
@@ -40,6 +66,14 @@ typedef struct cnn_section {
     cnn_kv *kv;
     int nkv;
     const struct cnn_config *cfg; /* back pointer for messages */
+    /* A section expanded from a block instance (see "Blocks" above): the
+     * block's name (else NULL), the line of the section in the block, and
+     * the index in cfg->sec of the first section of the instance, whose
+     * default input is the block's input `$input`; -1 when not expanded.
+     * line is the instance's [header] line. */
+    char *block;
+    int block_line;
+    int block_first;
 } cnn_section;
 
 /* Base of the default name of a layer section, as the layer code names its

@@ -139,15 +139,43 @@ typedef struct cnn_layer_ops {
     void (*backward)(cnn_layer *l, const float *w, float *g, const float *in, const float *out,
                      const float *dout, float *din, int B, const cnn_ctx *ctx);
     void (*destroy)(cnn_layer *l); /* frees l->state; may be NULL */
+    /* Multi-input layers (add, concatenate). max_inputs 0 or 1: a single
+     * input, and forward/backward/make are used; above 1: the layer takes
+     * 2 to max_inputs inputs, and make_n/forward_n/backward_n are used
+     * instead. in[k] (B, l->in_shape[k]) is the output of the layer's k-th
+     * input, shared with every other reader of that tensor (never a copy).
+     * backward_n writes dL/d(in[k]) into din[k] (overwriting it) for each k
+     * whose din[k] is not NULL; the model adds it up where a tensor has
+     * several readers. */
+    int max_inputs;
+    cnn_status (*make_n)(cnn_layer *l, const void *p, const cnn_shape *in, int nin,
+                         cnn_error *err);
+    void (*forward_n)(cnn_layer *l, const float *w, const float *const *in, int nin, float *out,
+                      int B, const cnn_ctx *ctx);
+    void (*backward_n)(cnn_layer *l, const float *w, float *g, const float *const *in, int nin,
+                       const float *out, const float *dout, float *const *din, int B,
+                       const cnn_ctx *ctx);
 } cnn_layer_ops;
 
-enum { CNN_NAME_MAX = 64, CNN_LAYER_MAX_PARAMS = 2, CNN_LAYER_MAX_BUFFERS = 4 };
+enum {
+    CNN_NAME_MAX = 64,
+    CNN_LAYER_MAX_PARAMS = 2,
+    CNN_LAYER_MAX_BUFFERS = 4,
+    CNN_LAYER_MAX_INPUTS = 16 /* inputs of one layer (a concatenate of 16 tensors) */
+};
+
+/* Where a layer's k-th input comes from: the model's input. */
+#define CNN_INPUT_MODEL (-1)
 
 struct cnn_layer {
     const cnn_layer_ops *ops;
     char name[CNN_NAME_MAX];
-    int index;              /* position in the model */
-    cnn_shape in, out;
+    int index;              /* position in the model (execution order) */
+    cnn_shape in, out;      /* in: the shape of its first (for most layers only) input */
+    int ninputs;            /* 1, or 2..ops->max_inputs */
+    int input[CNN_LAYER_MAX_INPUTS];        /* index of the layer each input comes from
+                                             * (earlier in the model), or CNN_INPUT_MODEL */
+    cnn_shape in_shape[CNN_LAYER_MAX_INPUTS]; /* their shapes; in_shape[0] == in */
     cnn_activation act;     /* applied after forward (conv2d, dense) */
     cnn_param params[CNN_LAYER_MAX_PARAMS];
     int nparams;            /* number of parameter tensors */

@@ -1,5 +1,5 @@
-/* cnn/model.h - the CNN engine: a sequential model of layers (cnn/layer.h)
- * and its loss.
+/* cnn/model.h - the CNN engine: a network of layers (cnn/layer.h), a
+ * sequence or a DAG, and its loss.
  *
  * Tensors are float32, batch-major, channels-first: an activation batch is
  * (B, C, H, W) contiguous; dense activations are (B, N) with C = N, H = W = 1.
@@ -73,10 +73,25 @@ typedef struct cnn_model {
     size_t scratch_floats;
     int fused_loss;         /* cross-entropy taken on logits; gradient w.r.t. them */
     char name[256];         /* shown by the summary: the config file */
+    /* The graph: layers[] are in execution order (every layer after its
+     * inputs, layers[i].input[]); the last is the output. A tensor several
+     * layers read is read in place by each; its gradient is the sum of
+     * theirs, in a fixed order (last reader first). */
+    int functional;         /* some section has an `inputs` key: Keras's functional table */
+    char input_name[CNN_NAME_MAX]; /* the [input] layer's name */
+    unsigned *din_add;      /* (nlayers) bit k: input k's gradient is written to a
+                             * temporary and added (its tensor has a later reader) */
+    int ntemps;             /* most temporaries one layer's backward needs */
+    size_t temp_size;       /* floats a sample of the largest of them */
+    float *temps;           /* (ntemps, max_batch, temp_size) */
+    char **keys_json;       /* (nlayers) each layer's section keys as a JSON object */
 } cnn_model;
 
-/* Builds the network of the layer sections of cfg, in order. The first
- * must be [input]. loss is the training loss (it decides whether the final
+/* Builds the network of the layer sections of cfg. The first must be
+ * [input]; each layer reads the layer before it, or those its `inputs` key
+ * names (a DAG; cycles, unknown names, a layer whose output nothing reads,
+ * and inputs of shapes the layer cannot combine are errors naming the
+ * file, line and layer). loss is the training loss (it decides whether the final
  * activation is fused with it). Parameters are allocated, not initialised;
  * a section that is neither a singleton (cnn_config_singletons) nor a layer
  * type is an error, and so are parameters that would exceed the memory
@@ -141,8 +156,15 @@ void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi);
 cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t epoch,
                       const int64_t *sample_id);
 
-/* Writes a table like Keras's model.summary() into f (a FILE*). */
+/* Writes a table like Keras's model.summary() into f (a FILE*): the
+ * Sequential table, or for a functional model (m->functional) the
+ * functional one with its "Connected to" column. */
 void cnn_model_summary(const cnn_model *m, void *f);
+
+/* Writes the expanded graph as JSON into f (a FILE*): the input, and for
+ * every layer its name, type, Keras class, section keys, inputs, output
+ * shape (H, W, C), tensors and parameter counts; then the totals. */
+void cnn_model_summary_json(const cnn_model *m, void *f);
 
 #ifdef __cplusplus
 }

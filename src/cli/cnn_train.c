@@ -3,6 +3,7 @@
  *   cnn-train CONFIG [--set section.key=value]... [--resume PATH|auto]   train
  *   cnn-train CHECKPOINT [--set ...]              continue training from a checkpoint
  *   cnn-train --summary CONFIG|CHECKPOINT         print the model table
+ *   cnn-train --summary --json CONFIG|CHECKPOINT  print the expanded graph as JSON
  *   cnn-train --evaluate CHECKPOINT [--out DIR]   test-set report of a trained model
  *
  * Exit codes: 0 success, 2 bad config or input, 1 other failures, 75 stopped
@@ -20,11 +21,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cnn-train [--summary] CONFIG [--set section.key=value]... [--resume R]\n"
+            "usage: cnn-train [--summary [--json]] CONFIG [--set section.key=value]... [--resume R]\n"
             "       cnn-train --evaluate CHECKPOINT [--out DIR] [--set ...]\n"
             "  CONFIG            INI file describing [data], [train], [optimizer] and the layers,\n"
             "                    or a checkpoint (its config; training continues from it)\n"
             "  --summary         print the model like Keras's model.summary() and exit\n"
+            "  --json            with --summary: the expanded graph as JSON (every layer's\n"
+            "                    name, type, keys, inputs, output shape and parameters)\n"
             "  --set S.K=V       override key K of section S (or of the layer named S)\n"
             "  --resume R        resume from checkpoint file R, or 'auto': the newest in\n"
             "                    [checkpoint] dir (start afresh if there is none)\n"
@@ -42,6 +45,7 @@ typedef struct args {
     const char *evaluate; /* checkpoint */
     const char *out;      /* --out DIR */
     int summary;
+    int json;             /* --summary --json */
     const char *resume;   /* --resume */
     const char *const *sets;
     int nsets;
@@ -62,6 +66,8 @@ static int parse_args(int argc, char **argv, args *a)
             return 0;
         } else if (!strcmp(s, "--summary")) {
             a->summary = 1;
+        } else if (!strcmp(s, "--json")) {
+            a->json = 1;
         } else if (!strcmp(s, "--evaluate") || !strcmp(s, "--out") || !strcmp(s, "--resume")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "cnn-train: %s needs a value\n", s);
@@ -97,6 +103,10 @@ static int parse_args(int argc, char **argv, args *a)
     }
     if (!a->config) {
         usage(stderr);
+        return 2;
+    }
+    if (a->json && !a->summary) {
+        fprintf(stderr, "cnn-train: --json goes with --summary\n");
         return 2;
     }
     return -1;
@@ -154,7 +164,9 @@ int main(int argc, char **argv)
     cnn_run run = {0};
     if (a.summary) { /* no MPI needed to describe a model */
         cnn_status st = setup(&a, &run, &err);
-        if (st == CNN_OK)
+        if (st == CNN_OK && a.json)
+            cnn_model_summary_json(run.model, stdout);
+        else if (st == CNN_OK)
             cnn_model_summary(run.model, stdout);
         else
             fprintf(stderr, "cnn-train: %s\n", err.msg);

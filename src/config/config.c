@@ -65,6 +65,7 @@ static cnn_section *add_section(cnn_config *cfg, const char *name, int line)
         return NULL;
     s->line = line;
     s->cfg = cfg;
+    s->block_first = -1;
     for (int i = 0; i < cfg->nsec; i++)
         if (strcmp(cfg->sec[i].name, name) == 0)
             s->ordinal++;
@@ -206,6 +207,9 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
+static cnn_status expand_blocks(cnn_config *cfg, cnn_error *err);
+static void free_section(cnn_section *s);
+
 cnn_status cnn_config_parse_string(cnn_config **out, const char *text, const char *name,
                                    cnn_error *err)
 {
@@ -232,6 +236,11 @@ cnn_status cnn_config_parse_string(cnn_config **out, const char *text, const cha
             return cnn_error_set(err, CNN_ERR_NOMEM, "%s: inih failed (%d)", name, rc);
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "%s:%d: syntax error: expected '[section]' or 'key = value'", name, rc);
+    }
+    cnn_status st = expand_blocks(cfg, err);
+    if (st) {
+        cnn_config_free(cfg);
+        return st;
     }
     *out = cfg;
     return CNN_OK;
@@ -281,14 +290,8 @@ void cnn_config_free(cnn_config *cfg)
 {
     if (!cfg)
         return;
-    for (int i = 0; i < cfg->nsec; i++) {
-        for (int k = 0; k < cfg->sec[i].nkv; k++) {
-            free(cfg->sec[i].kv[k].key);
-            free(cfg->sec[i].kv[k].value);
-        }
-        free(cfg->sec[i].kv);
-        free(cfg->sec[i].name);
-    }
+    for (int i = 0; i < cfg->nsec; i++)
+        free_section(&cfg->sec[i]);
     free(cfg->sec);
     free(cfg->path);
     free(cfg->text);
@@ -586,6 +589,11 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
                                  "--set %s: no section or layer named '%s' in %s", assignment, sec,
                                  cfg->path);
     }
+    if (target->block)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "--set %s: layer '%s' comes from block '%s' (instance at %s:%d); "
+                             "change the instance's parameters in the file",
+                             assignment, sec, target->block, cfg->path, target->line);
     cnn_kv *kv = cnn_section_find(target, key);
     if (kv) {
         char *v = dup_str(value);
@@ -607,4 +615,415 @@ void cnn_config_ignore_section(cnn_config *cfg, const char *name)
         if (!strcmp(cfg->sec[i].name, name))
             for (int k = 0; k < cfg->sec[i].nkv; k++)
                 cfg->sec[i].kv[k].used = 1;
+}
+
+/* ---- blocks: templates of layer sections, expanded after parsing ---- */
+
+/* A block definition: [block NAME] (its keys: the parameters and their
+ * defaults, "" for a required one), then the body sections up to [end]. */
+typedef struct block_def {
+    const char *name;
+    const cnn_section *def;   /* the [block NAME] section */
+    const cnn_section *body;  /* (nbody) */
+    int nbody;
+    int count;                /* instances so far, for default names */
+} block_def;
+
+static int is_ident(const char *s)
+{
+    if (!isalpha((unsigned char)*s) && *s != '_')
+        return 0;
+    while (*++s)
+        if (!isalnum((unsigned char)*s) && *s != '_')
+            return 0;
+    return 1;
+}
+
+/* "block NAME" -> NAME (NULL when s is not a block header). */
+static const char *block_header(const cnn_section *s)
+{
+    if (strncmp(s->name, "block", 5) != 0 || !isspace((unsigned char)s->name[5]))
+        return NULL;
+    const char *n = s->name + 5;
+    while (isspace((unsigned char)*n))
+        n++;
+    return n;
+}
+
+static const block_def *find_block(const block_def *b, int nb, const char *name)
+{
+    for (int i = 0; i < nb; i++)
+        if (strcmp(b[i].name, name) == 0)
+            return &b[i];
+    return NULL;
+}
+
+/* The keys an instance takes besides the parameters. */
+static int instance_key(const char *k)
+{
+    return !strcmp(k, "name") || !strcmp(k, "inputs") || !strcmp(k, "repeat");
+}
+
+/* "filters, stride" for messages. */
+static void param_list(const cnn_section *def, char *buf, size_t n)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (int k = 0; k < def->nkv && o < n; k++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", k ? ", " : "", def->kv[k].key);
+    if (!def->nkv)
+        snprintf(buf, n, "none");
+}
+
+/* The value of $ref in an instance: from the instance (*line its line) or
+ * the block's default; NULL if ref is no parameter. */
+static const char *param_value(const block_def *b, const cnn_section *inst, const char *ref,
+                               int *line)
+{
+    const cnn_kv *kv = inst ? cnn_section_find(inst, ref) : NULL;
+    if (kv && !instance_key(ref)) {
+        *line = kv->line;
+        return kv->value;
+    }
+    kv = cnn_section_find(b->def, ref);
+    return kv ? kv->value : NULL;
+}
+
+typedef struct subst_ctx {
+    const block_def *b;
+    const cnn_section *inst; /* NULL: only check the references */
+    const char *name;        /* instance name */
+    const char *input;       /* the block's input, or "$input" for the model */
+} subst_ctx;
+
+/* Writes v with $param / ${param} / $name / $input replaced into out (n
+ * bytes). *line becomes the instance line of the first substituted
+ * parameter given by the instance. Error (naming the key at kvline) for an
+ * unknown reference or a result longer than n. */
+static cnn_status substitute(const subst_ctx *c, const cnn_section *at, const cnn_kv *kv,
+                             char *out, size_t n, int *line, cnn_error *err)
+{
+    const char *v = kv->value;
+    size_t o = 0;
+    while (*v) {
+        if (*v != '$') {
+            if (o + 1 >= n)
+                goto too_long;
+            out[o++] = *v++;
+            continue;
+        }
+        char ref[NAME_MAX_LEN];
+        size_t r = 0;
+        int brace = v[1] == '{';
+        const char *p = v + 1 + brace;
+        while ((isalnum((unsigned char)*p) || *p == '_') && r + 1 < sizeof ref)
+            ref[r++] = *p++;
+        ref[r] = 0;
+        if (brace && *p++ != '}')
+            r = 0;
+        if (!r)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s:%d: [%s] %s: '%s': a '$' must start $parameter or "
+                                 "${parameter} (block '%s')",
+                                 at->cfg->path, kv->line, at->name, kv->key, kv->value, c->b->name);
+        int pl = 0;
+        const char *val = !strcmp(ref, "name")    ? c->name
+                          : !strcmp(ref, "input") ? c->input
+                                                  : param_value(c->b, c->inst, ref, &pl);
+        if (!val) {
+            char list[256];
+            param_list(c->b->def, list, sizeof list);
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s:%d: [%s] %s: '$%s' is no parameter of block '%s' "
+                                 "(parameters: %s; also $name, $input)",
+                                 at->cfg->path, kv->line, at->name, kv->key, ref, c->b->name, list);
+        }
+        if (pl && !*line)
+            *line = pl;
+        size_t len = strlen(val);
+        if (o + len >= n)
+            goto too_long;
+        memcpy(out + o, val, len);
+        o += len;
+        v = p;
+    }
+    out[o] = 0;
+    return CNN_OK;
+too_long:
+    return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [%s] %s: value too long after substitution",
+                         at->cfg->path, kv->line, at->name, kv->key);
+}
+
+/* Is tok the name key of a section of the block's body? */
+static int local_name(const block_def *b, const char *tok)
+{
+    for (int i = 0; i < b->nbody; i++) {
+        const cnn_kv *kv = cnn_section_find(&b->body[i], "name");
+        if (kv && strcmp(kv->value, tok) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* inputs of a body section: each local name prefixed with the instance name. */
+static void prefix_locals(const block_def *b, const char *inst, const char *in, char *out,
+                          size_t n)
+{
+    size_t o = 0;
+    out[0] = 0;
+    while (*in && o + 1 < n) {
+        const char *e = strchr(in, ',');
+        if (!e)
+            e = in + strlen(in);
+        char tok[NAME_MAX_LEN * 2];
+        if (trimmed(in, e, tok, sizeof tok) < 0)
+            snprintf(tok, sizeof tok, "?");
+        if (local_name(b, tok))
+            o += (size_t)snprintf(out + o, n - o, "%s%s_%s", o ? ", " : "", inst, tok);
+        else
+            o += (size_t)snprintf(out + o, n - o, "%s%s", o ? ", " : "", tok);
+        in = *e ? e + 1 : e;
+    }
+}
+
+/* The sections being built by expand_blocks. */
+typedef struct sec_list {
+    cnn_section *sec;
+    int n, cap;
+} sec_list;
+
+static cnn_section *list_add(sec_list *l)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 16;
+        cnn_section *g = realloc(l->sec, (size_t)cap * sizeof *g);
+        if (!g)
+            return NULL;
+        l->sec = g;
+        l->cap = cap;
+    }
+    cnn_section *s = &l->sec[l->n++];
+    memset(s, 0, sizeof *s);
+    s->block_first = -1;
+    return s;
+}
+
+static void free_section(cnn_section *s)
+{
+    for (int k = 0; k < s->nkv; k++) {
+        free(s->kv[k].key);
+        free(s->kv[k].value);
+    }
+    free(s->kv);
+    free(s->name);
+    free(s->block);
+}
+
+/* Appends one instance of b (named name, fed by input) to out. */
+static cnn_status expand_instance(block_def *b, const cnn_section *inst, const char *name,
+                                  const char *input, const cnn_kv *inputs_kv, sec_list *out,
+                                  cnn_error *err)
+{
+    const cnn_config *cfg = inst->cfg;
+    subst_ctx c = {b, inst, name, input};
+    const int first = out->n;
+    for (int i = 0; i < b->nbody; i++) {
+        const cnn_section *t = &b->body[i];
+        cnn_section *s = list_add(out);
+        if (!s || !(s->name = dup_str(t->name)) || !(s->block = dup_str(b->name)))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory expanding blocks",
+                                 cfg->path);
+        s->line = inst->line;
+        s->block_line = t->line;
+        s->block_first = first;
+        s->cfg = cfg;
+        int has_inputs = 0;
+        for (int k = 0; k < t->nkv; k++) {
+            char v[1024], v2[1024 + NAME_MAX_LEN + 2];
+            int line = 0;
+            cnn_status st = substitute(&c, t, &t->kv[k], v, sizeof v, &line, err);
+            if (st)
+                return st;
+            const char *key = t->kv[k].key, *val = v;
+            if (!strcmp(key, "name")) {
+                snprintf(v2, sizeof v2, "%s_%s", name, v);
+                val = v2;
+            } else if (!strcmp(key, "inputs")) {
+                prefix_locals(b, name, v, v2, sizeof v2);
+                val = v2;
+                has_inputs = 1;
+            }
+            if (!add_kv(s, key, val, line ? line : t->kv[k].line))
+                return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory expanding blocks",
+                                     cfg->path);
+        }
+        /* the first section takes the instance's inputs, not the section before it */
+        if (i == 0 && !has_inputs && inputs_kv && !add_kv(s, "inputs", input, inputs_kv->line))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory expanding blocks",
+                                 cfg->path);
+    }
+    return CNN_OK;
+}
+
+/* Checks an instance's keys and expands it `repeat` times into out. */
+static cnn_status expand_instances(block_def *b, cnn_section *inst, sec_list *out,
+                                   cnn_error *err)
+{
+    const cnn_config *cfg = inst->cfg;
+    char list[256];
+    param_list(b->def, list, sizeof list);
+    for (int k = 0; k < inst->nkv; k++) {
+        const cnn_kv *kv = &inst->kv[k];
+        if (!instance_key(kv->key) && !cnn_section_find(b->def, kv->key))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s:%d: [%s] %s: not a parameter of block '%s' (line %d; "
+                                 "parameters: %s; also name, inputs, repeat)",
+                                 cfg->path, kv->line, inst->name, kv->key, b->name, b->def->line,
+                                 list);
+        if (!kv->value[0])
+            return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [%s] %s: is empty", cfg->path,
+                                 kv->line, inst->name, kv->key);
+        inst->kv[k].used = 1;
+    }
+    for (int k = 0; k < b->def->nkv; k++)
+        if (!b->def->kv[k].value[0] && !cnn_section_find(inst, b->def->kv[k].key))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s:%d: [%s] %s: missing; block '%s' (line %d) needs it "
+                                 "(parameters: %s)",
+                                 cfg->path, inst->line, inst->name, b->def->kv[k].key, b->name,
+                                 b->def->line, list);
+    long repeat;
+    cnn_status st = cnn_cfg_int(inst, "repeat", 1, 1, 10000, &repeat, err);
+    const char *nm = NULL, *inputs = NULL;
+    if (st || (st = cnn_cfg_string(inst, "name", NULL, &nm, err)) ||
+        (st = cnn_cfg_string(inst, "inputs", NULL, &inputs, err)))
+        return st;
+    for (long r = 0; r < repeat; r++) {
+        char name[NAME_MAX_LEN];
+        const char *base = nm ? nm : b->name;
+        int ord = nm ? (int)r : b->count++;
+        if (ord == 0)
+            snprintf(name, sizeof name, "%s", base);
+        else
+            snprintf(name, sizeof name, "%s_%d", base, ord);
+        /* only the first repetition takes the instance's inputs */
+        const cnn_kv *ikv = r == 0 ? cnn_section_find(inst, "inputs") : NULL;
+        if ((st = expand_instance(b, inst, name, ikv ? inputs : "$input", ikv, out, err)))
+            return st;
+    }
+    return CNN_OK;
+}
+
+/* Reads the block definitions of cfg into *blocks (the sections stay in
+ * cfg->sec; b->body points into it). */
+static cnn_status find_blocks(cnn_config *cfg, block_def **blocks, int *nblocks, cnn_error *err)
+{
+    *blocks = NULL;
+    *nblocks = 0;
+    for (int i = 0; i < cfg->nsec; i++) {
+        const cnn_section *s = &cfg->sec[i];
+        const char *bn = block_header(s);
+        if (!bn && strcmp(s->name, "end") == 0)
+            return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: [end] outside a block",
+                                 cfg->path, s->line);
+        if (!bn)
+            continue;
+        if (!is_ident(bn) || cnn_config_is_singleton(bn) || !strcmp(bn, "block") ||
+            !strcmp(bn, "end"))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s:%d: [%s]: a block's name is a word of letters, digits and "
+                                 "'_' (not a singleton section)",
+                                 cfg->path, s->line, s->name);
+        if (find_block(*blocks, *nblocks, bn))
+            return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: block '%s' is defined twice",
+                                 cfg->path, s->line, bn);
+        for (int k = 0; k < s->nkv; k++)
+            if (instance_key(s->kv[k].key) || !strcmp(s->kv[k].key, "input") ||
+                !is_ident(s->kv[k].key))
+                return cnn_error_set(err, CNN_ERR_CONFIG,
+                                     "%s:%d: [%s] %s: not a possible parameter name (name, "
+                                     "input, inputs and repeat are taken)",
+                                     cfg->path, s->kv[k].line, s->name, s->kv[k].key);
+        int j = i + 1;
+        for (; j < cfg->nsec && strcmp(cfg->sec[j].name, "end") != 0; j++) {
+            const cnn_section *t = &cfg->sec[j];
+            if (block_header(t) || cnn_config_is_singleton(t->name) ||
+                find_block(*blocks, *nblocks, t->name))
+                return cnn_error_set(err, CNN_ERR_CONFIG,
+                                     "%s:%d: [%s] inside block '%s' (line %d): a block holds "
+                                     "layer sections only, up to [end]",
+                                     cfg->path, t->line, t->name, bn, s->line);
+        }
+        if (j == cfg->nsec)
+            return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: block '%s' has no [end]", cfg->path,
+                                 s->line, bn);
+        if (j == i + 1)
+            return cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: block '%s' has no sections",
+                                 cfg->path, s->line, bn);
+        block_def *g = realloc(*blocks, (size_t)(*nblocks + 1) * sizeof *g);
+        if (!g)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", cfg->path);
+        *blocks = g;
+        g[*nblocks] = (block_def){bn, s, &cfg->sec[i + 1], j - i - 1, 0};
+        /* every reference in the body must name a parameter */
+        subst_ctx c = {&g[*nblocks], NULL, "x", "x"};
+        for (int t = i + 1; t < j; t++)
+            for (int k = 0; k < cfg->sec[t].nkv; k++) {
+                char v[1024];
+                int line = 0;
+                cnn_status st = substitute(&c, &cfg->sec[t], &cfg->sec[t].kv[k], v, sizeof v,
+                                           &line, err);
+                if (st)
+                    return st;
+            }
+        (*nblocks)++;
+        i = j;
+    }
+    return CNN_OK;
+}
+
+/* Replaces block definitions by nothing and instances by their sections;
+ * ordinals are counted again over the result. */
+static cnn_status expand_blocks(cnn_config *cfg, cnn_error *err)
+{
+    block_def *blocks;
+    int nb;
+    cnn_status st = find_blocks(cfg, &blocks, &nb, err);
+    if (st || nb == 0) {
+        free(blocks);
+        return st;
+    }
+    sec_list out = {0};
+    for (int i = 0; i < cfg->nsec && !st; i++) {
+        cnn_section *s = &cfg->sec[i];
+        block_def *b = (block_def *)find_block(blocks, nb, s->name);
+        if (block_header(s)) {
+            while (strcmp(cfg->sec[i].name, "end") != 0)
+                i++;
+        } else if (b) {
+            st = expand_instances(b, s, &out, err);
+        } else {
+            cnn_section *d = list_add(&out);
+            if (!d) {
+                st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", cfg->path);
+                break;
+            }
+            *d = *s; /* moved */
+            memset(s, 0, sizeof *s);
+        }
+    }
+    free(blocks);
+    for (int i = 0; i < cfg->nsec; i++)
+        free_section(&cfg->sec[i]);
+    free(cfg->sec);
+    cfg->sec = out.sec;
+    cfg->nsec = out.n;
+    if (st)
+        return st;
+    for (int i = 0; i < cfg->nsec; i++) {
+        cfg->sec[i].ordinal = 0;
+        for (int j = 0; j < i; j++)
+            cfg->sec[i].ordinal += strcmp(cfg->sec[j].name, cfg->sec[i].name) == 0;
+    }
+    return CNN_OK;
 }

@@ -16,7 +16,9 @@
     X(avgpool2d)                                                                                  \
     X(dense)                                                                                      \
     X(dropout)                                                                                    \
-    X(flatten)
+    X(flatten)                                                                                    \
+    X(add)                                                                                        \
+    X(concatenate)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
 #define CNN_ENTER_TYPE(id) &cnn_##id##_ops,

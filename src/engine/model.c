@@ -109,19 +109,37 @@ static cnn_status unknown_section(const cnn_section *s, const cnn_layer_ops *con
                          s->cfg->path, s->line, s->name, list);
 }
 
+/* "FILE:LINE: " of section s for messages; for a section expanded from a
+ * block, the instance's line and the block's own line of the section. */
+static void where(const cnn_section *s, char *buf, size_t n)
+{
+    if (s->block)
+        snprintf(buf, n, "%s:%d: block '%s' ([%s] at line %d): ", s->cfg->path, s->line,
+                 s->block, s->name, s->block_line);
+    else
+        snprintf(buf, n, "%s:%d: ", s->cfg->path, s->line);
+}
+
 /* Parses section s into the type's parameters, then makes layer l from
- * them on input `in`; make's messages get the section's file:line. */
-static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_shape in, cnn_error *err)
+ * them on its inputs (l->in_shape); make's messages get the section's
+ * file:line. */
+static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_error *err)
 {
     const cnn_layer_ops *ops = l->ops;
     void *params = calloc(1, ops->params_size ? ops->params_size : 1);
+    char at[400];
+    where(s, at, sizeof at);
     if (!params)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     cnn_status st = ops->parse ? ops->parse(s, params, err) : CNN_OK;
-    if (st == CNN_OK && (st = ops->make(l, params, in, err)) && err) {
-        char msg[CNN_ERROR_MSG_MAX];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        cnn_error_set(err, st, "%s:%d: %s", s->cfg->path, s->line, msg);
+    if (st == CNN_OK) {
+        st = ops->max_inputs > 1 ? ops->make_n(l, params, l->in_shape, l->ninputs, err)
+                                 : ops->make(l, params, l->in, err);
+        if (st && err) {
+            char msg[CNN_ERROR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            cnn_error_set(err, st, "%s%s", at, msg);
+        }
     }
     free(params);
     /* Layers index a sample's values with int: refuse what does not fit. */
@@ -130,10 +148,10 @@ static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_shape in, 
         char a[32], b[32], c[32];
         int ok = n && cnn_size_mul(n, sizeof(float), &bytes);
         st = cnn_error_set(err, CNN_ERR_SHAPE,
-                           "%s:%d: layer '%s' (%s) outputs %dx%dx%d = %s values (%s bytes) a "
+                           "%slayer '%s' (%s) outputs %dx%dx%d = %s values (%s bytes) a "
                            "sample; a layer holds at most %s values a sample",
-                           s->cfg->path, s->line, l->name, ops->section, l->out.h, l->out.w,
-                           l->out.c, n ? commas(n, a, sizeof a) : "too many",
+                           at, l->name, ops->section, l->out.h, l->out.w, l->out.c,
+                           n ? commas(n, a, sizeof a) : "too many",
                            ok ? commas(bytes, b, sizeof b) : "too many",
                            commas(INT_MAX, c, sizeof c));
     }
@@ -247,91 +265,396 @@ cnn_status cnn_model_create(cnn_model **out, const cnn_config *cfg, cnn_loss los
     return cnn_model_create_types(out, cfg, loss, cnn_layer_types, err);
 }
 
+/* A layer section while the graph is built. */
+typedef struct node {
+    const cnn_section *s;
+    const cnn_layer_ops *ops;
+    char name[CNN_NAME_MAX];
+    int ninputs;
+    int input[CNN_LAYER_MAX_INPUTS]; /* node index, or CNN_INPUT_MODEL */
+    int readers;                     /* how many inputs of other nodes name it */
+    int layer;                       /* its index in m->layers, -1 until built */
+} node;
+
+typedef struct graph {
+    const cnn_config *cfg;
+    node *nodes;
+    int n;
+    const char *input_name;
+} graph;
+
+/* The node a name in `inputs` stands for, or -2. */
+static int node_named(const graph *g, const char *name)
+{
+    if (strcmp(name, g->input_name) == 0)
+        return CNN_INPUT_MODEL;
+    for (int j = 0; j < g->n; j++)
+        if (strcmp(g->nodes[j].name, name) == 0)
+            return j;
+    return -2;
+}
+
+/* What node j reads when its section has no `inputs`: the layer before. */
+static int default_input(int j) { return j > 0 ? j - 1 : CNN_INPUT_MODEL; }
+
+/* Reads node j's `inputs` (names separated by commas; `$input` in a block:
+ * the block's input) or takes the default. */
+static cnn_status resolve_inputs(graph *g, int j, int *functional, cnn_error *err)
+{
+    node *nd = &g->nodes[j];
+    const cnn_section *s = nd->s;
+    const char *v;
+    char at[400];
+    where(s, at, sizeof at);
+    cnn_status st = cnn_cfg_string(s, "inputs", NULL, &v, err);
+    if (st)
+        return st;
+    const int max = nd->ops->max_inputs > 1 ? nd->ops->max_inputs : 1;
+    if (!v && max > 1)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s' (%s): inputs: missing (e.g. inputs = conv2d, conv2d_1)",
+                             at, nd->name, nd->ops->section);
+    if (!v) {
+        nd->ninputs = 1;
+        nd->input[0] = default_input(j);
+        return CNN_OK;
+    }
+    *functional = 1;
+    nd->ninputs = 0;
+    for (const char *p = v; *p;) {
+        const char *e = strchr(p, ',');
+        if (!e)
+            e = p + strlen(p);
+        char tok[CNN_NAME_MAX];
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        size_t len = (size_t)(e - p);
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == 0 || len >= sizeof tok)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer '%s': inputs = '%s': expected layer names separated "
+                                 "by commas",
+                                 at, nd->name, v);
+        memcpy(tok, p, len);
+        tok[len] = 0;
+        int src;
+        if (strcmp(tok, "$input") == 0) {
+            int first = -1;
+            for (int k = 0; k < g->n && s->block_first >= 0; k++)
+                if (g->nodes[k].s == &g->cfg->sec[s->block_first])
+                    first = k;
+            if (first < 0)
+                return cnn_error_set(err, CNN_ERR_CONFIG,
+                                     "%slayer '%s': inputs: $input is the input of a block, "
+                                     "and this section is in none",
+                                     at, nd->name);
+            src = default_input(first);
+        } else if ((src = node_named(g, tok)) == -2) {
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer '%s': inputs: no layer is named '%s' (see --summary "
+                                 "for the names)",
+                                 at, nd->name, tok);
+        }
+        if (nd->ninputs == max)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer '%s' (%s) takes %s; inputs = '%s' names more%s", at,
+                                 nd->name, nd->ops->section, max == 1 ? "one input" : "at most 16",
+                                 v, max == 1 ? " (merge tensors with [add] or [concatenate])" : "");
+        nd->input[nd->ninputs++] = src;
+        p = *e ? e + 1 : e;
+    }
+    if (max > 1 && nd->ninputs < 2)
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s' (%s) merges 2 to %d tensors; inputs = '%s' names one",
+                             at, nd->name, nd->ops->section, max, v);
+    return CNN_OK;
+}
+
+/* Execution order: every node after its inputs, file order where free
+ * (so a sequential network runs in file order). A cycle is an error naming
+ * it. */
+static cnn_status order_nodes(const graph *g, int *order, cnn_error *err)
+{
+    char *done = calloc((size_t)g->n + 1, 1);
+    if (!done)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
+    for (int k = 0; k < g->n; k++) {
+        int pick = -1;
+        for (int j = 0; j < g->n && pick < 0; j++) {
+            int ready = !done[j];
+            for (int i = 0; ready && i < g->nodes[j].ninputs; i++)
+                ready = g->nodes[j].input[i] == CNN_INPUT_MODEL || done[g->nodes[j].input[i]];
+            if (ready)
+                pick = j;
+        }
+        if (pick >= 0) {
+            done[pick] = 1;
+            order[k] = pick;
+            continue;
+        }
+        /* Every node left reads one that is left: walk them to a repeat. */
+        int *seen = calloc((size_t)g->n, sizeof *seen), j = 0, step = 1;
+        while (done[j])
+            j++;
+        while (seen && !seen[j]) {
+            seen[j] = step++;
+            const node *nd = &g->nodes[j];
+            for (int i = 0; i < nd->ninputs; i++)
+                if (nd->input[i] != CNN_INPUT_MODEL && !done[nd->input[i]]) {
+                    j = nd->input[i];
+                    break;
+                }
+        }
+        char path[512] = "", at[400];
+        size_t o = 0;
+        int start = j;
+        for (int c = 0; seen && o < sizeof path; c++) {
+            o += (size_t)snprintf(path + o, sizeof path - o, "%s'%s'", c ? " reads " : "",
+                                  g->nodes[j].name);
+            if (c && j == start)
+                break;
+            const node *nd = &g->nodes[j];
+            for (int i = 0; i < nd->ninputs; i++)
+                if (nd->input[i] != CNN_INPUT_MODEL && seen[nd->input[i]] &&
+                    !done[nd->input[i]]) {
+                    j = nd->input[i];
+                    break;
+                }
+        }
+        where(g->nodes[start].s, at, sizeof at);
+        free(seen);
+        free(done);
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s': the inputs form a cycle: %s", at,
+                             g->nodes[start].name, path);
+    }
+    free(done);
+    return CNN_OK;
+}
+
+/* Reads the layer sections of cfg into g (names, types, inputs); builds
+ * [input] into m. */
+static cnn_status read_nodes(cnn_model *m, const cnn_config *cfg,
+                             const cnn_layer_ops *const *types, graph *g, cnn_error *err)
+{
+    cnn_status st;
+    int have_input = 0;
+    for (int i = 0; i < cfg->nsec; i++) {
+        const cnn_section *s = &cfg->sec[i];
+        const cnn_layer_ops *ops = find_type(types, s);
+        char at[400];
+        where(s, at, sizeof at);
+        if (!ops && !cnn_config_is_singleton(s->name))
+            return unknown_section(s, types, err);
+        if (!ops)
+            continue;
+        if (!have_input && ops != &cnn_input_ops)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%s[%s] comes before [input]; the network must start with "
+                                 "[input] shape = HxWxC",
+                                 at, s->name);
+        const char *name;
+        char nm[CNN_NAME_MAX];
+        if ((st = cnn_cfg_string(s, "name", NULL, &name, err)))
+            return st;
+        if (name)
+            snprintf(nm, sizeof nm, "%s", name);
+        else if (s->ordinal == 0)
+            snprintf(nm, sizeof nm, "%s", ops->default_name);
+        else
+            snprintf(nm, sizeof nm, "%s_%d", ops->default_name, s->ordinal);
+        if (ops == &cnn_input_ops) {
+            if (have_input)
+                return cnn_error_set(err, CNN_ERR_CONFIG, "%sa second [input] section", at);
+            cnn_layer in = {.ops = ops};
+            snprintf(in.name, sizeof in.name, "%s", nm);
+            if ((st = build_layer(&in, s, err)))
+                return st;
+            have_input = 1;
+            m->input = in.out;
+            snprintf(m->input_name, sizeof m->input_name, "%s", nm);
+            g->input_name = m->input_name;
+            continue;
+        }
+        if (node_named(g, nm) != -2)
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer name '%s' is used twice; give each layer its own name",
+                                 at, nm);
+        node *nd = &g->nodes[g->n++];
+        nd->s = s;
+        nd->ops = ops;
+        nd->layer = -1;
+        snprintf(nd->name, sizeof nd->name, "%s", nm);
+    }
+    if (!have_input)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: no [input] section (e.g. shape = 28x28x1)",
+                             cfg->path);
+    if (g->n == 0)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: the network has no layers after [input]",
+                             cfg->path);
+    for (int j = 0; j < g->n; j++)
+        if ((st = resolve_inputs(g, j, &m->functional, err)))
+            return st;
+    /* One output: the last layer of the file; any other layer must be read. */
+    for (int j = 0; j < g->n; j++)
+        for (int i = 0; i < g->nodes[j].ninputs; i++)
+            if (g->nodes[j].input[i] != CNN_INPUT_MODEL)
+                g->nodes[g->nodes[j].input[i]].readers++;
+    for (int j = 0; j + 1 < g->n; j++)
+        if (!g->nodes[j].readers) {
+            char at[400];
+            where(g->nodes[j].s, at, sizeof at);
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer '%s': no layer reads its output (name it in an "
+                                 "`inputs` key; only the last layer, '%s', is the model's output)",
+                                 at, g->nodes[j].name, g->nodes[g->n - 1].name);
+        }
+    if (g->nodes[g->n - 1].readers) {
+        char at[400];
+        where(g->nodes[g->n - 1].s, at, sizeof at);
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%slayer '%s' is the last layer, the model's output, and cannot be "
+                             "another layer's input",
+                             at, g->nodes[g->n - 1].name);
+    }
+    return CNN_OK;
+}
+
+/* Decides, for the backward pass, which input gradients go through a
+ * temporary: a tensor's last reader (first in backward) writes its
+ * gradient in place, every other reader adds to it. */
+static void plan_gradients(cnn_model *m)
+{
+    char *started = calloc((size_t)m->nlayers + 1, 1);
+    m->ntemps = 0;
+    m->temp_size = 0;
+    for (int i = m->nlayers - 1; i >= 0; i--) {
+        const cnn_layer *l = &m->layers[i];
+        int nt = 0;
+        for (int k = 0; k < l->ninputs; k++) {
+            int src = l->input[k];
+            if (src == CNN_INPUT_MODEL)
+                continue;
+            if (started && !started[src]) {
+                started[src] = 1;
+                continue;
+            }
+            m->din_add[i] |= 1u << k;
+            nt++;
+            size_t n = cnn_shape_size(m->layers[src].out);
+            if (n > m->temp_size)
+                m->temp_size = n;
+        }
+        if (nt > m->ntemps)
+            m->ntemps = nt;
+    }
+    free(started);
+}
+
+/* Writes s as a JSON string. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* The keys of section s but name and inputs, as a JSON object (malloc'd). */
+static char *keys_json(const cnn_section *s)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    fputc('{', f);
+    int n = 0;
+    for (int k = 0; k < s->nkv; k++) {
+        if (!strcmp(s->kv[k].key, "name") || !strcmp(s->kv[k].key, "inputs"))
+            continue;
+        fputs(n++ ? ", " : "", f);
+        json_str(f, s->kv[k].key);
+        fputs(": ", f);
+        json_str(f, s->kv[k].value);
+    }
+    fputc('}', f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Makes the layers of g in execution order. */
+static cnn_status build_layers(cnn_model *m, graph *g, const int *order, cnn_error *err)
+{
+    cnn_status st;
+    for (int k = 0; k < g->n; k++) {
+        node *nd = &g->nodes[order[k]];
+        cnn_layer *l = &m->layers[k];
+        char at[400];
+        where(nd->s, at, sizeof at);
+        l->ops = nd->ops;
+        l->index = k;
+        snprintf(l->name, sizeof l->name, "%s", nd->name);
+        l->ninputs = nd->ninputs;
+        for (int i = 0; i < nd->ninputs; i++) {
+            int src = nd->input[i];
+            l->input[i] = src == CNN_INPUT_MODEL ? CNN_INPUT_MODEL : g->nodes[src].layer;
+            l->in_shape[i] = src == CNN_INPUT_MODEL ? m->input : m->layers[l->input[i]].out;
+        }
+        l->in = l->in_shape[0];
+        nd->layer = k;
+        m->nlayers++; /* so that destroy runs on partial state */
+        if (!(m->keys_json[k] = keys_json(nd->s)))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
+        if ((st = build_layer(l, nd->s, err)))
+            return st;
+        if (l->act == CNN_ACT_SOFTMAX && (l->out.h != 1 || l->out.w != 1))
+            return cnn_error_set(err, CNN_ERR_CONFIG,
+                                 "%slayer '%s': softmax needs a flat output (use it on dense)",
+                                 at, l->name);
+    }
+    return CNN_OK;
+}
+
 cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
                                   const cnn_layer_ops *const *types, cnn_error *err)
 {
     *out = NULL;
     cnn_model *m = calloc(1, sizeof *m);
-    int nlayer_sections = 0;
-    for (int i = 0; i < cfg->nsec; i++)
-        nlayer_sections += find_type(types, &cfg->sec[i]) != NULL;
-    if (!m || !(m->layers = calloc((size_t)nlayer_sections + 1, sizeof *m->layers))) {
-        free(m);
+    int nsec = cfg->nsec;
+    graph g = {.cfg = cfg, .input_name = ""};
+    int *order = NULL;
+    if (!m || !(m->layers = calloc((size_t)nsec + 1, sizeof *m->layers)) ||
+        !(m->din_add = calloc((size_t)nsec + 1, sizeof *m->din_add)) ||
+        !(m->keys_json = calloc((size_t)nsec + 1, sizeof *m->keys_json)) ||
+        !(g.nodes = calloc((size_t)nsec + 1, sizeof *g.nodes)) ||
+        !(order = calloc((size_t)nsec + 1, sizeof *order))) {
+        cnn_model_free(m);
+        free(g.nodes);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
     }
     m->loss = loss;
     snprintf(m->name, sizeof m->name, "%s", cfg->path);
-    cnn_status st = CNN_OK;
-    int have_input = 0;
-    cnn_shape cur = {0, 0, 0};
-    for (int i = 0; i < cfg->nsec && st == CNN_OK; i++) {
-        const cnn_section *s = &cfg->sec[i];
-        const cnn_layer_ops *ops = find_type(types, s);
-        if (!ops && !cnn_config_is_singleton(s->name)) {
-            st = unknown_section(s, types, err);
-            break;
-        }
-        if (!ops)
-            continue;
-        if (!have_input && ops != &cnn_input_ops) {
-            st = cnn_error_set(err, CNN_ERR_CONFIG,
-                               "%s:%d: [%s] comes before [input]; the network must start with "
-                               "[input] shape = HxWxC",
-                               cfg->path, s->line, s->name);
-            break;
-        }
-        cnn_layer *l = &m->layers[m->nlayers];
-        l->ops = ops;
-        l->index = m->nlayers;
-        const char *name;
-        if ((st = cnn_cfg_string(s, "name", NULL, &name, err)))
-            break;
-        if (name)
-            snprintf(l->name, sizeof l->name, "%s", name);
-        else if (s->ordinal == 0)
-            snprintf(l->name, sizeof l->name, "%s", ops->default_name);
-        else
-            snprintf(l->name, sizeof l->name, "%s_%d", ops->default_name, s->ordinal);
-        if (ops == &cnn_input_ops) {
-            if (have_input) {
-                st = cnn_error_set(err, CNN_ERR_CONFIG, "%s:%d: a second [input] section",
-                                   cfg->path, s->line);
-                break;
-            }
-            if ((st = build_layer(l, s, cur, err)))
-                break;
-            have_input = 1;
-            m->input = cur = l->out;
-            memset(l, 0, sizeof *l);
-            continue;
-        }
-        for (int k = 0; k < m->nlayers; k++)
-            if (strcmp(m->layers[k].name, l->name) == 0) {
-                st = cnn_error_set(err, CNN_ERR_CONFIG,
-                                   "%s:%d: layer name '%s' is used twice; give each layer its own "
-                                   "name",
-                                   cfg->path, s->line, l->name);
-                break;
-            }
-        if (st)
-            break;
-        l->in = cur;
-        m->nlayers++; /* so that destroy runs on partial state */
-        if ((st = build_layer(l, s, cur, err)))
-            break;
-        if (l->act == CNN_ACT_SOFTMAX && (l->out.h != 1 || l->out.w != 1))
-            st = cnn_error_set(err, CNN_ERR_CONFIG,
-                               "%s:%d: layer '%s': softmax needs a flat output (use it on dense)",
-                               cfg->path, s->line, l->name);
-        cur = l->out;
-    }
-    if (st == CNN_OK && !have_input)
-        st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: no [input] section (e.g. shape = 28x28x1)",
-                           cfg->path);
-    if (st == CNN_OK && m->nlayers == 0)
-        st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: the network has no layers after [input]",
-                           cfg->path);
+    cnn_status st = read_nodes(m, cfg, types, &g, err);
+    if (st == CNN_OK)
+        st = order_nodes(&g, order, err);
+    if (st == CNN_OK)
+        st = build_layers(m, &g, order, err);
+    free(g.nodes);
+    free(order);
     if (st == CNN_OK) {
+        plan_gradients(m);
         m->nclasses = (int)cnn_shape_size(m->layers[m->nlayers - 1].out);
         st = check_head(m, err);
     }
@@ -357,8 +680,9 @@ static void free_batch_buffers(cnn_model *m)
     free(m->dact);
     free(m->logits);
     free(m->scratch);
+    free(m->temps);
     m->act = m->dact = NULL;
-    m->logits = m->scratch = NULL;
+    m->logits = m->scratch = m->temps = NULL;
     m->max_batch = 0;
 }
 
@@ -370,6 +694,11 @@ void cnn_model_free(cnn_model *m)
     for (int i = 0; i < m->nlayers; i++)
         if (m->layers[i].ops->destroy)
             m->layers[i].ops->destroy(&m->layers[i]);
+    if (m->keys_json)
+        for (int i = 0; i < m->nlayers; i++)
+            free(m->keys_json[i]);
+    free(m->keys_json);
+    free(m->din_add);
     free(m->layers);
     free(m->params);
     free(m->grads);
@@ -406,8 +735,12 @@ cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
         if (l->scratch_floats > scratch)
             scratch = l->scratch_floats;
     }
-    ok = ok && cnn_size_mul((size_t)max_batch * (size_t)m->nclasses + scratch, sizeof(float),
-                            &bytes) &&
+    size_t temps = 0; /* the gradient temporaries of tensors with several readers */
+    ok = ok && cnn_size_mul(m->temp_size, (size_t)m->ntemps, &temps) &&
+         cnn_size_mul(temps, (size_t)max_batch, &temps) &&
+         !__builtin_add_overflow(temps, (size_t)max_batch * (size_t)m->nclasses + scratch,
+                                 &bytes) &&
+         cnn_size_mul(bytes, sizeof(float), &bytes) &&
          !__builtin_add_overflow(need, bytes, &need);
     char what_for[160];
     snprintf(what_for, sizeof what_for,
@@ -431,7 +764,8 @@ cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
             failed = l;
     }
     if (!failed && (!(m->logits = malloc((size_t)max_batch * m->nclasses * sizeof(float))) ||
-                    !(m->scratch = malloc(m->scratch_floats * sizeof(float)))))
+                    !(m->scratch = malloc(m->scratch_floats * sizeof(float))) ||
+                    !(m->temps = malloc((temps ? temps : 1) * sizeof(float)))))
         failed = &m->layers[m->nlayers - 1];
     if (failed) {
         char num[32];
@@ -516,23 +850,32 @@ cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t 
     return c;
 }
 
+/* The tensor input k of layer l reads: the model's input x or an output. */
+static float *input_of(const cnn_model *m, const cnn_layer *l, int k, const float *x)
+{
+    return l->input[k] == CNN_INPUT_MODEL ? (float *)x : m->act[l->input[k]];
+}
+
 const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
 {
-    const float *in = x;
     const int last = m->nlayers - 1;
     for (int i = 0; i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
         const size_t n = cnn_shape_size(l->out);
-        float *out = m->act[i];
-        if (i == last && m->fused_loss) {
-            l->ops->forward(l, m->params + l->param_offset, in, m->logits, B, ctx);
-            memcpy(out, m->logits, (size_t)B * n * sizeof *out);
+        const float *w = m->params + l->param_offset;
+        float *out = m->act[i], *dst = i == last && m->fused_loss ? m->logits : out;
+        if (l->ops->max_inputs > 1) {
+            const float *in[CNN_LAYER_MAX_INPUTS];
+            for (int k = 0; k < l->ninputs; k++)
+                in[k] = input_of(m, l, k, x);
+            l->ops->forward_n(l, w, in, l->ninputs, dst, B, ctx);
         } else {
-            l->ops->forward(l, m->params + l->param_offset, in, out, B, ctx);
+            l->ops->forward(l, w, input_of(m, l, 0, x), dst, B, ctx);
         }
+        if (dst != out)
+            memcpy(out, m->logits, (size_t)B * n * sizeof *out);
         int rowwise = l->act == CNN_ACT_SOFTMAX; /* softmax normalises each sample */
         cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1, rowwise ? n : (size_t)B * n);
-        in = out;
     }
     return m->act[last];
 }
@@ -546,9 +889,32 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
         if (!(i == m->nlayers - 1 && m->fused_loss))
             cnn_activation_backward(l->act, m->act[i], m->dact[i], rowwise ? (size_t)B : 1,
                                     rowwise ? n : (size_t)B * n);
-        l->ops->backward(l, m->params + l->param_offset, m->grads + l->param_offset,
-                         i ? m->act[i - 1] : x, m->act[i], m->dact[i], i ? m->dact[i - 1] : NULL,
-                         B, ctx);
+        /* dL/d(input k): none for the model's input; written in place by a
+         * tensor's last reader, into a temporary and added by the others */
+        float *din[CNN_LAYER_MAX_INPUTS];
+        int nt = 0;
+        for (int k = 0; k < l->ninputs; k++)
+            din[k] = l->input[k] == CNN_INPUT_MODEL ? NULL
+                     : m->din_add[i] >> k & 1      ? m->temps + (size_t)nt++ * B * m->temp_size
+                                                   : m->dact[l->input[k]];
+        const float *w = m->params + l->param_offset;
+        float *g = m->grads + l->param_offset;
+        if (l->ops->max_inputs > 1) {
+            const float *in[CNN_LAYER_MAX_INPUTS];
+            for (int k = 0; k < l->ninputs; k++)
+                in[k] = input_of(m, l, k, x);
+            l->ops->backward_n(l, w, g, in, l->ninputs, m->act[i], m->dact[i], din, B, ctx);
+        } else {
+            l->ops->backward(l, w, g, input_of(m, l, 0, x), m->act[i], m->dact[i], din[0], B,
+                             ctx);
+        }
+        for (int k = 0; k < l->ninputs; k++)
+            if (m->din_add[i] >> k & 1) {
+                float *d = m->dact[l->input[k]];
+                const size_t len = (size_t)B * cnn_shape_size(l->in_shape[k]);
+                for (size_t j = 0; j < len; j++)
+                    d[j] += din[k][j];
+            }
         if (ctx->grads_ready && l->param_count)
             ctx->grads_ready(ctx->grads_ready_arg, l->param_offset);
     }
@@ -671,9 +1037,16 @@ void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi)
         }
 }
 
+static void summary_functional(const cnn_model *m, FILE *f);
+static size_t layer_count(const cnn_layer *l);
+
 void cnn_model_summary(const cnn_model *m, void *fp)
 {
     FILE *f = fp;
+    if (m->functional) {
+        summary_functional(m, f);
+        return;
+    }
     const char *rule = "_________________________________________________________________";
     const char *dbl = "=================================================================";
     fprintf(f, "Model: \"%s\"\n%s\n", m->name, rule);
@@ -686,10 +1059,7 @@ void cnn_model_summary(const cnn_model *m, void *fp)
             snprintf(shape, sizeof shape, "(None, %d)", l->out.c);
         else /* shown in Keras's (H, W, C) order; stored channel-first */
             snprintf(shape, sizeof shape, "(None, %d, %d, %d)", l->out.h, l->out.w, l->out.c);
-        size_t count = l->param_count; /* Keras counts the buffers in Param # too */
-        for (int b = 0; b < l->nbuffers; b++)
-            count += l->buffers[b].count;
-        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(count, num, sizeof num));
+        fprintf(f, " %-28s %-25s %-10s\n", col1, shape, commas(layer_count(l), num, sizeof num));
         if (i + 1 < m->nlayers)
             fprintf(f, "\n");
     }
@@ -698,4 +1068,166 @@ void cnn_model_summary(const cnn_model *m, void *fp)
     fprintf(f, "Total params: %s\n", commas(m->nparams + m->nbuffer_floats, num, sizeof num));
     fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
     fprintf(f, "Non-trainable params: %s\n%s\n", commas(m->nbuffer_floats, num, sizeof num), rule);
+}
+
+/* One row of Keras's table: each field wrapped in its column (ending at
+ * pos[c], two blanks before the next), breaking after "')," "}," "]," or
+ * "'," where one fits, as Keras's print_row does. */
+static void print_row(FILE *f, const char *const *fields, const int *pos, int ncol)
+{
+    const char *left[4];
+    for (int c = 0; c < ncol; c++)
+        left[c] = fields[c];
+    for (;;) {
+        int any = 0;
+        for (int c = 0; c < ncol; c++)
+            any |= *left[c] != 0;
+        if (!any)
+            break;
+        char line[512];
+        int len = 0;
+        for (int c = 0; c < ncol; c++) {
+            int start = c ? pos[c - 1] : 0, space = c != ncol - 1 ? 2 : 0;
+            int cut = pos[c] - start - space, avail = (int)strlen(left[c]);
+            if (cut > avail)
+                cut = avail;
+            static const char *const breaks[] = {"),", "},", "],", "',"};
+            int best = -1;
+            for (int b = 0; b < 4; b++)
+                for (int j = 0; j + 2 <= cut; j++)
+                    if (!strncmp(left[c] + j, breaks[b], 2)) {
+                        if (best < 0 || j + 2 < best)
+                            best = j + 2;
+                        break;
+                    }
+            if (best > 0)
+                cut = best;
+            len += snprintf(line + len, sizeof line - (size_t)len, "%s%.*s%*s", c ? "" : " ", cut,
+                            left[c], space, "");
+            left[c] += cut;
+            if (len < pos[c] && (size_t)pos[c] < sizeof line)
+                len += snprintf(line + len, sizeof line - (size_t)len, "%*s", pos[c] - len, "");
+        }
+        fprintf(f, "%s\n", line);
+    }
+}
+
+/* "(None, H, W, C)" or "(None, N)": Keras's (H, W, C) order; stored
+ * channel-first. */
+static void keras_shape(cnn_shape s, char *buf, size_t n)
+{
+    if (s.h == 1 && s.w == 1)
+        snprintf(buf, n, "(None, %d)", s.c);
+    else
+        snprintf(buf, n, "(None, %d, %d, %d)", s.h, s.w, s.c);
+}
+
+/* Parameters and buffers of l: Keras counts both in Param #. */
+static size_t layer_count(const cnn_layer *l)
+{
+    size_t count = l->param_count;
+    for (int b = 0; b < l->nbuffers; b++)
+        count += l->buffers[b].count;
+    return count;
+}
+
+static const char *input_name(const cnn_model *m, const cnn_layer *l, int k)
+{
+    return l->input[k] == CNN_INPUT_MODEL ? m->input_name : m->layers[l->input[k]].name;
+}
+
+/* Keras's table of a functional model: an InputLayer row, then every
+ * layer with the layers it is connected to. */
+static void summary_functional(const cnn_model *m, FILE *f)
+{
+    static const int pos[4] = {32, 53, 65, 98}; /* Keras: line 98, at .33 .55 .67 1 */
+    static const char *const head[4] = {"Layer (type)", "Output Shape", "Param #",
+                                        "Connected to"};
+    char rule[99], dbl[99];
+    memset(rule, '_', 98);
+    memset(dbl, '=', 98);
+    rule[98] = dbl[98] = 0;
+    fprintf(f, "Model: \"%s\"\n%s\n", m->name, rule);
+    print_row(f, head, pos, 4);
+    fprintf(f, "%s\n", dbl);
+    char col1[160], shape[80], num[32], conn[CNN_LAYER_MAX_INPUTS * (CNN_NAME_MAX + 12) + 4];
+    char in_shape[84];
+    keras_shape(m->input, shape, sizeof shape);
+    snprintf(in_shape, sizeof in_shape, "[%s]", shape);
+    snprintf(col1, sizeof col1, "%s (InputLayer)", m->input_name);
+    print_row(f, (const char *const[]){col1, in_shape, "0", "[]"}, pos, 4);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        fprintf(f, "\n");
+        snprintf(col1, sizeof col1, "%s (%s)", l->name, l->ops->keras_name);
+        keras_shape(l->out, shape, sizeof shape);
+        size_t o = (size_t)snprintf(conn, sizeof conn, "[");
+        for (int k = 0; k < l->ninputs; k++)
+            o += (size_t)snprintf(conn + o, sizeof conn - o, "%s'%s[0][0]'", k ? ", " : "",
+                                  input_name(m, l, k));
+        snprintf(conn + o, sizeof conn - o, "]");
+        print_row(f, (const char *const[]){col1, shape, commas(layer_count(l), num, sizeof num), conn},
+                  pos, 4);
+    }
+    fprintf(f, "%s\n", dbl);
+    fprintf(f, "Total params: %s\n", commas(m->nparams + m->nbuffer_floats, num, sizeof num));
+    fprintf(f, "Trainable params: %s\n", commas(m->nparams, num, sizeof num));
+    fprintf(f, "Non-trainable params: %s\n%s\n", commas(m->nbuffer_floats, num, sizeof num), rule);
+}
+
+static void json_tensors(FILE *f, const cnn_param *t, int n, int trainable, int *first)
+{
+    for (int p = 0; p < n; p++) {
+        fprintf(f, "%s{\"name\": ", (*first)++ ? ", " : "");
+        json_str(f, t[p].name);
+        fprintf(f, ", \"shape\": [");
+        for (int d = 0; d < t[p].ndim; d++)
+            fprintf(f, "%s%d", d ? ", " : "", t[p].dims[d]);
+        fprintf(f, "], \"trainable\": %s}", trainable ? "true" : "false");
+    }
+}
+
+void cnn_model_summary_json(const cnn_model *m, void *fp)
+{
+    FILE *f = fp;
+    fprintf(f, "{\n  \"name\": ");
+    json_str(f, m->name);
+    fprintf(f, ",\n  \"format\": \"cnn-train graph 1\",\n  \"data_format\": \"channels_first\",\n");
+    fprintf(f, "  \"functional\": %s,\n  \"loss\": ", m->functional ? "true" : "false");
+    json_str(f, cnn_loss_names[m->loss]);
+    fprintf(f, ",\n  \"input\": {\"name\": ");
+    json_str(f, m->input_name);
+    fprintf(f, ", \"shape\": [%d, %d, %d]},\n  \"layers\": [\n", m->input.h, m->input.w,
+            m->input.c);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *l = &m->layers[i];
+        fprintf(f, "    {\"name\": ");
+        json_str(f, l->name);
+        fprintf(f, ", \"type\": ");
+        json_str(f, l->ops->section);
+        fprintf(f, ", \"class_name\": ");
+        json_str(f, l->ops->keras_name);
+        fprintf(f, ",\n     \"keys\": %s,\n     \"inputs\": [",
+                m->keys_json && m->keys_json[i] ? m->keys_json[i] : "{}");
+        for (int k = 0; k < l->ninputs; k++) {
+            fputs(k ? ", " : "", f);
+            json_str(f, input_name(m, l, k));
+        }
+        fprintf(f, "], \"output_shape\": [%d, %d, %d], \"activation\": ", l->out.h, l->out.w,
+                l->out.c);
+        json_str(f, cnn_activation_names[l->act]);
+        size_t nb = layer_count(l) - l->param_count;
+        fprintf(f, ",\n     \"params\": %zu, \"trainable_params\": %zu, "
+                   "\"non_trainable_params\": %zu,\n     \"tensors\": [",
+                layer_count(l), l->param_count, nb);
+        int first = 0;
+        json_tensors(f, l->params, l->nparams, 1, &first);
+        json_tensors(f, l->buffers, l->nbuffers, 0, &first);
+        fprintf(f, "]}%s\n", i + 1 < m->nlayers ? "," : "");
+    }
+    fprintf(f, "  ],\n  \"output\": ");
+    json_str(f, m->layers[m->nlayers - 1].name);
+    fprintf(f, ",\n  \"total_params\": %zu,\n  \"trainable_params\": %zu,\n"
+               "  \"non_trainable_params\": %zu\n}\n",
+            m->nparams + m->nbuffer_floats, m->nparams, m->nbuffer_floats);
 }

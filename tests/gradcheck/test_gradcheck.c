@@ -497,6 +497,40 @@ static void test_scale_and_accumulate(void **state)
     gc_teardown(&g);
 }
 
+/* ---- graphs: a tensor read by several layers (add, concatenate) -------- */
+
+/* The identity layer (the input) feeds two convolutions and the merge
+ * itself, so dL/dx sums three gradients; "add twice" reads one tensor in
+ * two slots of one layer. */
+static void test_graph_merges(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"add: x feeds conv, conv, add", "5x5x2", "[conv2d]\nname = c1\nfilters = 2\nkernel = 3\n"
+         "padding = same\nactivation = tanh\n[conv2d]\nname = c2\ninputs = identity\n"
+         "filters = 2\nkernel = 1\nactivation = tanh\n[add]\ninputs = c1, identity, c2\n"
+         HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"add twice, odd 3x5", "3x5x3", "[conv2d]\nname = c1\nfilters = 3\nkernel = 3\n"
+         "padding = same\nactivation = tanh\n[add]\ninputs = c1, c1\n[conv2d]\nfilters = 2\n"
+         "kernel = 2\nactivation = tanh\ninputs = add\n" HEAD3, CNN_LOSS_SPARSE_CCE,
+         3, 1},
+        {"concatenate x and conv(x)", "5x3x2", "[conv2d]\nname = c1\nfilters = 3\nkernel = 3\n"
+         "stride = 2\npadding = same\nactivation = tanh\n[conv2d]\nname = c2\n"
+         "inputs = identity\nfilters = 1\nkernel = 3\nstride = 2\npadding = same\n"
+         "activation = tanh\n[concatenate]\ninputs = c2, c1\n[conv2d]\nfilters = 2\n"
+         "kernel = 1\nactivation = tanh\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"concatenate with the input", "4x4x1", "[conv2d]\nname = c1\nfilters = 2\nkernel = 3\n"
+         "padding = same\nactivation = tanh\n[concatenate]\ninputs = identity, c1, identity\n"
+         HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dense branches, concatenate", "1x1x5", "[dense]\nname = d1\nunits = 3\n"
+         "activation = tanh\n[dense]\nname = d2\ninputs = identity\nunits = 4\n"
+         "activation = sigmoid\n[concatenate]\ninputs = d1, d2, identity\n[add]\n"
+         "inputs = concatenate, concatenate\n[dense]\nunits = 3\nactivation = softmax\n",
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -507,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_dense_and_activations),
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_scale_and_accumulate),
+        cmocka_unit_test(test_graph_merges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -551,6 +551,137 @@ static void test_head_checks(void **state)
     TU_MSG_HAS(err, "softmax");
 }
 
+/* ---- blocks ------------------------------------------------------------ */
+
+/* A block (lines 1-9), then a network that instantiates it from line 10. */
+#define BLOCK_RES                                                                                 \
+    "[block res]\n"         /* 1 */                                                               \
+    "filters =\n"           /* 2 */                                                               \
+    "kernel = 3\n"          /* 3 */                                                               \
+    "[conv2d]\n"            /* 4 */                                                               \
+    "name = c\n"            /* 5 */                                                               \
+    "filters = $filters\n"  /* 6 */                                                               \
+    "kernel = ${kernel}\n"  /* 7 */                                                               \
+    "padding = same\n"      /* 8 */                                                               \
+    "[end]\n"               /* 9 */                                                               \
+    "[input]\n"             /* 10 */                                                              \
+    "shape = 6x6x1\n"       /* 11 */
+
+static void test_block_expansion(void **state)
+{
+    (void)state;
+    cnn_config *cfg;
+    cnn_error err = {0};
+    TU_STATUS(cnn_config_parse_string(&cfg,
+                                      BLOCK_RES "[res]\nfilters = 4\nrepeat = 2\n" /* 12-14 */
+                                                "[res]\nname = top\nfilters = 5\nkernel = 1\n"
+                                                "[conv2d]\nfilters = 2\nkernel = 1\n"
+                                                "[flatten]\n[dense]\nunits = 3\n",
+                                      NAME, &err),
+              CNN_OK, err);
+    /* input, res, res_1, top, conv2d, flatten, dense */
+    assert_int_equal(cfg->nsec, 7);
+    const cnn_section *a = &cfg->sec[1], *b = &cfg->sec[2], *t = &cfg->sec[3];
+    assert_string_equal(a->name, "conv2d");
+    assert_string_equal(a->block, "res");
+    assert_int_equal(a->line, 12);       /* the instance */
+    assert_int_equal(a->block_line, 4);  /* the block's [conv2d] */
+    assert_int_equal(a->block_first, 1);
+    assert_int_equal(b->block_first, 2);
+    assert_string_equal(cnn_section_find(a, "name")->value, "res_c");
+    assert_string_equal(cnn_section_find(b, "name")->value, "res_1_c");
+    assert_string_equal(cnn_section_find(t, "name")->value, "top_c");
+    assert_string_equal(cnn_section_find(a, "filters")->value, "4");
+    assert_int_equal(cnn_section_find(a, "filters")->line, 13); /* from the instance */
+    assert_int_equal(cnn_section_find(a, "kernel")->line, 7);   /* the block's default */
+    assert_string_equal(cnn_section_find(a, "kernel")->value, "3");
+    assert_string_equal(cnn_section_find(t, "kernel")->value, "1");
+    assert_int_equal(cfg->sec[4].ordinal, 3); /* the file's conv2d is the fourth */
+    assert_null(cfg->sec[4].block);
+    /* the model names and chains them */
+    cnn_model *m;
+    TU_STATUS(cnn_model_create(&m, cfg, CNN_LOSS_SPARSE_CCE, &err), CNN_OK, err);
+    assert_string_equal(m->layers[0].name, "res_c");
+    assert_string_equal(m->layers[2].name, "top_c");
+    assert_string_equal(m->layers[3].name, "conv2d_3");
+    assert_int_equal(m->layers[2].out.c, 5);
+    assert_int_equal(m->layers[1].in.c, 4);
+    assert_false(m->functional);
+    cnn_model_free(m);
+    /* --set cannot change one instance's copy of the block */
+    cfg->layer_base = cnn_layer_default_name;
+    TU_STATUS(cnn_config_override(cfg, "res_c.filters=8", &err), CNN_ERR_CONFIG, err);
+    TU_MSG_HAS(err, "--set res_c.filters=8: layer 'res_c' comes from block 'res' (instance at "
+                    "net.ini:12)");
+    cnn_config_free(cfg);
+}
+
+static void test_block_errors(void **state)
+{
+    (void)state;
+    /* a bad parameter value: reported at the instance's line */
+    expect_error(BLOCK_RES "[res]\nfilters = many\n[flatten]\n[dense]\nunits = 3\n",
+                 CNN_ERR_CONFIG, "net.ini:13: [conv2d] filters: 'many' is not an integer", NULL);
+    expect_error(BLOCK_RES "[res]\nfilters = 2\nfitlers = 3\n", CNN_ERR_CONFIG,
+                 "net.ini:14: [res] fitlers: not a parameter of block 'res' (line 1; "
+                 "parameters: filters, kernel; also name, inputs, repeat)",
+                 NULL);
+    expect_error(BLOCK_RES "[res]\nkernel = 1\n", CNN_ERR_CONFIG,
+                 "net.ini:12: [res] filters: missing; block 'res' (line 1) needs it", NULL);
+    expect_error(BLOCK_RES "[res]\nfilters = 2\nrepeat = 0\n", CNN_ERR_CONFIG,
+                 "net.ini:14: [res] repeat: '0' is out of range", NULL);
+    expect_error(BLOCK_RES "[res]\nfilters =\n", CNN_ERR_CONFIG, "net.ini:13: [res] filters: is empty",
+                 NULL);
+    expect_error("[block b]\n[conv2d]\nfilters = $filtres\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:3: [conv2d] filters: '$filtres' is no parameter of block 'b'", NULL);
+    expect_error("[block b]\n[conv2d]\nfilters = ${x\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:3: [conv2d] filters: '${x': a '$' must start", NULL);
+    expect_error("[block b]\nf = 1\n[conv2d]\nfilters = 2\n", CNN_ERR_CONFIG,
+                 "net.ini:1: block 'b' has no [end]", NULL);
+    expect_error("[block b]\n[end]\n", CNN_ERR_CONFIG, "net.ini:1: block 'b' has no sections", NULL);
+    expect_error("[input]\nshape = 2x2x1\n[end]\n", CNN_ERR_CONFIG, "net.ini:3: [end] outside a block",
+                 NULL);
+    expect_error("[block b]\n[conv2d]\n[block c]\n[dense]\n[end]\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:3: [block c] inside block 'b' (line 1)", NULL);
+    expect_error("[block b]\n[train]\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:2: [train] inside block 'b'", NULL);
+    expect_error("[block b]\nname = x\n[dense]\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:2: [block b] name: not a possible parameter name", NULL);
+    expect_error("[block b]\n[dense]\n[end]\n[block b]\n[dense]\n[end]\n", CNN_ERR_CONFIG,
+                 "net.ini:4: block 'b' is defined twice", NULL);
+    expect_error("[block 2x]\n[dense]\n[end]\n", CNN_ERR_CONFIG, "net.ini:1: [block 2x]: a block's name",
+                 NULL);
+    /* a shape error inside an instance names the instance and the block's line */
+    expect_error("[block b]\n[conv2d]\nfilters = 2\nkernel = 9\n[end]\n[input]\nshape = 4x4x1\n"
+                 "[b]\n[flatten]\n[dense]\nunits = 2\n",
+                 CNN_ERR_SHAPE, "net.ini:8: block 'b' ([conv2d] at line 2): layer 'conv2d'",
+                 NULL);
+}
+
+/* $input: the layer before the instance, or the instance's inputs. */
+static void test_block_input(void **state)
+{
+    (void)state;
+    static const char *text =
+        "[block skip]\n[conv2d]\nname = c\nfilters = 2\nkernel = 1\n"
+        "[add]\nname = sum\ninputs = $input, c\n[end]\n"
+        "[input]\nshape = 3x3x2\n"
+        "[conv2d]\nname = pre\nfilters = 2\nkernel = 1\n"
+        "[skip]\n"                 /* reads pre */
+        "[skip]\ninputs = pre\n"   /* reads pre too */
+        "[add]\ninputs = skip_sum, skip_1_sum\n[flatten]\n[dense]\nunits = 2\n";
+    cnn_model *m = tu_model(text, CNN_LOSS_SPARSE_CCE, 0);
+    const char *want[][3] = {{"skip_c", "pre", NULL}, {"skip_sum", "pre", "skip_c"},
+                             {"skip_1_c", "pre", NULL}, {"skip_1_sum", "pre", "skip_1_c"}};
+    for (int i = 0; i < 4; i++) {
+        const cnn_layer *l = &m->layers[i + 1];
+        assert_string_equal(l->name, want[i][0]);
+        for (int k = 0; k < l->ninputs; k++)
+            assert_string_equal(m->layers[l->input[k]].name, want[i][k + 1]);
+    }
+    cnn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +705,9 @@ int main(void)
         cmocka_unit_test(test_override_errors_say_set),
         cmocka_unit_test(test_param_counts),
         cmocka_unit_test(test_head_checks),
+        cmocka_unit_test(test_block_expansion),
+        cmocka_unit_test(test_block_errors),
+        cmocka_unit_test(test_block_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
