@@ -16,6 +16,7 @@
     X(avgpool2d)                                                                                  \
     X(dense)                                                                                      \
     X(dropout)                                                                                    \
+    X(batch_normalization)                                                                        \
     X(flatten)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
