@@ -16,8 +16,8 @@
     X(avgpool2d)                                                                                  \
     X(dense)                                                                                      \
     X(dropout)                                                                                    \
-    X(batch_normalization)                                                                        \
-    X(flatten)
+    X(flatten)                                                                                    \
+    X(batch_normalization)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
 #define CNN_ENTER_TYPE(id) &cnn_##id##_ops,
