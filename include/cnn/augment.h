@@ -12,6 +12,10 @@
  *     vertical_flip = false     ; mirror top-bottom with probability 1/2
  *     fill_mode = nearest       ; nearest | constant: what lies outside
  *     cval = 0                  ; the value outside, fill_mode = constant only
+ *     crop_padding = 4          ; random crop after zero-padding by this many
+ *                               ; pixels (torchvision's RandomCrop(padding=4),
+ *                               ; the CIFAR recipe): an integer shift in
+ *                               ; [-4, 4] on each axis, zeros moving in
  *
  * An absent section (or one whose ranges are all 0 and flips off) means no
  * augmentation. Every random draw is a pure function of
@@ -23,7 +27,8 @@
  * ((W-1)/2, (H-1)/2), composed in Keras's apply_affine_transform order
  * (rotation . shift . shear . zoom, mapping output pixels to input points),
  * and the image is resampled once with bilinear interpolation. Flips are
- * exact index reversals applied after it, as Keras applies them. Unlike
+ * exact index reversals applied after it, as Keras applies them; the crop
+ * shift comes last and moves whole pixels, so it is exact. Unlike
  * Keras, the centre is the true pixel centre (Keras uses H/2 + 0.5), so a
  * 90-degree turn of a square image or an integer shift moves whole pixels.
  */
@@ -52,6 +57,7 @@ typedef struct cnn_augment_config {
     double zoom_range;         /* scales in [1 - z, 1 + z] */
     cnn_fill_mode fill_mode;
     float cval;
+    long crop_padding;         /* pixels: random crop after zero-padding */
 } cnn_augment_config;
 
 /* Reads [augment] (absent: a disabled config). Malformed or out-of-range
@@ -76,6 +82,7 @@ typedef struct cnn_augment_params {
     float shear;  /* degrees */
     float zx, zy; /* 1 = no zoom */
     int hflip, vflip;
+    int crop_x, crop_y; /* the crop's shift: content moves right/down, zeros move in */
 } cnn_augment_params;
 
 /* The parameters sample sample_index gets in epoch epoch, for an image of
@@ -94,7 +101,12 @@ void cnn_augment_draw(const cnn_augment_config *a, uint64_t seed, uint64_t epoch
 void cnn_augment_apply_params(const cnn_augment_params *p, cnn_fill_mode fill, float cval,
                               const float *in, float *out, int C, int H, int W);
 
-/* cnn_augment_draw + cnn_augment_apply_params with a's fill: one CHW float
+/* img (C, H, W) shifted in place by whole pixels: content moves dx right
+ * and dy down, zeros fill what it leaves (zero-padding then a crop). */
+void cnn_augment_crop_shift(float *img, int C, int H, int W, int dx, int dy);
+
+/* cnn_augment_draw + cnn_augment_apply_params with a's fill, then the
+ * crop shift: one CHW float
  * image (already rescaled) of sample sample_index in epoch epoch. A
  * disabled config copies in to out. */
 void cnn_augment_image(const cnn_augment_config *a, uint64_t seed, uint64_t epoch,

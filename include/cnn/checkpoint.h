@@ -23,13 +23,16 @@
  *   /                    attributes format_version (int32, 1), producer ("cnn-train 0.1.0")
  *   /config              scalar fixed-length string: the full INI text of the run
  *   /model/<layer>/<p>   float32 in the parameter's shape: conv kernel (Cout, Cin, kH, kW),
- *                        dense kernel (In, Out), bias (N); only layers with parameters
+ *                        dense kernel (In, Out), bias (N); then the layer's non-trainable
+ *                        buffers the same way (moving_mean, ...); only layers with
+ *                        parameters or buffers
  *   /optimizer           attributes type ("sgd" | "adam" | "rmsprop"), lr, momentum,
  *                        beta_1, beta_2, rho, epsilon, weight_decay (float64),
  *                        nesterov (int32), step (int64: updates applied)
- *   /optimizer/m/<layer>/<p>  float32: sgd momentum, adam first moment, rmsprop mean
- *                        square; absent for sgd without momentum
- *   /optimizer/v/<layer>/<p>  float32: adam's second moment (adam only)
+ *   /optimizer/<s>/<layer>/<p>  float32, for each state buffer s of the optimizer
+ *                        (cnn_optim_state_name): m = sgd momentum, adam first moment,
+ *                        rmsprop mean square (absent for sgd without momentum);
+ *                        v = adam's second moment (adam only); parameters only
  *   /state               attributes epoch, step, global_step, samples_seen (int64),
  *                        seed (uint64), world (int32), best_val_accuracy,
  *                        epoch_loss_sum, epoch_correct, epoch_count (float64: the
@@ -49,10 +52,12 @@
  * (seed, epoch, step) IS the RNG state. A run resumed from /state replays
  * the same shuffle and dropout masks as the run that never stopped.
  *
- * Writing is atomic: the file is written as DIR/.NAME.tmp.PID in the same
- * directory, flushed and fsync()ed, renamed over NAME and the directory
- * fsync()ed. On failure the temporary file is removed and whatever NAME
- * held before is left untouched.
+ * Writing is atomic: the file is built in memory (it is about the size of
+ * the weights and the optimizer state), then written as DIR/.NAME.tmp.PID
+ * in the same directory, fsync()ed, renamed over NAME and the directory
+ * fsync()ed. On failure (a full disk included: CNN_ERR_IO, one line naming
+ * NAME and the system's reason) the temporary file is removed and
+ * whatever NAME held before is left untouched.
  *
  * Loading validates before it writes: every tensor's rank, shape and type
  * is checked against the model before it is read, and everything is read
@@ -102,6 +107,25 @@ void cnn_history_free(cnn_history *h);
 /* 1 if path starts with the HDF5 signature (a checkpoint, not an INI). */
 int cnn_checkpoint_is_hdf5(const char *path);
 
+/* The state of the Keras-style callbacks of cnn/train.h: what a resumed
+ * run needs to decide as the uninterrupted one would. */
+typedef struct cnn_callback_state {
+    /* [early_stopping] */
+    double es_best;           /* best monitored value so far; NaN: none yet */
+    int64_t es_wait;          /* epochs since it improved */
+    int64_t es_best_epoch;    /* epoch (1-based) of es_best, 0: none */
+    int64_t es_stopped_epoch; /* the epoch after which it stopped training, 0: not */
+    /* [reduce_lr_on_plateau] */
+    double rp_best;           /* NaN: none yet */
+    int64_t rp_wait;
+    int64_t rp_cooldown;      /* epochs of cooldown left */
+    double lr_scale;          /* factor on the schedule's rate; 1 at the start */
+    int has_best_weights;     /* best_weights holds es_best_epoch's weights */
+} cnn_callback_state;
+
+/* A fresh cnn_callback_state: nothing monitored yet, lr_scale 1. */
+cnn_callback_state cnn_callback_state_init(void);
+
 /* Where training stands. */
 typedef struct cnn_train_state {
     int64_t epoch;        /* epochs completed */
@@ -114,6 +138,12 @@ typedef struct cnn_train_state {
     /* sums over the steps done in the current epoch, so that a run resumed
      * in the middle of an epoch reports the same epoch loss and accuracy */
     double epoch_loss_sum, epoch_correct, epoch_count;
+    cnn_callback_state cb; /* /callbacks */
+    /* [early_stopping] restore_best_weights: the caller's buffer of
+     * nparams + nbuffer_floats floats (parameters, then buffers), written
+     * as /callbacks/best_weights when cb.has_best_weights, and read back
+     * on load when the file has it; NULL: not kept. */
+    float *best_weights;
 } cnn_train_state;
 
 /* Writes path atomically (see above). o must have o->n == m->nparams;
@@ -124,13 +154,13 @@ cnn_status cnn_checkpoint_write(const char *path, const cnn_model *m, const cnn_
                                 const char *config_text, const char *const *class_names,
                                 int nclasses, cnn_error *err);
 
-/* Loads the tensors of path into m (and o, s, h when not NULL; o == NULL
- * reads the weights only, for prediction). o's type must match the file's;
- * its hyperparameters stay as the caller configured them (the run's config
- * decides the learning rate on resume), only the moments and the step are
- * restored. Moments the file does not have (sgd saved without momentum)
- * are zeroed; *h is replaced (its old rows are freed). On failure nothing
- * is changed. */
+/* Loads the tensors of path into m (parameters and buffers; and o, s, h
+ * when not NULL; o == NULL reads the weights only, for prediction). o's
+ * type must match the file's; its hyperparameters stay as the caller
+ * configured them (the run's config decides the learning rate on resume),
+ * only the state buffers and the step are restored. State buffers the file
+ * does not have (sgd saved without momentum) are zeroed; *h is replaced
+ * (its old rows are freed). On failure nothing is changed. */
 cnn_status cnn_checkpoint_load(const char *path, cnn_model *m, cnn_optim *o, cnn_train_state *s,
                                cnn_history *h, cnn_error *err);
 

@@ -89,6 +89,108 @@ typedef struct cnn_ckpt_config {
 
 cnn_status cnn_ckpt_config_read(cnn_ckpt_config *c, const cnn_config *cfg, cnn_error *err);
 
+/* The learning-rate schedule, from [optimizer] (beside the optimizer's own
+ * keys, which cnn/optim.h reads):
+ *
+ *   schedule = constant | step | piecewise | exponential | cosine
+ *     step, piecewise  Keras's PiecewiseConstantDecay: `values` (n + 1 rates)
+ *                      between `boundaries` (n steps) or `boundary_epochs`;
+ *                      the rate is values[i] while boundaries[i-1] < step <=
+ *                      boundaries[i]; `lr` is not used
+ *     exponential      Keras's ExponentialDecay: lr * decay_rate^(step /
+ *                      decay_steps) (floored with staircase = true)
+ *     cosine           Keras's CosineDecay: lr * ((1 - alpha) * c + alpha),
+ *                      c = (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2;
+ *                      decay_steps defaults to the whole run
+ *   decay_steps | decay_epochs, decay_rate, staircase, alpha
+ *   warmup_steps | warmup_epochs   linear warm-up: the rate of step s < W is
+ *                      the schedule's times (s + 1) / W
+ *   reference_batch_size = N       the linear scaling rule (Goyal et al.,
+ *                      "Accurate, Large Minibatch SGD"): every rate times
+ *                      batch_size / N
+ *
+ * `step` counts optimizer updates from 0 over the whole run, so a resumed
+ * run continues the schedule where it stopped. */
+typedef enum {
+    CNN_SCHED_CONSTANT = 0,
+    CNN_SCHED_PIECEWISE,
+    CNN_SCHED_EXPONENTIAL,
+    CNN_SCHED_COSINE
+} cnn_schedule_kind;
+
+enum { CNN_SCHED_MAX_BOUNDARIES = 32 };
+
+typedef struct cnn_lr_schedule {
+    cnn_schedule_kind kind;
+    double lr;         /* [optimizer] lr */
+    double scale;      /* batch_size / reference_batch_size, or 1 */
+    int nboundaries;
+    double boundaries[CNN_SCHED_MAX_BOUNDARIES]; /* steps, or epochs when by_epoch */
+    double values[CNN_SCHED_MAX_BOUNDARIES + 1];
+    double decay;      /* decay_steps, or decay_epochs; 0: the whole run (cosine) */
+    double decay_rate;
+    int staircase;
+    double alpha;
+    double warmup;     /* warmup_steps, or warmup_epochs */
+    int boundaries_by_epoch, decay_by_epoch, warmup_by_epoch;
+    /* in steps, set by cnn_lr_schedule_resolve() */
+    int64_t boundary_steps[CNN_SCHED_MAX_BOUNDARIES];
+    int64_t decay_steps, warmup_steps;
+} cnn_lr_schedule;
+
+/* Reads the schedule keys of [optimizer]; lr is the optimizer's rate and
+ * batch_size the global batch (for the scaling rule). */
+cnn_status cnn_lr_schedule_read(cnn_lr_schedule *s, const cnn_config *cfg, double lr,
+                                long batch_size, cnn_error *err);
+
+/* Turns epochs into steps once the data set's size is known. */
+void cnn_lr_schedule_resolve(cnn_lr_schedule *s, long steps_per_epoch, long epochs);
+
+/* The learning rate of update number step (from 0). */
+double cnn_lr_at(const cnn_lr_schedule *s, int64_t step);
+
+/* Keras's callbacks as sections, decided at the end of every epoch from
+ * the epoch's figures, with their state in checkpoints (cnn/checkpoint.h:
+ * cnn_callback_state) so a resumed run decides as the uninterrupted one.
+ *
+ *   [early_stopping]        monitor = val_loss, min_delta = 0, patience = 0,
+ *                           mode = auto | min | max, baseline, start_from_epoch,
+ *                           restore_best_weights = false
+ *   [reduce_lr_on_plateau]  monitor = val_loss, factor = 0.1, patience = 10,
+ *                           mode, min_delta = 1e-4, cooldown = 0, min_lr = 0
+ *
+ * monitor is loss, accuracy, val_loss or val_accuracy; mode auto is max for
+ * the accuracies, min for the losses. */
+typedef enum { CNN_MON_LOSS = 0, CNN_MON_ACCURACY, CNN_MON_VAL_LOSS, CNN_MON_VAL_ACCURACY } cnn_monitor;
+
+typedef struct cnn_callbacks_config {
+    struct {
+        int enabled;
+        cnn_monitor monitor;
+        int maximize;
+        double min_delta;
+        long patience;
+        double baseline;     /* NaN: none */
+        long start_from_epoch;
+        int restore_best_weights;
+    } es;
+    struct {
+        int enabled;
+        cnn_monitor monitor;
+        int maximize;
+        double factor;
+        long patience;
+        double min_delta;
+        long cooldown;
+        double min_lr;
+    } rp;
+} cnn_callbacks_config;
+
+/* Reads [early_stopping] and [reduce_lr_on_plateau] (absent: off); a
+ * val_* monitor needs a validation set (has_validation). */
+cnn_status cnn_callbacks_config_read(cnn_callbacks_config *c, const cnn_config *cfg,
+                                     int has_validation, cnn_error *err);
+
 /* Exit code of a run stopped by SIGTERM/SIGUSR1 after writing a
  * checkpoint: resubmit the job to continue (EX_TEMPFAIL). */
 enum { CNN_EXIT_STOPPED = 75 };
@@ -111,10 +213,12 @@ typedef struct cnn_run {
     cnn_train_config tc;  /* [train] */
     cnn_data_config dc;   /* [data] */
     cnn_optim_hparams hp; /* [optimizer] */
+    cnn_lr_schedule sched; /* [optimizer] schedule keys */
     cnn_model *model;     /* the layers */
     cnn_dist_config dist; /* [dist] */
     cnn_augment_config aug; /* [augment] */
     cnn_ckpt_config ck;   /* [checkpoint] */
+    cnn_callbacks_config cbc; /* [early_stopping], [reduce_lr_on_plateau] */
     cnn_fault_plan fault; /* test seam; none unless a harness sets it */
     int stopped;          /* set by cnn_run_train: stopped early by a signal */
 } cnn_run;

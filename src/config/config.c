@@ -21,8 +21,9 @@
 enum { NAME_MAX_LEN = 64 };
 
 /* Sections that may appear at most once; everything else is a layer. */
-const char *const cnn_config_singletons[] = {"data",    "train",   "optimizer", "dist",
-                                             "augment", "checkpoint", NULL};
+const char *const cnn_config_singletons[] = {
+    "data",       "train",          "optimizer", "dist", "augment", "checkpoint",
+    "early_stopping", "reduce_lr_on_plateau", NULL};
 
 int cnn_config_is_singleton(const char *name)
 {

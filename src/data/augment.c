@@ -28,7 +28,8 @@ cnn_status cnn_augment_config_read(cnn_augment_config *a, const cnn_config *cfg,
         (st = cnn_cfg_float(s, "shear_range", 0, 0, 89, &a->shear_range, err)) ||
         /* a scale of 1 - z must stay positive */
         (st = cnn_cfg_float(s, "zoom_range", 0, 0, 0.99, &a->zoom_range, err)) ||
-        (st = cnn_cfg_enum(s, "fill_mode", CNN_FILL_NEAREST, fills, &fill, err)))
+        (st = cnn_cfg_enum(s, "fill_mode", CNN_FILL_NEAREST, fills, &fill, err)) ||
+        (st = cnn_cfg_int(s, "crop_padding", 0, 0, 1 << 16, &a->crop_padding, err)))
         return st;
     a->fill_mode = (cnn_fill_mode)fill;
     if (a->fill_mode == CNN_FILL_CONSTANT &&
@@ -37,13 +38,21 @@ cnn_status cnn_augment_config_read(cnn_augment_config *a, const cnn_config *cfg,
     a->cval = (float)cval;
     a->enabled = a->horizontal_flip || a->vertical_flip || a->rotation_range > 0 ||
                  a->width_shift_range > 0 || a->height_shift_range > 0 || a->shear_range > 0 ||
-                 a->zoom_range > 0;
+                 a->zoom_range > 0 || a->crop_padding > 0;
     return CNN_OK;
 }
 
 /* Draw numbers: fixed, so that one parameter's draw never depends on
  * another's setting. */
-enum { D_THETA, D_TX, D_TY, D_SHEAR, D_ZX, D_ZY, D_HFLIP, D_VFLIP };
+enum { D_THETA, D_TX, D_TY, D_SHEAR, D_ZX, D_ZY, D_HFLIP, D_VFLIP, D_CROPX, D_CROPY };
+
+/* Uniform integer in [-r, r]. */
+static int draw_offset(uint64_t seed, uint64_t stream, int64_t sample, int k, long r)
+{
+    int v = (int)floor(cnn_rng_uniform(cnn_rng_hash(seed, stream, (uint64_t)sample, (uint64_t)k)) *
+                       (double)(2 * r + 1));
+    return (v > 2 * r ? (int)(2 * r) : v) - (int)r;
+}
 
 static float draw_uniform(uint64_t seed, uint64_t stream, int64_t sample, int k)
 {
@@ -71,6 +80,35 @@ void cnn_augment_draw(const cnn_augment_config *a, uint64_t seed, uint64_t epoch
     p->zy = 1.0f + draw_symmetric(seed, stream, sample_index, D_ZY, a->zoom_range);
     p->hflip = a->horizontal_flip && draw_uniform(seed, stream, sample_index, D_HFLIP) < 0.5f;
     p->vflip = a->vertical_flip && draw_uniform(seed, stream, sample_index, D_VFLIP) < 0.5f;
+    p->crop_x = a->crop_padding ? draw_offset(seed, stream, sample_index, D_CROPX, a->crop_padding) : 0;
+    p->crop_y = a->crop_padding ? draw_offset(seed, stream, sample_index, D_CROPY, a->crop_padding) : 0;
+}
+
+void cnn_augment_crop_shift(float *img, int C, int H, int W, int dx, int dy)
+{
+    if (dx == 0 && dy == 0)
+        return;
+    const size_t plane = (size_t)H * W;
+    for (int c = 0; c < C; c++) {
+        float *pl = img + c * plane;
+        /* rows in the order that reads each source row before it is written */
+        for (int k = 0; k < H; k++) {
+            const int y = dy > 0 ? H - 1 - k : k, sy = y - dy;
+            float *dst = pl + (size_t)y * W;
+            if (sy < 0 || sy >= H || dx >= W || -dx >= W) {
+                memset(dst, 0, (size_t)W * sizeof *dst);
+                continue;
+            }
+            const float *src = pl + (size_t)sy * W;
+            if (dx >= 0) {
+                memmove(dst + dx, src, (size_t)(W - dx) * sizeof *dst);
+                memset(dst, 0, (size_t)dx * sizeof *dst);
+            } else {
+                memmove(dst, src - dx, (size_t)(W + dx) * sizeof *dst);
+                memset(dst + W + dx, 0, (size_t)(-dx) * sizeof *dst);
+            }
+        }
+    }
 }
 
 /* A coordinate within this distance of a pixel centre reads that pixel:
@@ -155,4 +193,5 @@ void cnn_augment_image(const cnn_augment_config *a, uint64_t seed, uint64_t epoc
     cnn_augment_params p;
     cnn_augment_draw(a, seed, epoch, sample_index, H, W, &p);
     cnn_augment_apply_params(&p, a->fill_mode, a->cval, in, out, C, H, W);
+    cnn_augment_crop_shift(out, C, H, W, p.crop_x, p.crop_y);
 }

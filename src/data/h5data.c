@@ -1,6 +1,7 @@
 /* h5data.c - image datasets in one HDF5 file (read per batch by
  * hyperslab, and written by cnn-data). The one data file that includes
- * <hdf5.h>. HDF5's own error printing is switched off: failures become
+ * <hdf5.h>. HDF5's own error printing is switched off and its reasons
+ * taken by the shared plumbing (src/h5/h5util.h): failures become
  * one-line cnn_error messages naming the file and HDF5's reason. */
 #include <errno.h>
 #include <stdio.h>
@@ -12,27 +13,20 @@
 
 #include "cnn/data.h"
 #include "format.h"
+#include "h5util.h"
 #include "internal.h"
 
-/* The innermost message on HDF5's error stack, for our one-line errors. */
-static herr_t first_reason(unsigned n, const H5E_error2_t *e, void *buf)
-{
-    if (n == 0 && e->desc && e->desc[0])
-        snprintf(buf, 160, " (HDF5: %s)", e->desc);
-    return 0;
-}
-
+/* " (HDF5: <reason>)", the innermost message of HDF5's error stack on one
+ * line, or "" when there is none; for our one-line errors. */
 static const char *h5_reason(char buf[160])
 {
-    buf[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_reason, buf);
+    cnn_h5_reason r = cnn_h5_reason_now();
+    if (r.text[0])
+        snprintf(buf, 160, " (HDF5: %.140s)", r.text); /* cut to fit */
+    else
+        buf[0] = 0;
     H5Eclear2(H5E_DEFAULT);
     return buf;
-}
-
-static void h5_quiet(void)
-{
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
 /* "uint8", "int32", "float64", "string": what a file's type is, for
@@ -316,7 +310,7 @@ static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn
 cnn_status cnn_h5data_load(cnn_dataset **out, const char *path, int64_t limit, cnn_error *err)
 {
     *out = NULL;
-    h5_quiet();
+    cnn_h5_quiet();
     struct stat sb;
     char why[160];
     if (stat(path, &sb) != 0)
@@ -405,7 +399,7 @@ cnn_status cnn_h5data_create(cnn_h5data_writer **out, const char *path, cnn_shap
                              int gzip, cnn_error *err)
 {
     *out = NULL;
-    h5_quiet();
+    cnn_h5_quiet();
     char why[160];
     if (chunk <= 0)
         chunk = 1;

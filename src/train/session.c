@@ -191,6 +191,11 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
         st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
     if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
+    if (!st && training && run->cbc.es.restore_best_weights &&
+        !(S->best = malloc((m->nparams + m->nbuffer_floats + 1) * sizeof *S->best)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM,
+                           "out of memory for the best weights ([early_stopping] "
+                           "restore_best_weights)");
     if (!st && training && S->root && run->ck.dir[0] && cnn_make_dirs(run->ck.dir) != 0)
         st = cnn_error_set(err, CNN_ERR_IO, "[checkpoint] dir %s: cannot create: %s",
                            run->ck.dir, strerror(errno));
@@ -203,6 +208,7 @@ void cnn_session_close(session *S)
         fclose(S->hist);
     batch_free(&S->eb);
     free(S->perm);
+    free(S->best);
     cnn_stepper_free(&S->sp);
     cnn_optim_free(S->opt);
     cnn_history_free(&S->h);

@@ -42,6 +42,8 @@ typedef struct session {
     int64_t saved_at;     /* global step of the last regular checkpoint, -1: none */
     long steps_per_epoch;
     long skipped;         /* steps whose update nan_policy = skip_step skipped */
+    double lr;            /* the learning rate of the last update (the schedule's) */
+    float *best;          /* [early_stopping] restore_best_weights: (nparams + nbuffer_floats) */
     double total_imgs, total_time; /* training throughput of the whole run */
 } session;
 

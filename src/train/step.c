@@ -421,8 +421,6 @@ void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o)
 {
     if (!s->red || !o)
         return;
-    if (o->m)
-        cnn_dist_reducer_allgather(s->red, o->m);
-    if (o->v)
-        cnn_dist_reducer_allgather(s->red, o->v);
+    for (int k = 0; k < cnn_optim_nstate(o); k++)
+        cnn_dist_reducer_allgather(s->red, o->state[k]);
 }

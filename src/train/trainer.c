@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "callbacks.h"
 #include "cnn/rng.h"
 #include "report.h"
 #include "session.h"
@@ -33,10 +34,13 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
         (st = cnn_train_config_read(&run->tc, cfg, err)) ||
         (st = cnn_data_config_read(&run->dc, cfg, err)) ||
         (st = cnn_optim_hparams_from_config(&run->hp, cfg, err)) ||
+        (st = cnn_lr_schedule_read(&run->sched, cfg, run->hp.lr, run->tc.batch_size, err)) ||
         (st = cnn_model_create(&run->model, cfg, run->tc.loss, err)) ||
         (st = cnn_dist_config_read(&run->dist, cfg, err)) ||
         (st = cnn_augment_config_read(&run->aug, cfg, err)) ||
         (st = cnn_ckpt_config_read(&run->ck, cfg, err)) ||
+        (st = cnn_callbacks_config_read(&run->cbc, cfg, run->dc.validation != CNN_VAL_NONE,
+                                        err)) ||
         (st = cnn_config_check_unused(cfg, err)))
         return st;
     return CNN_OK;
@@ -68,7 +72,7 @@ static void catch_stop_signals(void)
 }
 
 /* How an epoch ended. */
-typedef enum { EPOCH_DONE, EPOCH_MAX_STEPS, EPOCH_STOPPED } epoch_end;
+typedef enum { EPOCH_DONE, EPOCH_MAX_STEPS, EPOCH_STOPPED, EPOCH_EARLY_STOP } epoch_end;
 
 /* One step of epoch `epoch` on the global batch starting at sample g0, and
  * its agreement: a rank's failure ends the run on every rank (the failing
@@ -123,6 +127,8 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
                             "gradient, update skipped (nan_policy = skip_step)\n",
                     epoch + 1, step + 1, gstep);
     } else {
+        S->lr = cnn_lr_at(&run->sched, S->opt->step) * ts->cb.lr_scale;
+        S->opt->hp.lr = S->lr;
         cnn_stepper_update(&S->sp, S->opt);
         ts->epoch_loss_sum += stats[STAT_LOSS];
         ts->epoch_correct += stats[STAT_CORRECT];
@@ -136,17 +142,37 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
     return CNN_OK;
 }
 
+/* The callbacks after the epoch of r: [reduce_lr_on_plateau] may lower
+ * the rate, [early_stopping] may end training (*early). */
+static void epoch_callbacks(session *S, const cnn_epoch_record *r, int *early)
+{
+    const cnn_run *run = S->run;
+    cnn_train_state *ts = &S->ts;
+    double lr;
+    if (cnn_plateau_epoch_end(&run->cbc, &ts->cb, S->lr, r, &lr) && S->root)
+        fprintf(S->out, "Epoch %lld: ReduceLROnPlateau reducing learning rate to %g.\n",
+                (long long)r->epoch + 1, lr);
+    *early = cnn_early_stopping_epoch_end(&run->cbc, &ts->cb, S->best, run->model, r);
+    if (*early && S->root) {
+        fprintf(S->out, "Epoch %lld: early stopping", (long long)r->epoch + 1);
+        if (S->best && ts->cb.has_best_weights)
+            fprintf(S->out, "; restoring the weights of epoch %lld",
+                    (long long)ts->cb.es_best_epoch);
+        fprintf(S->out, "\n");
+    }
+}
+
 /* The end of a complete epoch: validation, the epoch's record and line,
- * the position reset to the epoch boundary, checkpoints. *stop says a
- * signal reached some rank. Collective. */
+ * the position reset to the epoch boundary, the callbacks, checkpoints.
+ * *stop says a signal reached some rank, *early that [early_stopping]
+ * ends training. Collective. */
 static cnn_status end_epoch(session *S, long epoch, double t0, double train_time, double imgs,
-                            int *stop, cnn_error *err)
+                            int *stop, int *early, cnn_error *err)
 {
     const cnn_run *run = S->run;
     cnn_train_state *ts = &S->ts;
     cnn_status st;
-    cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN,
-                          .lr = run->hp.lr};
+    cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN, .lr = S->lr};
     if (S->val &&
         (st = cnn_session_evaluate(S, S->val, &r.val_loss, &r.val_accuracy, NULL, NULL, err)))
         return st;
@@ -159,7 +185,9 @@ static cnn_status end_epoch(session *S, long epoch, double t0, double train_time
     cnn_progress_epoch_end(S, &r, S->steps_per_epoch);
     *ts = (cnn_train_state){.epoch = epoch + 1, .global_step = ts->global_step,
                             .samples_seen = ts->samples_seen, .seed = ts->seed,
-                            .best_val_accuracy = ts->best_val_accuracy};
+                            .best_val_accuracy = ts->best_val_accuracy, .cb = ts->cb,
+                            .best_weights = ts->best_weights};
+    epoch_callbacks(S, &r, early);
     int better = S->val && r.val_accuracy > ts->best_val_accuracy;
     if (better)
         ts->best_val_accuracy = r.val_accuracy;
@@ -170,7 +198,7 @@ static cnn_status end_epoch(session *S, long epoch, double t0, double train_time
     if (S->d->world > 1)
         cnn_dist_allreduce_max_f64(S->d, &f, 1);
     *stop = f > 0;
-    if ((cnn_checkpoint_due(S, CKPT_AFTER_EPOCH, *stop, 0, 0) & CKPT_REGULAR) &&
+    if ((cnn_checkpoint_due(S, CKPT_AFTER_EPOCH, *stop || *early, 0, 0) & CKPT_REGULAR) &&
         (st = cnn_session_save(S, 0, err)))
         return st;
     return CNN_OK;
@@ -217,9 +245,12 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
         *how = EPOCH_MAX_STEPS;
         return CNN_OK;
     }
-    if ((st = end_epoch(S, epoch, t0, train_time, imgs, &stop, err)))
+    int early = 0;
+    if ((st = end_epoch(S, epoch, t0, train_time, imgs, &stop, &early, err)))
         return st;
-    if (stop && epoch + 1 < tc->epochs)
+    if (early)
+        *how = EPOCH_EARLY_STOP;
+    else if (stop && epoch + 1 < tc->epochs)
         *how = EPOCH_STOPPED;
     return CNN_OK;
 }
@@ -265,6 +296,8 @@ static cnn_status start(session *S, char *from, size_t n, cnn_error *err)
     cnn_status st;
     cnn_model_init_params(m, tc->seed);
     S->ts.seed = tc->seed;
+    S->ts.cb = cnn_callback_state_init();
+    S->ts.best_weights = S->best;
     if ((st = cnn_session_resume(S, from, n, err)))
         return st;
     if (!cnn_dist_identical(S->d, m->params, m->nparams)) {
@@ -297,8 +330,13 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     if ((st = cnn_session_open(&S, 1, err)) || (st = start(&S, from, sizeof from, err)))
         goto done;
     S.steps_per_epoch = (long)((S.train->n + tc->batch_size - 1) / tc->batch_size);
+    cnn_lr_schedule_resolve(&run->sched, S.steps_per_epoch, tc->epochs);
+    S.lr = cnn_lr_at(&run->sched, S.opt->step) * S.ts.cb.lr_scale;
     S.last_save = cnn_dist_time();
     epoch_end how = EPOCH_DONE;
+    /* a run that [early_stopping] ended stays ended when resumed */
+    if (S.ts.cb.es_stopped_epoch > 0)
+        how = EPOCH_EARLY_STOP;
     for (long epoch = (long)S.ts.epoch; epoch < tc->epochs && how == EPOCH_DONE; epoch++) {
         if (tc->max_steps && S.ts.global_step >= tc->max_steps)
             break;

@@ -121,6 +121,32 @@ bad_checkpoints)
   # nothing was damaged by the failed attempts
   h5diff "$ck" "$ck" >/dev/null || fail "checkpoint unreadable after the failures"
   ;;
+disk_full)
+  # A checkpoint write that runs out of space: one line naming the file,
+  # exit 2, no crash, no temporary file left, the older checkpoint intact.
+  # Needs root for a small tmpfs (skipped otherwise).
+  tiny=(--set dense.units=4 --set checkpoint.best=false) # a 135 kB checkpoint
+  run first 0 --set train.epochs=1 --set checkpoint.dir=A "${tiny[@]}"
+  old=ckpt-e0001-s00000019.h5
+  mkdir full
+  [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=300k tmpfs full 2>/dev/null || {
+    echo "SKIP [$case_name]: needs root to mount a tmpfs"; exit 77; }
+  trap 'umount "$work/full"; rm -rf "$work"' EXIT
+  cp "A/$old" full/
+  # leave 8 kB free: the next checkpoint gets created, then cannot be written
+  free_kb=$(df -k --output=avail full | tail -1)
+  dd if=/dev/zero of=full/filler bs=1k count=$((free_kb - 8)) status=none
+  run full 2 --set train.epochs=2 --set checkpoint.dir=full --resume auto "${tiny[@]}"
+  grep -q "resumed from full/$old" full.out || { cat full.out; fail "did not resume"; }
+  [ "$(wc -l <full.err)" -eq 1 ] || { cat full.err; fail "not one line"; }
+  grep -qF "full/ckpt-e0002-s00000038.h5: " full.err && grep -q "No space left on device" full.err ||
+    { cat full.err; fail "the error does not name the file and the full disk"; }
+  [ -z "$(ls -A full | grep '^\.')" ] || { ls -A full; fail "temporary file left behind"; }
+  cmp -s "A/$old" "full/$old" || fail "the older checkpoint changed"
+  # it still loads: training resumes from it elsewhere
+  run again 0 --set train.epochs=2 --set checkpoint.dir=B --resume "full/$old" "${tiny[@]}"
+  [ -f B/ckpt-e0002-s00000038.h5 ] || { cat again.out; fail "no resume from the older checkpoint"; }
+  ;;
 *) fail "unknown case" ;;
 esac
 echo "PASS [$case_name]"

@@ -151,14 +151,23 @@ static int same(const cnn_dataset *a, const cnn_dataset *b, const char *what)
 static int compare(char **argv)
 {
     cnn_data_config dc[2];
-    cnn_dataset *s[2][3];
+    cnn_dataset *s[2][3] = {{NULL}};
     cnn_error err = {0};
-    for (int k = 0; k < 2; k++)
+    int rc = 0;
+    for (int k = 0; k < 2 && !rc; k++)
         if (load_config(argv[k], &dc[k], &err) ||
             cnn_data_load(&dc[k], 0, 1, &s[k][0], &s[k][1], &s[k][2], &err))
-            return fail(&err);
-    return same(s[0][0], s[1][0], "train") || same(s[0][1], s[1][1], "validation") ||
-           same(s[0][2], s[1][2], "test");
+            rc = fail(&err);
+    if (!rc)
+        rc = same(s[0][0], s[1][0], "train") || same(s[0][1], s[1][1], "validation") ||
+             same(s[0][2], s[1][2], "test");
+    for (int k = 0; k < 2; k++) { /* validation = test is one dataset */
+        if (s[k][1] != s[k][2])
+            cnn_dataset_free(s[k][1]);
+        cnn_dataset_free(s[k][0]);
+        cnn_dataset_free(s[k][2]);
+    }
+    return rc;
 }
 
 static double now(void)

@@ -390,6 +390,55 @@ static void test_draw_ranges(void **state)
     }
 }
 
+/* ---- random crop ------------------------------------------------------- */
+
+/* crop_padding P: an integer shift in [-P, P] per axis, every value drawn,
+ * zeros moving in, the other draws untouched; crop only is a pure shift. */
+static void test_crop_padding(void **state)
+{
+    (void)state;
+    cnn_augment_config a = read_ok("[augment]\ncrop_padding = 2\n");
+    assert_true(a.enabled);
+    assert_int_equal(a.crop_padding, 2);
+    int seen[2][5] = {{0}};
+    const int C = 2, H = 5, W = 7;
+    float in[2 * 5 * 7], out[2 * 5 * 7];
+    for (int k = 0; k < C * H * W; k++)
+        in[k] = (float)(k + 1);
+    for (int i = 0; i < 500; i++) {
+        cnn_augment_params p;
+        cnn_augment_draw(&a, 11, 2, i, H, W, &p);
+        assert_in_range(p.crop_x + 2, 0, 4);
+        assert_in_range(p.crop_y + 2, 0, 4);
+        seen[0][p.crop_x + 2]++;
+        seen[1][p.crop_y + 2]++;
+        cnn_augment_image(&a, 11, 2, i, in, out, C, H, W);
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int sy = y - p.crop_y, sx = x - p.crop_x;
+                    float want = sy >= 0 && sy < H && sx >= 0 && sx < W
+                                     ? in[(c * H + sy) * W + sx]
+                                     : 0.0f;
+                    assert_true(out[(c * H + y) * W + x] == want);
+                }
+    }
+    for (int v = 0; v < 5; v++)
+        assert_true(seen[0][v] > 50 && seen[1][v] > 50); /* 100 expected each */
+    /* adding a crop leaves the affine draws as they were */
+    cnn_augment_config f = read_ok(FULL_AUGMENT), g = read_ok(FULL_AUGMENT "crop_padding = 4\n");
+    cnn_augment_params pf, pg;
+    cnn_augment_draw(&f, 42, 3, 1234, 28, 28, &pf);
+    cnn_augment_draw(&g, 42, 3, 1234, 28, 28, &pg);
+    assert_int_equal(pf.crop_x, 0);
+    pg.crop_x = pg.crop_y = 0;
+    assert_memory_equal(&pf, &pg, sizeof pf);
+    /* a shift as large as the image leaves zeros */
+    cnn_augment_crop_shift(out, C, H, W, W, 0);
+    for (int k = 0; k < C * H * W; k++)
+        assert_true(out[k] == 0.0f);
+}
+
 /* ---- config errors ------------------------------------------------------ */
 
 static void expect_config_error(const char *text, const char *needle1, const char *needle2)
@@ -465,6 +514,7 @@ int main(void)
         cmocka_unit_test(test_config_values),
         cmocka_unit_test(test_draw_deterministic),
         cmocka_unit_test(test_draw_ranges),
+        cmocka_unit_test(test_crop_padding),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_override),
     };

@@ -2,7 +2,7 @@
  * checkpoint directory (latest, prune), atomic writes, and every way a
  * damaged or mismatched file is refused with one line naming the file and
  * the dataset, leaving model, optimizer, state and history untouched.
- * Files are damaged on purpose with h5_surgery (src/checkpoint). */
+ * Files are damaged on purpose with h5_surgery (tests/tools). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,7 @@
 
 #include "cnn/checkpoint.h"
 #include "h5_surgery.h"
+#include "cnn/layer.h"
 #include "testutil.h"
 
 /* cv1 kernel (4, 1, 3, 3), cv2 kernel (F2, 4, 3, 3), out kernel (F2, 3). */
@@ -58,10 +59,10 @@ static cnn_optim *optim_of(cnn_optim_type t, double momentum, const cnn_model *m
     cnn_optim_hparams hp = cnn_optim_defaults(t);
     hp.momentum = momentum;
     TU_STATUS(cnn_optim_create(&o, &hp, m->nparams, &err), CNN_OK, err);
-    if (o->m)
-        tu_fill(o->m, o->n, fill_seed + 1, -0.1f, 0.1f);
-    if (o->v)
-        tu_fill(o->v, o->n, fill_seed + 2, 0, 0.01f);
+    if (o->state[0])
+        tu_fill(o->state[0], o->n, fill_seed + 1, -0.1f, 0.1f);
+    if (o->state[1])
+        tu_fill(o->state[1], o->n, fill_seed + 2, 0, 0.01f);
     o->step = (int64_t)fill_seed;
     return o;
 }
@@ -184,7 +185,7 @@ static void expect_load_fails(const char *path, const char *ini, int t, cnn_stat
     float *p0 = malloc(m->nparams * sizeof(float)), *m0 = malloc(m->nparams * sizeof(float));
     memcpy(p0, m->params, m->nparams * sizeof(float));
     if (o)
-        memcpy(m0, o->m, o->n * sizeof(float));
+        memcpy(m0, o->state[0], o->n * sizeof(float));
 
     TU_STATUS(cnn_checkpoint_load(path, m, o, &s, &h, &err), want, err);
     print_message("refused: %s\n", err.msg);
@@ -200,7 +201,7 @@ static void expect_load_fails(const char *path, const char *ini, int t, cnn_stat
 
     assert_same_floats(m->params, p0, m->nparams);
     if (o) {
-        assert_same_floats(o->m, m0, o->n);
+        assert_same_floats(o->state[0], m0, o->n);
         assert_int_equal(o->step, 5);
     }
     assert_int_equal(s.epoch, 7);
@@ -227,8 +228,8 @@ static void test_round_trip_bit_exact(void **state)
     TU_STATUS(cnn_checkpoint_load(fx->path, m, o, &s, &h, &err), CNN_OK, err);
 
     assert_same_floats(m->params, fx->m->params, m->nparams);
-    assert_same_floats(o->m, fx->o->m, o->n);
-    assert_same_floats(o->v, fx->o->v, o->n);
+    assert_same_floats(o->state[0], fx->o->state[0], o->n);
+    assert_same_floats(o->state[1], fx->o->state[1], o->n);
     assert_int_equal(o->step, 17);
     assert_true(o->hp.lr == 1e-3); /* the run's hyperparameters stay */
     assert_true(s.epoch == 3 && s.step == 0 && s.global_step == 1875 && s.samples_seen == 60000);
@@ -281,7 +282,8 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     snprintf(path, sizeof path, "%s/sgd.h5", fx->dir);
     /* sgd without momentum has no moment buffer; no history; no classes */
     cnn_optim *plain = optim_of(CNN_OPT_SGD, 0, fx->m, 8);
-    assert_null(plain->m);
+    assert_int_equal(cnn_optim_nstate(plain), 0);
+    assert_null(plain->state[0]);
     TU_STATUS(cnn_checkpoint_write(path, fx->m, plain, &fx->s, NULL, "", NULL, 0, &err), CNN_OK,
               err);
 
@@ -295,7 +297,7 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     assert_same_floats(m->params, fx->m->params, m->nparams);
     assert_int_equal(o->step, 8);
     for (size_t i = 0; i < o->n; i++)
-        assert_true(o->m[i] == 0);
+        assert_true(o->state[0][i] == 0);
     assert_int_equal(h.n, 0);
 
     char *text = NULL;
@@ -309,16 +311,104 @@ static void test_round_trip_sgd_empty_history_no_classes(void **state)
     assert_int_equal(n, 0);
 
     /* sgd with momentum round-trips its buffer */
-    tu_fill(o->m, o->n, 77, -1, 1);
+    tu_fill(o->state[0], o->n, 77, -1, 1);
     TU_STATUS(cnn_checkpoint_write(path, m, o, &fx->s, &h, NET, NULL, 0, &err), CNN_OK, err);
     cnn_optim *o2 = optim_of(CNN_OPT_SGD, 0.9, m, 4);
     TU_STATUS(cnn_checkpoint_load(path, m, o2, NULL, NULL, &err), CNN_OK, err);
-    assert_same_floats(o2->m, o->m, o->n);
+    assert_same_floats(o2->state[0], o->state[0], o->n);
     cnn_optim_free(o2);
     cnn_optim_free(o);
     cnn_optim_free(plain);
     cnn_history_free(&h);
     cnn_model_free(m);
+}
+
+/* ---- non-trainable buffers ------------------------------------------------ */
+
+/* Index of the first layer of m made from config section `section`. */
+static int layer_of(const cnn_model *m, const char *section)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        if (strcmp(m->layers[i].ops->section, section) == 0)
+            return i;
+    fail_msg("no [%s] layer", section);
+    return -1;
+}
+
+/* m (NET) with moving statistics, as a BatchNormalization layer will
+ * declare them: moving_mean and moving_variance (4) on cv1 and on the
+ * max-pooling layer (a layer with buffers but no parameters). No layer
+ * type has buffers yet, so they are added here after creation, with the
+ * offsets and model->buffers that cnn_model_create() gives them; filled
+ * from fill_seed. */
+static cnn_model *model_with_buffers(uint64_t fill_seed)
+{
+    cnn_model *m = model_of(NET, fill_seed);
+    const int dims[1] = {4}, with[2] = {layer_of(m, "conv2d"), layer_of(m, "maxpool2d")};
+    for (int k = 0; k < 2; k++) {
+        cnn_layer_add_buffer(&m->layers[with[k]], "moving_mean", 1, dims, CNN_INIT_ZEROS);
+        cnn_layer_add_buffer(&m->layers[with[k]], "moving_variance", 1, dims, CNN_INIT_ONES);
+    }
+    size_t off = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        for (int b = 0; b < m->layers[i].nbuffers; b++) {
+            m->layers[i].buffers[b].offset = off;
+            off += m->layers[i].buffers[b].count;
+        }
+    assert_int_equal(off, 16);
+    free(m->buffers);
+    m->nbuffer_floats = off;
+    m->buffers = malloc(off * sizeof(float));
+    assert_non_null(m->buffers);
+    tu_fill(m->buffers, off, fill_seed + 100, 0, 1);
+    return m;
+}
+
+/* Buffers are stored as /model/<layer>/<buffer> beside the parameters,
+ * load back bit-exact, and are checked like parameters: a file without
+ * them does not load into a model that has them, nor a file with them
+ * into a model without. */
+static void test_buffers(void **state)
+{
+    fixture *fx = *state;
+    cnn_error err = {0};
+    char path[160];
+    snprintf(path, sizeof path, "%s/buffers.h5", fx->dir);
+    cnn_model *a = model_with_buffers(21);
+    TU_STATUS(cnn_checkpoint_write(path, a, fx->o, &fx->s, &fx->h, NET, NULL, 0, &err), CNN_OK,
+              err);
+
+    cnn_model *b = model_with_buffers(22);
+    assert_memory_not_equal(a->buffers, b->buffers, a->nbuffer_floats * sizeof(float));
+    cnn_optim *o = optim_of(CNN_OPT_ADAM, 0, b, 3);
+    TU_STATUS(cnn_checkpoint_load(path, b, o, NULL, NULL, &err), CNN_OK, err);
+    assert_same_floats(b->buffers, a->buffers, a->nbuffer_floats);
+    assert_same_floats(b->params, a->params, a->nparams);
+    assert_same_floats(o->state[0], fx->o->state[0], o->n); /* no buffers in the optimizer */
+
+    const char *pool = a->layers[layer_of(a, "maxpool2d")].name;
+    char obj[128];
+    snprintf(obj, sizeof obj, "/model/%s/moving_variance", pool);
+    /* what h5_surgery finds is a chunked float dataset of the file */
+    long long off, nbytes;
+    assert_int_equal(h5s_chunk_location(path, obj, &off, &nbytes), 0);
+    assert_int_equal(nbytes, 4 * sizeof(float) + 4); /* + its Fletcher32 checksum */
+
+    /* a model without buffers refuses the file, and the other way round */
+    expect_load_fails(path, NET, CNN_OPT_ADAM, CNN_ERR_SHAPE,
+                      "/model/cv1 holds 4 tensors but the model's layer 'cv1' has 2", NULL);
+    cnn_model *c = model_with_buffers(23);
+    float *before = malloc(c->nbuffer_floats * sizeof(float));
+    memcpy(before, c->buffers, c->nbuffer_floats * sizeof(float));
+    TU_STATUS(cnn_checkpoint_load(fx->path, c, NULL, NULL, NULL, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "missing dataset /model/cv1/moving_mean");
+    assert_same_floats(c->buffers, before, c->nbuffer_floats);
+
+    free(before);
+    cnn_model_free(c);
+    cnn_optim_free(o);
+    cnn_model_free(b);
+    cnn_model_free(a);
 }
 
 /* ---- the checkpoint directory --------------------------------------------- */
@@ -626,8 +716,8 @@ static int loads_as_written(const fixture *fx, const char *path)
     if (!st)
         st = cnn_checkpoint_read_classes(path, &names, &n, &err);
     int same = !st && !memcmp(m->params, fx->m->params, m->nparams * sizeof(float)) &&
-               !memcmp(o->m, fx->o->m, o->n * sizeof(float)) &&
-               !memcmp(o->v, fx->o->v, o->n * sizeof(float)) && o->step == fx->o->step &&
+               !memcmp(o->state[0], fx->o->state[0], o->n * sizeof(float)) &&
+               !memcmp(o->state[1], fx->o->state[1], o->n * sizeof(float)) && o->step == fx->o->step &&
                s.global_step == fx->s.global_step && s.seed == fx->s.seed &&
                s.epoch == fx->s.epoch && s.best_val_accuracy == fx->s.best_val_accuracy &&
                h.n == fx->h.n && !memcmp(h.rows, fx->h.rows, (size_t)h.n * sizeof *h.rows) &&
@@ -678,6 +768,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_round_trip_bit_exact),
         T(test_round_trip_sgd_empty_history_no_classes),
+        T(test_buffers),
         cmocka_unit_test(test_name),
         T(test_find_latest),
         T(test_prune),

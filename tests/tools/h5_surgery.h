@@ -1,7 +1,6 @@
 /* h5_surgery.h - controlled damage to checkpoint files, for the checkpoint
- * tests only (built into the test, not into libcnn). It lives here because
- * <hdf5.h> is included only under src/checkpoint. Each function returns 0
- * on success and -1 on failure, and prints nothing. */
+ * tests only (a test tool, built for the tests and not into libcnn). Each
+ * function returns 0 on success and -1 on failure, and prints nothing. */
 #ifndef CNN_H5_SURGERY_H
 #define CNN_H5_SURGERY_H
 
