@@ -1,8 +1,8 @@
 /* bn_train_dump.c - trains a config as cnn-train does, then writes the
  * model's non-trainable buffers (moving statistics) and parameters as raw
  * float32 into OUT (rank 0), after checking that every rank holds the same
- * bits. A helper of mpi_test.sh's batch_normalization cases, for as long
- * as checkpoints do not store the buffers (then h5diff /model covers them).
+ * bits. A helper of mpi_test.sh's batch_normalization cases: checkpoints
+ * hold rank 0's buffers (/model/<layer>/moving_*), this checks all ranks'.
  *
  *   bn_train_dump OUT CONFIG [--resume FILE] [[--set] section.key=value ...]
  */

@@ -208,7 +208,7 @@ bn_float)
 bn_resume)
   # A checkpoint written at np 3 in the middle of the epoch (step 9 of 17)
   # resumes at np 2 and ends with the weights and moving statistics of a
-  # straight np 1 run. Needs the buffers in checkpoints.
+  # straight np 1 run (the moving statistics travel in /model).
   dump_np 1 "$work/d1" --set checkpoint.dir="$work/s1"
   run_np 3 "$work/a" --set checkpoint.dir="$work/m" --set train.max_steps=9 ||
     { cat "$work/a"; fail "np 3 failed"; }
