@@ -105,6 +105,10 @@ typedef struct cnn_ctx {
      * progress. May be NULL. Both get grads_ready_arg. */
     void (*poll)(void *arg);
     void *grads_ready_arg;
+    /* model->buffers (non-trainable state, read-only here): a layer finds
+     * its own at l->buffers[i].offset (batch_normalization's moving
+     * statistics, used when training is 0). */
+    const float *buffers;
 } cnn_ctx;
 
 static inline void cnn_ctx_poll(const cnn_ctx *c)
@@ -155,6 +159,16 @@ typedef struct cnn_layer_ops {
     void (*backward_n)(cnn_layer *l, const float *w, float *g, const float *const *in, int nin,
                        const float *out, const float *dout, float *const *din, int B,
                        const cnn_ctx *ctx);
+    /* Batch statistics (batch_normalization), all NULL for other types;
+     * see cnn_model_stats_count in cnn/model.h. stats_count: floats of
+     * statistics one training forward call leaves behind (mean and
+     * variance per channel); stats_get copies them into out (stats_count
+     * floats); stats_update folds `mean` (stats_count doubles: those
+     * statistics averaged over a step's forward calls) into the layer's
+     * buffers (model->buffers, at l->buffers[i].offset). */
+    size_t (*stats_count)(const cnn_layer *l);
+    void (*stats_get)(const cnn_layer *l, float *out);
+    void (*stats_update)(cnn_layer *l, float *buffers, const double *mean);
 } cnn_layer_ops;
 
 enum {

@@ -156,6 +156,25 @@ void cnn_model_add_weight_decay(cnn_model *m, float wd, size_t lo, size_t hi);
 cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t epoch,
                       const int64_t *sample_id);
 
+/* Batch statistics (src/engine/model_stats.c): what the layers that keep
+ * them (batch_normalization, through their stats_* ops) measured in the
+ * last training forward, for an update of their moving statistics that
+ * the trainer takes once per step from all of the step's forward calls:
+ *
+ *     size_t n = cnn_model_stats_count(m);   // floats; 0: no such layer
+ *     // after each training forward of a step (B samples):
+ *     cnn_model_stats_get(m, chunk_stats);   // n floats
+ *     // ... mean[j] = sum over forwards of B * chunk_stats[j] / sum of B
+ *     cnn_model_stats_update(m, mean);       // moving = momentum*moving + (1-momentum)*mean
+ *
+ * The statistics of the model are the layers' in layer order. */
+size_t cnn_model_stats_count(const cnn_model *m);
+void cnn_model_stats_get(const cnn_model *m, float *out);
+void cnn_model_stats_update(cnn_model *m, const double *mean);
+/* Layers that keep batch statistics; *min_hw (may be NULL) gets the
+ * smallest H*W among their inputs (values a channel a sample). */
+int cnn_model_stats_layers(const cnn_model *m, int *min_hw);
+
 /* Writes a table like Keras's model.summary() into f (a FILE*): the
  * Sequential table, or for a functional model (m->functional) the
  * functional one with its "Connected to" column. */

@@ -91,14 +91,27 @@ void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
         MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
 }
 
-void cnn_dist_allreduce_max_u8(const cnn_dist *d, uint8_t *buf, size_t n)
+/* In-place allreduce of n elements of `size` bytes, in calls of at most
+ * MAX_CALL elements. */
+static void allreduce_pieces(const cnn_dist *d, void *buf, size_t n, size_t size,
+                             MPI_Datatype type, MPI_Op op)
 {
     if (d->world == 1)
         return;
     for (size_t off = 0; off < n; off += MAX_CALL) {
         size_t k = n - off < MAX_CALL ? n - off : MAX_CALL;
-        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_UINT8_T, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * size, (int)k, type, op, MPI_COMM_WORLD);
     }
+}
+
+void cnn_dist_allreduce_max_u8(const cnn_dist *d, uint8_t *buf, size_t n)
+{
+    allreduce_pieces(d, buf, n, 1, MPI_UINT8_T, MPI_MAX);
+}
+
+void cnn_dist_allreduce_i64(const cnn_dist *d, int64_t *buf, size_t n)
+{
+    allreduce_pieces(d, buf, n, sizeof *buf, MPI_INT64_T, MPI_SUM);
 }
 
 void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n)

@@ -32,6 +32,9 @@ void cnn_dist_finalize(cnn_dist *d);
 /* In-place sums across all ranks. */
 void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n);
 void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n);
+/* In-place exact sum of int64 values across all ranks (fixed-point
+ * statistics: the same bits in any order). */
+void cnn_dist_allreduce_i64(const cnn_dist *d, int64_t *buf, size_t n);
 /* Rank root's n bytes of buf to every rank. */
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root);
 

@@ -18,7 +18,8 @@
     X(dropout)                                                                                    \
     X(flatten)                                                                                    \
     X(add)                                                                                        \
-    X(concatenate)
+    X(concatenate)                                                                                \
+    X(batch_normalization)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
 #define CNN_ENTER_TYPE(id) &cnn_##id##_ops,

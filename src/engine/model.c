@@ -846,7 +846,8 @@ cnn_ctx cnn_model_ctx(const cnn_model *m, int training, uint64_t seed, uint64_t 
                       const int64_t *sample_id)
 {
     cnn_ctx c = {.training = training, .seed = seed, .epoch = epoch, .sample_id = sample_id,
-                 .scratch = m->scratch, .scratch_floats = m->scratch_floats};
+                 .scratch = m->scratch, .scratch_floats = m->scratch_floats,
+                 .buffers = m->buffers};
     return c;
 }
 

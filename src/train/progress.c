@@ -64,6 +64,9 @@ void cnn_progress_banner(const session *S, const char *from)
                 "warning: a global batch of %ld in reduction chunks of %d keeps only %d of "
                 "%d ranks busy; lower [dist] chunk_size or raise [train] batch_size\n",
                 tc->batch_size, run->dist.chunk_size, busy, d->world);
+    char bn_note[512];
+    if (cnn_stepper_stats_note(&S->sp, tc->batch_size, bn_note, sizeof bn_note))
+        fprintf(out, "%s\n", bn_note);
     if (train->class_names) {
         fprintf(out, "classes (%d):", train->nclasses);
         for (int c = 0; c < train->nclasses; c++)

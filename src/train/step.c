@@ -1,5 +1,6 @@
 /* step.c - one data-parallel training step (see step.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +72,156 @@ static void poll(void *arg)
         cnn_dist_reducer_poll(s->red);
 }
 
+/* ---- Moving statistics (step.h) --------------------------------------- */
+
+/* An exponent code per statistic: 0 when no value is nonzero, CODE_NONFINITE
+ * when one is not finite, else e + CODE_BIAS for the binary exponent e of
+ * the largest |value| (|value| < 2^e; floats have e <= 128). */
+enum { CODE_BIAS = 126, CODE_NONFINITE = 255 };
+
+static cnn_status stats_init(cnn_stepper *s, long max_batch, cnn_error *err)
+{
+    s->nstats = cnn_model_stats_count(s->m);
+    if (!s->nstats)
+        return CNN_OK;
+    const size_t n = s->nstats;
+    /* exact: at most every chunk of the largest global batch (one rank) */
+    s->max_chunks = s->c.exact ? (int)((max_batch + s->c.chunk_size - 1) / s->c.chunk_size) : 1;
+    s->chunk_stats = malloc((size_t)s->max_chunks * n * sizeof *s->chunk_stats);
+    s->chunk_n = malloc((size_t)s->max_chunks * sizeof *s->chunk_n);
+    s->stat_exp = malloc(n);
+    s->stat_acc = malloc((n + 1) * sizeof *s->stat_acc);
+    s->stat_mean = malloc(n * sizeof *s->stat_mean);
+    if (!s->chunk_stats || !s->chunk_n || !s->stat_exp || !s->stat_acc || !s->stat_mean)
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "out of memory for the batch statistics of %d forward calls (%zu "
+                             "values each)",
+                             s->max_chunks, n);
+    return CNN_OK;
+}
+
+static void stats_free(cnn_stepper *s)
+{
+    free(s->chunk_stats);
+    free(s->chunk_n);
+    free(s->stat_exp);
+    free(s->stat_acc);
+    free(s->stat_mean);
+}
+
+/* After a training forward of B samples: keeps the layers' statistics. */
+static void stats_record(cnn_stepper *s, int B)
+{
+    if (!s->nstats || s->nrec >= s->max_chunks)
+        return;
+    cnn_model_stats_get(s->m, s->chunk_stats + (size_t)s->nrec * s->nstats);
+    s->chunk_n[s->nrec++] = B;
+}
+
+static uint8_t exponent_code(float v)
+{
+    if (!isfinite(v))
+        return CODE_NONFINITE;
+    if (v == 0.0f)
+        return 0;
+    int e;
+    frexpf(v, &e);
+    e += CODE_BIAS;
+    return (uint8_t)(e < 1 ? 1 : e > 254 ? 254 : e);
+}
+
+/* The fixed-point shift of a statistic with code c in a step of Bg samples:
+ * each |value| * 2^shift < 2^(62 - L) with Bg < 2^L, so the sum of count *
+ * value over the step stays below 2^62. */
+static int fixed_shift(uint8_t c, int Bg)
+{
+    int L = 0;
+    while (L < 62 && ((int64_t)1 << L) <= Bg)
+        L++;
+    return 62 - L - ((int)c - CODE_BIAS);
+}
+
+/* Collective (when the model keeps statistics): the count-weighted mean of
+ * the statistics of every forward call of the step on every rank, into
+ * s->stat_mean, the same bits on any rank count. */
+static void stats_reduce(cnn_stepper *s, int Bg)
+{
+    s->stats_ready = 0;
+    if (!s->nstats)
+        return;
+    const size_t n = s->nstats;
+    memset(s->stat_exp, 0, n);
+    for (int k = 0; k < s->nrec; k++) {
+        const float *v = s->chunk_stats + (size_t)k * n;
+        for (size_t j = 0; j < n; j++) {
+            uint8_t c = exponent_code(v[j]);
+            if (c > s->stat_exp[j])
+                s->stat_exp[j] = c;
+        }
+    }
+    double t0 = cnn_dist_time();
+    cnn_dist_allreduce_max_u8(s->d, s->stat_exp, n);
+    /* a non-finite statistic anywhere: every rank skips this update */
+    int finite = memchr(s->stat_exp, CODE_NONFINITE, n) == NULL;
+    if (finite) {
+        memset(s->stat_acc, 0, (n + 1) * sizeof *s->stat_acc);
+        for (int k = 0; k < s->nrec; k++) {
+            const float *v = s->chunk_stats + (size_t)k * n;
+            const int64_t w = s->chunk_n[k];
+            for (size_t j = 0; j < n; j++)
+                if (s->stat_exp[j])
+                    s->stat_acc[j] += w * (int64_t)ldexp((double)v[j],
+                                                         fixed_shift(s->stat_exp[j], Bg));
+            s->stat_acc[n] += w;
+        }
+        cnn_dist_allreduce_i64(s->d, s->stat_acc, n + 1);
+    }
+    s->wait += cnn_dist_time() - t0;
+    const int64_t count = s->stat_acc[n];
+    if (!finite || count <= 0)
+        return;
+    for (size_t j = 0; j < n; j++)
+        s->stat_mean[j] = s->stat_exp[j] ? ldexp((double)s->stat_acc[j],
+                                                 -fixed_shift(s->stat_exp[j], Bg)) /
+                                               (double)count
+                                         : 0.0;
+    s->stats_ready = 1;
+}
+
+/* After the optimizer step: the step's statistics into the moving ones. */
+static void stats_apply(cnn_stepper *s)
+{
+    if (s->stats_ready)
+        cnn_model_stats_update(s->m, s->stat_mean);
+    s->stats_ready = 0;
+}
+
+int cnn_stepper_stats_note(const cnn_stepper *s, long Bg, char *buf, size_t n)
+{
+    int min_hw, layers = cnn_model_stats_layers(s->m, &min_hw);
+    if (!layers)
+        return 0;
+    const char *pl = layers > 1 ? "s" : "";
+    if (s->c.exact) {
+        long chunk = s->c.chunk_size < Bg ? s->c.chunk_size : Bg;
+        snprintf(buf, n,
+                 "batch_normalization (%d layer%s): batch statistics over reduction chunks of "
+                 "%ld samples ([dist] chunk_size; at least %ld values a channel), the same on "
+                 "any rank count; moving statistics updated once a step from the mean of its "
+                 "%ld chunks",
+                 layers, pl, chunk, chunk * min_hw, (Bg + s->c.chunk_size - 1) / s->c.chunk_size);
+    } else {
+        int w = s->d->world;
+        snprintf(buf, n,
+                 "batch_normalization (%d layer%s): batch statistics over each rank's slice of "
+                 "the global batch (%ld to %ld samples at %d rank%s), so results depend on the "
+                 "rank count ([dist] reduction = float); reduction = exact normalises over "
+                 "chunks of chunk_size samples on any rank count",
+                 layers, pl, Bg / w, (Bg + w - 1) / w, w, w > 1 ? "s" : "");
+    }
+    return 1;
+}
+
 cnn_status cnn_dist_config_read(cnn_dist_config *c, const cnn_config *cfg, cnn_error *err)
 {
     static const char *const reductions[] = {"float", "exact", NULL};
@@ -136,7 +287,7 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     if (c->exact)
         s->acc = cnn_dist_reducer_data(s->red);
     cnn_dist_shard(m->nparams, d->rank, d->world, &s->lo, &s->hi);
-    return CNN_OK;
+    return stats_init(s, max_batch, err);
 }
 
 void cnn_stepper_free(cnn_stepper *s)
@@ -147,6 +298,7 @@ void cnn_stepper_free(cnn_stepper *s)
     free(s->ids);
     free(s->raw);
     free(s->tmp);
+    stats_free(s);
     memset(s, 0, sizeof *s);
 }
 
@@ -183,6 +335,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     stats[STAT_STOP] = s->stop != 0;
     stats[STAT_SAVE] = s->save != 0;
     s->bad = 0;
+    s->nrec = 0;
     /* exact: every chunk's conversion leaves zeros behind, so only this
      * rank's shard, which held the last step's summed gradient, needs it */
     if (s->c.exact)
@@ -214,6 +367,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             augment(s, B, seed, epoch);
         if (st == CNN_OK) {
             cnn_model_forward(m, s->x, B, &ctx);
+            stats_record(s, B);
             st = cnn_model_loss(m, s->y, B, 1.0f / (float)Bg, 1, &bs, err);
         }
         stats[STAT_LOSS] += bs.loss_sum;
@@ -236,12 +390,14 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             stats[STAT_FAILED] = st != CNN_OK;
         }
         /* nothing of this rank's gradient counts: contribute zeros */
+        s->nrec = 0;
         if (s->c.exact)
             memset(s->acc, 0, m->nparams * sizeof *s->acc);
         else
             cnn_model_zero_grad(m);
     }
     s->wait += cnn_dist_reducer_finish(s->red);
+    stats_reduce(s, Bg);
     /* this rank's shard of the summed gradient, as floats */
     const size_t lo = s->lo, len = s->hi - s->lo;
     if (s->c.exact) {
@@ -264,6 +420,7 @@ void cnn_stepper_update(cnn_stepper *s, cnn_optim *o)
     double t0 = cnn_dist_time();
     cnn_dist_reducer_allgather(s->red, s->m->params);
     s->wait += cnn_dist_time() - t0;
+    stats_apply(s);
 }
 
 void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o)

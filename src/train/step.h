@@ -26,6 +26,20 @@
  * still running, by the exchange [dist] exchange names (see
  * cnn_dist_reducer); with [dist] timeout_s a watchdog ends the job when a
  * rank stops answering.
+ *
+ * Moving statistics (batch_normalization). A training forward call
+ * normalises with the statistics of its own samples: a reduction chunk
+ * (exact: ghost batches of chunk_size samples, the same cut on any rank
+ * count, so the same numbers) or the rank's slice (float: they depend on
+ * the rank count, as PyTorch DDP's per-rank BatchNorm). Each call's mean
+ * and biased variance per channel are kept; after the step they are
+ * averaged, weighted by the calls' sample counts, over all calls of all
+ * ranks, in 64-bit fixed point (a shared exponent per value, agreed by a
+ * max across ranks, so the sum is exact in any order), and once the
+ * optimizer has stepped every rank folds the same average into the moving
+ * statistics: moving = momentum * moving + (1 - momentum) * average. A
+ * skipped step (nan_policy = skip_step) leaves them alone. This costs two
+ * small collectives a step, not one per layer as SyncBatchNorm's.
  */
 #ifndef CNN_TRAIN_STEP_H
 #define CNN_TRAIN_STEP_H
@@ -77,6 +91,17 @@ typedef struct cnn_stepper {
     cnn_fault fault;       /* test seam: make this step fail (cnn_fault_plan) */
     int stop;              /* this rank was asked to stop: sent with the stats */
     int save;              /* rank 0 wants a checkpoint after this step */
+    /* batch statistics (batch_normalization; nstats = 0 without it): see
+     * "Moving statistics" below */
+    size_t nstats;         /* cnn_model_stats_count */
+    int max_chunks;        /* forward calls a rank may make in one step */
+    int nrec;              /* forward calls recorded this step */
+    float *chunk_stats;    /* (max_chunks, nstats) each forward call's statistics */
+    int *chunk_n;          /* (max_chunks) its sample count */
+    uint8_t *stat_exp;     /* (nstats) exponent code of the largest |value| (all ranks) */
+    int64_t *stat_acc;     /* (nstats + 1) fixed-point sums of count * value; the count */
+    double *stat_mean;     /* (nstats) the step's statistics, averaged */
+    int stats_ready;       /* stat_mean is this step's, for cnn_stepper_update */
 } cnn_stepper;
 
 /* Sizes buffers for global batches of up to max_batch. */
@@ -104,6 +129,11 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
 /* The optimizer step after cnn_stepper_run(): this rank updates its shard
  * of the parameters, then every rank receives the others'. Collective. */
 void cnn_stepper_update(cnn_stepper *s, cnn_optim *o);
+
+/* One line on what batch_normalization normalises over for global batches
+ * of Bg (for the start-up banner), written into buf; 0 when the model has
+ * no such layer. */
+int cnn_stepper_stats_note(const cnn_stepper *s, long Bg, char *buf, size_t n);
 
 /* Each rank holds the optimizer's moments of its own shard up to date
  * only; this gathers them all on every rank (before a checkpoint).

@@ -381,6 +381,38 @@ static void test_dense_and_activations(void **state)
     run_cases(cases, sizeof cases / sizeof *cases);
 }
 
+/* ---- batch_normalization ----------------------------------------------- */
+
+/* Training mode normalises with the batch's statistics, so every input's
+ * gradient carries the terms of the mean and the variance. */
+static void test_batchnorm(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"bn on input 3x5x2", "3x5x2", "[batch_normalization]\n" HEAD3, CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"conv -> bn -> relu conv", "5x5x1", "[conv2d]\nfilters = 3\nkernel = 3\npadding = same\n"
+         "use_bias = false\n[batch_normalization]\nmomentum = 0.9\n[conv2d]\nfilters = 2\n"
+         "kernel = 2\nactivation = relu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"bn center=false", "4x3x3", "[batch_normalization]\ncenter = false\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"bn scale=false", "3x3x2", "[batch_normalization]\nscale = false\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"bn center=scale=false", "5x3x2", "[conv2d]\nfilters = 2\nkernel = 2\n"
+         "activation = tanh\n[batch_normalization]\ncenter = false\nscale = false\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"bn on dense, B5", "1x1x5", "[dense]\nunits = 7\n[batch_normalization]\n"
+         "epsilon = 0.01\n[dense]\nunits = 3\nactivation = softmax\n", CNN_LOSS_SPARSE_CCE, 5,
+         1},
+        {"bn 9 pixels a lane tail", "3x3x3", "[batch_normalization]\naxis = 3\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 1, 1},
+        {"bn 5x7 B7 (lanes + tail)", "5x7x2", "[batch_normalization]\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 7, 1},
+        {"bn inference (moving)", "3x5x2", "[batch_normalization]\n" HEAD3, CNN_LOSS_SPARSE_CCE,
+         3, 0},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
 /* ---- losses ------------------------------------------------------------ */
 
 #define HIDDEN "[dense]\nunits = 5\nactivation = tanh\n"
@@ -539,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_shifted),
         cmocka_unit_test(test_pool2d),
         cmocka_unit_test(test_dense_and_activations),
+        cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_scale_and_accumulate),
         cmocka_unit_test(test_graph_merges),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # MPI tests of cnn-train through mpirun.
-#   mpi_test.sh CASE BUILD_DIR SOURCE_DIR
+#   mpi_test.sh CASE BUILD_DIR SOURCE_DIR [BN_TRAIN_DUMP]
 set -uo pipefail
 case_name=$1
 bin=$2/cnn-train
 src=$3
+dump=${4:-}
 . "$src/tests/lib.sh"
 
 # A small run with an odd global batch (uneven slices at np 2, 3, 4) and a
@@ -193,6 +194,73 @@ nan_skip)
   grep -q "global step 3): non-finite loss or gradient, update skipped" "$work/out" &&
     grep -q "^skipped: 1 steps" "$work/out" && grep -q '^test:' "$work/out" ||
     { cat "$work/out"; fail "step 3 not skipped"; }
+  ;;
+bn_ranks_agree|bn_float|bn_resume)
+  # batch_normalization (tests/mpi/bn_cnn.ini). bn_train_dump trains as
+  # cnn-train does and writes the moving statistics and weights, after
+  # checking that all ranks hold the same ones.
+  cfg=$src/tests/mpi/bn_cnn.ini
+  dump_np() { # dump_np NP OUT [options...]
+    local np=$1 out=$2
+    shift 2
+    # shellcheck disable=SC2046
+    timeout 120 mpirun $(mpiflags "$np") -np "$np" "$dump" "$out" "$cfg" "${small[@]}" "$@" \
+      >"$out.log" 2>&1 || { cat "$out.log"; fail "bn_train_dump at np $np failed"; }
+  }
+  final=ckpt-e0001-s00000017.h5
+  ;;&
+bn_ranks_agree)
+  # Exact reduction: every forward call is one chunk of 8 samples (ghost
+  # batches), the moving statistics come from the step's chunks summed in
+  # fixed point, so np 1, 2 and 3 (uneven chunk counts) train to the same
+  # bits: printed figures (the test set goes through the moving
+  # statistics), weights, optimizer state and moving statistics.
+  run_np 1 "$work/np1" --set checkpoint.dir="$work/c1" || { cat "$work/np1"; fail "np 1 failed"; }
+  grep -q "^batch_normalization (3 layers): batch statistics over reduction chunks of 8 samples" \
+    "$work/np1" || { cat "$work/np1"; fail "no batch_normalization line in the banner"; }
+  ref=$(results "$work/np1")
+  dump_np 1 "$work/d1"
+  for np in 2 3; do
+    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" ||
+      { cat "$work/np$np"; fail "np $np failed"; }
+    got=$(results "$work/np$np")
+    [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
+    h5diff "$work/c1/$final" "$work/c$np/$final" /model /model || fail "np $np: weights differ"
+    h5diff "$work/c1/$final" "$work/c$np/$final" /optimizer /optimizer ||
+      fail "np $np: optimizer state differs"
+    dump_np "$np" "$work/d$np"
+    cmp "$work/d1" "$work/d$np" || fail "np $np: moving statistics differ from np 1"
+    echo "np $np: weights, optimizer state and moving statistics identical to np 1"
+  done
+  ;;
+bn_float)
+  # Float reduction: each rank normalises its own slice (15 samples at
+  # np 2, 10 at np 3), as PyTorch DDP's BatchNorm; all ranks still fold the
+  # same averaged statistics into the moving ones, but they differ from np 1.
+  small+=(--set dist.reduction=float)
+  dump_np 1 "$work/d1"
+  for np in 2 3; do
+    dump_np "$np" "$work/d$np"
+    grep -q "batch statistics over each rank's slice of the global batch (" "$work/d$np.log" ||
+      { cat "$work/d$np.log"; fail "np $np: no per-rank note in the banner"; }
+    cmp -s "$work/d1" "$work/d$np" && fail "np $np: float slices gave np 1's statistics"
+    echo "np $np: all ranks agree; statistics differ from np 1, as documented"
+  done
+  ;;
+bn_resume)
+  # A checkpoint written at np 3 in the middle of the epoch (step 9 of 17)
+  # resumes at np 2 and ends with the weights and moving statistics of a
+  # straight np 1 run (the moving statistics travel in /model).
+  dump_np 1 "$work/d1" --set checkpoint.dir="$work/s1"
+  run_np 3 "$work/a" --set checkpoint.dir="$work/m" --set train.max_steps=9 ||
+    { cat "$work/a"; fail "np 3 failed"; }
+  mid=$work/m/ckpt-e0000-s00000009.h5
+  [ -f "$mid" ] || { ls "$work/m"; fail "no mid-epoch checkpoint"; }
+  dump_np 2 "$work/d2" --set checkpoint.dir="$work/r2" --resume "$mid"
+  grep -q "in epoch 1 after step 9" "$work/d2.log" || { cat "$work/d2.log"; fail "did not resume"; }
+  h5diff "$work/s1/$final" "$work/r2/$final" /model /model || fail "resumed weights differ"
+  cmp "$work/d1" "$work/d2" || fail "resumed moving statistics differ from the straight run"
+  echo "np 3 -> np 2 resume: weights and moving statistics identical to the straight run"
   ;;
 config_error)
   # A config error is reported once (by rank 0) and every rank exits.

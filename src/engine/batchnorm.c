@@ -1,0 +1,296 @@
+/* batchnorm.c - batch normalization over the channel axis, as Keras's
+ * BatchNormalization (axis = -1 on (H, W, C) images, here channel-first).
+ *
+ *   training   mean, var (biased) over (B, H, W) of each channel of this
+ *              forward call's batch; y = (x - mean) / sqrt(var + eps) *
+ *              gamma + beta. The statistics stay in the layer's state for
+ *              backward and for stats_get (the trainer folds a step's
+ *              worth into the moving statistics: see cnn_model_stats_update).
+ *   inference  the same with moving_mean and moving_variance.
+ *   backward   with xhat = (x - mean) / sqrt(var + eps), n = B*H*W:
+ *              dgamma = sum(dy * xhat), dbeta = sum(dy),
+ *              dx = gamma / sqrt(var + eps) * (dy - dbeta/n - xhat*dgamma/n)
+ *
+ * Every pass runs over one channel's contiguous H*W floats of a sample at
+ * a time; sums go into 8 double lanes, which the compiler vectorises and
+ * which keep the statistics of large batches accurate. Forward reads the
+ * input twice (mean, then the squared deviations) and writes once;
+ * backward reads twice (sum(dy), sum(dy*(x-mean)) in one pass) and writes once.
+ *
+ * Tensors: gamma (C) if scale, beta (C) if center; buffers moving_mean (C),
+ * moving_variance (C); Keras's weight order and names.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cnn/layer.h"
+
+/* The keys of a [batch_normalization] section. */
+typedef struct bn_params {
+    double momentum, epsilon;
+    int center, scale;
+    long axis;
+} bn_params;
+
+typedef struct bn_state {
+    int C, HW;
+    float momentum, epsilon;
+    int center, scale;
+    float *mean;    /* (C) batch mean of the last training forward */
+    float *var;     /* (C) its biased variance */
+    float *inv_std; /* (C) 1 / sqrt(var + epsilon) */
+} bn_state;
+
+enum { LANES = 8 };
+
+static cnn_status bn_parse(const cnn_section *s, void *params, cnn_error *err)
+{
+    bn_params *p = params;
+    cnn_status st;
+    if ((st = cnn_cfg_float(s, "momentum", 0.99, 0.0, 1.0, &p->momentum, err)) ||
+        (st = cnn_cfg_float(s, "epsilon", 0.001, 1e-12, 1e6, &p->epsilon, err)) ||
+        (st = cnn_cfg_bool(s, "center", 1, &p->center, err)) ||
+        (st = cnn_cfg_bool(s, "scale", 1, &p->scale, err)) ||
+        (st = cnn_cfg_int(s, "axis", -1, -1, 3, &p->axis, err)))
+        return st;
+    return CNN_OK;
+}
+
+static cnn_status bn_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
+{
+    const bn_params *p = params;
+    const int flat = in.h == 1 && in.w == 1;
+    /* Keras counts axes of (batch, H, W, C) or (batch, C): the channel axis
+     * is -1, or 3 (images) or 1 (flat). */
+    if (p->axis != -1 && p->axis != 3 && !(flat && p->axis == 1))
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "layer '%s' (batch_normalization): axis = %ld is not the channel "
+                             "axis; only the channel axis is supported (axis = -1, or %d)",
+                             l->name, p->axis, flat ? 1 : 3);
+    l->out = in;
+    bn_state *S = calloc(1, sizeof *S);
+    if (S) {
+        S->mean = malloc((size_t)in.c * sizeof *S->mean);
+        S->var = malloc((size_t)in.c * sizeof *S->var);
+        S->inv_std = malloc((size_t)in.c * sizeof *S->inv_std);
+    }
+    l->state = S;
+    if (!S || !S->mean || !S->var || !S->inv_std)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+    S->C = in.c;
+    S->HW = in.h * in.w; /* the model checked that a sample fits an int */
+    S->momentum = (float)p->momentum;
+    S->epsilon = (float)p->epsilon;
+    S->center = p->center;
+    S->scale = p->scale;
+    int c = in.c;
+    if (p->scale)
+        cnn_layer_add_param(l, "gamma", 1, &c, CNN_INIT_ONES, c, c, 0);
+    if (p->center)
+        cnn_layer_add_param(l, "beta", 1, &c, CNN_INIT_ZEROS, c, c, 0);
+    cnn_layer_add_buffer(l, "moving_mean", 1, &c, CNN_INIT_ZEROS);
+    cnn_layer_add_buffer(l, "moving_variance", 1, &c, CNN_INIT_ONES);
+    return CNN_OK;
+}
+
+static void bn_destroy(cnn_layer *l)
+{
+    bn_state *S = l->state;
+    if (!S)
+        return;
+    free(S->mean);
+    free(S->var);
+    free(S->inv_std);
+    free(S);
+    l->state = NULL;
+}
+
+/* sum of x[0..n) in double lanes, always in the same order. */
+static double lane_sum(const float *restrict x, int n)
+{
+    double a[LANES] = {0}, s = 0;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++)
+            a[j] += (double)x[i + j];
+    for (; i < n; i++)
+        s += (double)x[i];
+    for (int j = 0; j < LANES; j++)
+        s += a[j];
+    return s;
+}
+
+/* sum of (x - shift)^2 over [0, n), likewise. */
+static double lane_sqdev(const float *restrict x, int n, double shift)
+{
+    double a[LANES] = {0}, s = 0;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = (double)x[i + j] - shift;
+            a[j] += d * d;
+        }
+    for (; i < n; i++) {
+        double d = (double)x[i] - shift;
+        s += d * d;
+    }
+    for (int j = 0; j < LANES; j++)
+        s += a[j];
+    return s;
+}
+
+/* *s1 += sum(dy), *s2 += sum(dy * (x - shift)) over [0, n). */
+static void lane_dsums(const float *restrict x, const float *restrict dy, int n, double shift,
+                       double *s1, double *s2)
+{
+    double a[LANES] = {0}, b[LANES] = {0}, t1 = 0, t2 = 0;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double g = (double)dy[i + j];
+            a[j] += g;
+            b[j] += g * ((double)x[i + j] - shift);
+        }
+    for (; i < n; i++) {
+        double g = (double)dy[i];
+        t1 += g;
+        t2 += g * ((double)x[i] - shift);
+    }
+    for (int j = 0; j < LANES; j++) {
+        t1 += a[j];
+        t2 += b[j];
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+/* out = (x - m) * a + b over [0, n): the forward's write. */
+static void affine(const float *restrict x, float *restrict out, int n, float m, float a, float b)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = (x[i] - m) * a + b;
+}
+
+static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
+                       const cnn_ctx *ctx)
+{
+    bn_state *S = l->state;
+    const int C = S->C, HW = S->HW;
+    const float *gamma = S->scale ? w : NULL;
+    const float *beta = S->center ? w + (S->scale ? C : 0) : NULL;
+    const float *mm = ctx->buffers + l->buffers[0].offset;
+    const float *mv = ctx->buffers + l->buffers[1].offset;
+    const double n = (double)B * HW;
+    for (int c = 0; c < C; c++) {
+        float mean, inv;
+        if (ctx->training) {
+            double s = 0, q = 0;
+            for (int b = 0; b < B; b++)
+                s += lane_sum(in + ((size_t)b * C + c) * HW, HW);
+            const double mu = s / n;
+            for (int b = 0; b < B; b++)
+                q += lane_sqdev(in + ((size_t)b * C + c) * HW, HW, mu);
+            const double var = q / n;
+            S->mean[c] = mean = (float)mu;
+            S->var[c] = (float)var;
+            S->inv_std[c] = inv = (float)(1.0 / sqrt(var + (double)S->epsilon));
+        } else {
+            mean = mm[c];
+            inv = (float)(1.0 / sqrt((double)mv[c] + (double)S->epsilon));
+        }
+        const float a = gamma ? gamma[c] * inv : inv, bb = beta ? beta[c] : 0.0f;
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            affine(in + o, out + o, HW, mean, a, bb);
+        }
+    }
+}
+
+/* din = A*dy + Bx*(x - mean) + C0, one channel segment. */
+static void bn_dx(const float *restrict x, const float *restrict dy, float *restrict dx, int n,
+                  float mean, float A, float Bx, float C0)
+{
+    for (int i = 0; i < n; i++)
+        dx[i] = A * dy[i] + Bx * (x[i] - mean) + C0;
+}
+
+/* Backward of a training forward (batch statistics in the state). With
+ * ctx->training = 0 the layer was the fixed affine map of the moving
+ * statistics and backward is that map's (the trainer never does this;
+ * the gradient check does). */
+static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
+                        const float *out, const float *dout, float *din, int B,
+                        const cnn_ctx *ctx)
+{
+    (void)out;
+    bn_state *S = l->state;
+    const int C = S->C, HW = S->HW;
+    const float *gamma = S->scale ? w : NULL;
+    float *ggamma = S->scale ? g : NULL;
+    float *gbeta = S->center ? g + (S->scale ? C : 0) : NULL;
+    const float *mm = ctx->buffers + l->buffers[0].offset;
+    const float *mv = ctx->buffers + l->buffers[1].offset;
+    const double n = (double)B * HW;
+    for (int c = 0; c < C; c++) {
+        const float mean = ctx->training ? S->mean[c] : mm[c];
+        const double inv = ctx->training
+                               ? (double)S->inv_std[c]
+                               : 1.0 / sqrt((double)mv[c] + (double)S->epsilon);
+        double s1 = 0, s2 = 0; /* sum(dy), sum(dy * (x - mean)) */
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            lane_dsums(in + o, dout + o, HW, mean, &s1, &s2);
+        }
+        if (ggamma)
+            ggamma[c] += (float)(s2 * inv);
+        if (gbeta)
+            gbeta[c] += (float)s1;
+        if (!din)
+            continue;
+        const double A = gamma ? (double)gamma[c] * inv : inv;
+        /* batch statistics depend on x: the mean's and the variance's terms */
+        const double Bx = ctx->training ? -A * inv * inv * s2 / n : 0.0;
+        const double C0 = ctx->training ? -A * s1 / n : 0.0;
+        for (int b = 0; b < B; b++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            bn_dx(in + o, dout + o, din + o, HW, mean, (float)A, (float)Bx, (float)C0);
+        }
+    }
+}
+
+static size_t bn_stats_count(const cnn_layer *l)
+{
+    const bn_state *S = l->state;
+    return 2 * (size_t)S->C;
+}
+
+/* out: mean (C), then variance (C) of the last training forward. */
+static void bn_stats_get(const cnn_layer *l, float *out)
+{
+    const bn_state *S = l->state;
+    for (int c = 0; c < S->C; c++) {
+        out[c] = S->mean[c];
+        out[S->C + c] = S->var[c];
+    }
+}
+
+/* Keras: moving = moving * momentum + batch * (1 - momentum), in float,
+ * with the biased batch variance. */
+static void bn_stats_update(cnn_layer *l, float *buffers, const double *mean)
+{
+    const bn_state *S = l->state;
+    float *mm = buffers + l->buffers[0].offset;
+    float *mv = buffers + l->buffers[1].offset;
+    const float mo = S->momentum, rest = 1.0f - S->momentum;
+    for (int c = 0; c < S->C; c++) {
+        mm[c] = mm[c] * mo + (float)mean[c] * rest;
+        mv[c] = mv[c] * mo + (float)mean[S->C + c] * rest;
+    }
+}
+
+const cnn_layer_ops cnn_batch_normalization_ops = {
+    .section = "batch_normalization", .keras_name = "BatchNormalization",
+    .default_name = "batch_normalization", .params_size = sizeof(bn_params), .parse = bn_parse,
+    .make = bn_make, .forward = bn_forward, .backward = bn_backward, .destroy = bn_destroy,
+    .stats_count = bn_stats_count, .stats_get = bn_stats_get, .stats_update = bn_stats_update,
+};
