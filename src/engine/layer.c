@@ -16,7 +16,12 @@
     X(avgpool2d)                                                                                  \
     X(dense)                                                                                      \
     X(dropout)                                                                                    \
-    X(flatten)
+    X(flatten)                                                                                    \
+    X(activation)                                                                                 \
+    X(global_average_pooling2d)                                                                   \
+    X(global_max_pooling2d)                                                                       \
+    X(depthwise_conv2d)                                                                           \
+    X(separable_conv2d)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
 #define CNN_ENTER_TYPE(id) &cnn_##id##_ops,
