@@ -26,13 +26,15 @@ typedef struct cnn_dw_params {
  * use_bias, depthwise_initializer and bias_initializer. */
 cnn_status cnn_dw_parse(const cnn_section *s, cnn_dw_params *p, cnn_error *err);
 
-/* Geometry of one layer: the window, and the padded planes split into
- * stride-phases so that every tap reads a contiguous row (see the .c). */
+/* Geometry of one layer: the window, and the padded plane split into
+ * stride phases so that every tap is one contiguous run (see the .c). */
 typedef struct cnn_dw {
     cnn_window g;
     int m;            /* depth multiplier */
-    size_t hp, wq;    /* rows of the padded plane; columns of each phase */
-    size_t phase;     /* hp * wq floats */
+    size_t hq, wq;    /* rows and columns of each phase */
+    size_t phase;     /* hq * wq floats */
+    size_t planes;    /* sh * sw phases + slack, in floats */
+    size_t *tap;      /* (kh * kw) start of each tap's run in the phases */
 } cnn_dw;
 
 /* Resolves the geometry on input `in`, checks the sizes, declares
@@ -50,5 +52,8 @@ void cnn_dw_forward(const cnn_dw *d, const float *w, const float *bias, const fl
  * dx (C, H, W) = dL/dx unless dx is NULL, from dy (C*M, oh, ow). */
 void cnn_dw_backward(const cnn_dw *d, const float *w, float *gw, float *gb, const float *x,
                      const float *dy, float *dx, float *scratch);
+
+/* Frees what cnn_dw_make allocated; safe on a zeroed or freed d. */
+void cnn_dw_free(cnn_dw *d);
 
 #endif

@@ -15,11 +15,17 @@
  * depthwise.h) and bias (C*M). Output (C*M, oh, ow).
  *
  * Not a GEMM (each output channel sees one input plane): per image and
- * channel the plane is copied once, zero-padded, into stride phases:
- * phase q holds the padded columns q, q+sw, q+2sw, ... So the input cells
- * that tap (i, j) multiplies for output row oy are a contiguous run,
- * phase j % sw, row oy*sh + i, from column j / sw, and each tap of each
- * output row is one vectorisable axpy (forward, dx) or dot product (dW).
+ * channel the plane is copied once, zero-padded, into sh*sw stride phases:
+ * phase (p, q) holds the padded cells (p + sh r, q + sw c) at (r, c), hq x wq.
+ * Tap (i, j) of output (oy, ox) reads phase (i % sh, j % sw) at (oy + i/sh,
+ * ox + j/sw). Laid out on the phase width wq (columns ox >= ow are junk and
+ * dropped), the outputs of a tap are one contiguous run of oh*wq floats, so
+ *   y_ext (oh*wq)   = b + sum over taps of w_ij * run_ij       (axpy)
+ *   dw_ij          += dy_ext . run_ij                           (dot)
+ *   drun_ij        += w_ij * dy_ext                              (axpy)
+ * with dy_ext zero in the junk columns. The last runs go up to (kw-1)/sw
+ * floats past the phases: the buffer has that slack, and what lands there
+ * feeds only junk outputs (forward) or adds zeros (backward).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -52,19 +58,32 @@ cnn_status cnn_dw_make(cnn_layer *l, const cnn_dw_params *p, cnn_shape in, cnn_d
         return st;
     d->m = (int)p->multiplier;
     const cnn_window *g = &d->g;
+    const size_t sh = (size_t)g->sh, sw = (size_t)g->sw, T = (size_t)g->kh * g->kw;
+    const size_t hp = (size_t)g->h + g->pad.top + g->pad.bottom;
     const size_t wp = (size_t)g->w + g->pad.left + g->pad.right;
-    d->hp = (size_t)g->h + g->pad.top + g->pad.bottom;
-    d->wq = (wp + (size_t)g->sw - 1) / (size_t)g->sw;
-    size_t cm, taps;
+    d->hq = (hp + sh - 1) / sh;
+    d->wq = (wp + sw - 1) / sw;
+    size_t cm, taps, ext;
     *scratch = 0;
-    /* phase planes of x and dx: 2 * sw * hp * wq floats, about 2 padded planes */
-    if (!cnn_size_mul((size_t)in.c, (size_t)d->m, &cm) || cm > INT_MAX ||
-        !cnn_size_mul(cm, (size_t)g->kh * g->kw, &taps) || taps > INT_MAX ||
-        !cnn_size_mul(d->hp, d->wq, &d->phase) || !cnn_size_mul(d->phase, 2 * (size_t)g->sw, scratch))
+    /* phases of x and dx (2 * planes), and y_ext / dy_ext (oh * wq) */
+    int ok = cnn_size_mul((size_t)in.c, (size_t)d->m, &cm) && cm <= INT_MAX &&
+             cnn_size_mul(cm, T, &taps) && taps <= INT_MAX &&
+             cnn_size_mul(d->hq, d->wq, &d->phase) &&
+             cnn_size_mul(d->phase, sh * sw, &d->planes) &&
+             !__builtin_add_overflow(d->planes, (size_t)g->kw / sw + 16, &d->planes) &&
+             cnn_size_mul((size_t)g->oh, d->wq, &ext) && d->planes < SIZE_MAX / 4 &&
+             !__builtin_add_overflow(2 * d->planes, ext, scratch);
+    if (!ok)
         return cnn_error_set(err, CNN_ERR_SHAPE,
                              "layer '%s' (%s): %d channels x depth_multiplier %d with %dx%d "
                              "kernels on %dx%d are too large",
                              l->name, l->ops->section, in.c, d->m, g->kh, g->kw, in.h, in.w);
+    if (!(d->tap = malloc(T * sizeof *d->tap)))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+    for (int i = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++)
+            d->tap[(size_t)i * g->kw + j] = ((size_t)i % sh * sw + (size_t)j % sw) * d->phase +
+                                            (size_t)i / sh * d->wq + (size_t)j / sw;
     int kdims[4] = {in.c, d->m, g->kh, g->kw};
     /* Keras's fans for the (kh, kw, C, M) kernel: receptive field times C, times M */
     cnn_layer_add_param(l, "depthwise_kernel", 4, kdims, p->dinit, in.c * g->kh * g->kw,
@@ -76,19 +95,21 @@ cnn_status cnn_dw_make(cnn_layer *l, const cnn_dw_params *p, cnn_shape in, cnn_d
 static void to_phases(const cnn_dw *d, const float *x, float *xq)
 {
     const cnn_window *g = &d->g;
-    const size_t sw = (size_t)g->sw;
-    memset(xq, 0, sw * d->phase * sizeof *xq);
+    const size_t sh = (size_t)g->sh, sw = (size_t)g->sw;
+    memset(xq, 0, d->planes * sizeof *xq);
     for (int y = 0; y < g->h; y++) {
         const float *src = x + (size_t)y * g->w;
         const size_t r = (size_t)(y + g->pad.top);
+        float *row = xq + r % sh * sw * d->phase + r / sh * d->wq;
         if (sw == 1) {
-            memcpy(xq + r * d->wq + g->pad.left, src, (size_t)g->w * sizeof *xq);
+            memcpy(row + g->pad.left, src, (size_t)g->w * sizeof *xq);
             continue;
         }
-        for (int c = 0; c < g->w; c++) {
-            const size_t pc = (size_t)(c + g->pad.left);
-            xq[(pc % sw) * d->phase + r * d->wq + pc / sw] = src[c];
-        }
+        /* phase q: padded columns q, q + sw, ...; no division per cell */
+        for (size_t q = 0; q < sw; q++)
+            for (size_t k = 0, pc = q; pc < (size_t)(g->pad.left + g->w); k++, pc += sw)
+                if (pc >= (size_t)g->pad.left)
+                    row[q * d->phase + k] = src[pc - (size_t)g->pad.left];
     }
 }
 
@@ -96,47 +117,44 @@ static void to_phases(const cnn_dw *d, const float *x, float *xq)
 static void from_phases(const cnn_dw *d, const float *dxq, float *dx)
 {
     const cnn_window *g = &d->g;
-    const size_t sw = (size_t)g->sw;
+    const size_t sh = (size_t)g->sh, sw = (size_t)g->sw;
     for (int y = 0; y < g->h; y++) {
         float *dst = dx + (size_t)y * g->w;
         const size_t r = (size_t)(y + g->pad.top);
+        const float *row = dxq + r % sh * sw * d->phase + r / sh * d->wq;
         if (sw == 1) {
-            memcpy(dst, dxq + r * d->wq + g->pad.left, (size_t)g->w * sizeof *dst);
+            memcpy(dst, row + g->pad.left, (size_t)g->w * sizeof *dst);
             continue;
         }
-        for (int c = 0; c < g->w; c++) {
-            const size_t pc = (size_t)(c + g->pad.left);
-            dst[c] = dxq[(pc % sw) * d->phase + r * d->wq + pc / sw];
-        }
+        for (size_t q = 0; q < sw; q++)
+            for (size_t k = 0, pc = q; pc < (size_t)(g->pad.left + g->w); k++, pc += sw)
+                if (pc >= (size_t)g->pad.left)
+                    dst[pc - (size_t)g->pad.left] = row[q * d->phase + k];
     }
-}
-
-/* Start of the run tap (i, j) reads for output row oy. */
-static inline size_t tap_at(const cnn_dw *d, int oy, int i, int j)
-{
-    const cnn_window *g = &d->g;
-    return (size_t)(j % g->sw) * d->phase + ((size_t)oy * g->sh + i) * d->wq + (size_t)(j / g->sw);
 }
 
 void cnn_dw_forward(const cnn_dw *d, const float *w, const float *bias, const float *x, float *y,
                     float *scratch)
 {
     const cnn_window *g = &d->g;
-    const int M = d->m, T = g->kh * g->kw, ow = g->ow;
+    const int M = d->m, T = g->kh * g->kw;
     const size_t plane = (size_t)g->h * g->w, oplane = (size_t)g->oh * g->ow;
+    const size_t n = (size_t)g->oh * d->wq;
+    float *xq = scratch, *yext = scratch + 2 * d->planes;
     for (int c = 0; c < g->c; c++) {
-        to_phases(d, x + c * plane, scratch);
+        to_phases(d, x + c * plane, xq);
         for (int m = 0; m < M; m++) {
             const size_t o = (size_t)c * M + m;
             const float *wo = w + o * T;
-            float *yo = y + o * oplane;
             const float b = bias ? bias[o] : 0.0f;
-            for (size_t p = 0; p < oplane; p++)
-                yo[p] = b;
+            for (size_t k = 0; k < n; k++)
+                yext[k] = b;
+            for (int t = 0; t < T; t++)
+                cnn_vec_axpy(yext, wo[t], xq + d->tap[t], n);
+            float *yo = y + o * oplane;
             for (int oy = 0; oy < g->oh; oy++)
-                for (int t = 0; t < T; t++)
-                    cnn_vec_axpy(yo + (size_t)oy * ow, wo[t],
-                                 scratch + tap_at(d, oy, t / g->kw, t % g->kw), (size_t)ow);
+                memcpy(yo + (size_t)oy * g->ow, yext + (size_t)oy * d->wq,
+                       (size_t)g->ow * sizeof *yo);
         }
     }
 }
@@ -145,31 +163,38 @@ void cnn_dw_backward(const cnn_dw *d, const float *w, float *gw, float *gb, cons
                      const float *dy, float *dx, float *scratch)
 {
     const cnn_window *g = &d->g;
-    const int M = d->m, T = g->kh * g->kw, ow = g->ow;
+    const int M = d->m, T = g->kh * g->kw;
     const size_t plane = (size_t)g->h * g->w, oplane = (size_t)g->oh * g->ow;
-    float *xq = scratch, *dxq = scratch + (size_t)g->sw * d->phase;
+    const size_t n = (size_t)g->oh * d->wq;
+    float *xq = scratch, *dxq = scratch + d->planes, *dyext = scratch + 2 * d->planes;
+    memset(dyext, 0, n * sizeof *dyext); /* junk columns stay zero */
     for (int c = 0; c < g->c; c++) {
         to_phases(d, x + c * plane, xq);
         if (dx)
-            memset(dxq, 0, (size_t)g->sw * d->phase * sizeof *dxq);
+            memset(dxq, 0, d->planes * sizeof *dxq);
         for (int m = 0; m < M; m++) {
             const size_t o = (size_t)c * M + m;
             const float *dyo = dy + o * oplane;
             if (gb)
                 gb[o] += cnn_vec_sum(dyo, oplane);
-            for (int oy = 0; oy < g->oh; oy++) {
-                const float *dr = dyo + (size_t)oy * ow;
-                for (int t = 0; t < T; t++) {
-                    const size_t at = tap_at(d, oy, t / g->kw, t % g->kw);
-                    gw[o * T + t] += cnn_vec_dot(dr, xq + at, (size_t)ow);
-                    if (dx)
-                        cnn_vec_axpy(dxq + at, w[o * T + t], dr, (size_t)ow);
-                }
+            for (int oy = 0; oy < g->oh; oy++)
+                memcpy(dyext + (size_t)oy * d->wq, dyo + (size_t)oy * g->ow,
+                       (size_t)g->ow * sizeof *dyext);
+            for (int t = 0; t < T; t++) {
+                gw[o * T + t] += cnn_vec_dot(dyext, xq + d->tap[t], n);
+                if (dx)
+                    cnn_vec_axpy(dxq + d->tap[t], w[o * T + t], dyext, n);
             }
         }
         if (dx)
             from_phases(d, dxq, dx + c * plane);
     }
+}
+
+void cnn_dw_free(cnn_dw *d)
+{
+    free(d->tap);
+    d->tap = NULL;
 }
 
 /* ---- the layer ---------------------------------------------------------- */
@@ -249,8 +274,10 @@ static void dwc_backward(cnn_layer *l, const float *w, float *g, const float *in
 static void dwc_destroy(cnn_layer *l)
 {
     dwc_state *ds = l->state;
-    if (ds)
+    if (ds) {
         cnn_preact_free(&ds->pa);
+        cnn_dw_free(&ds->d);
+    }
     free(ds);
 }
 

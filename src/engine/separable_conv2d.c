@@ -156,6 +156,7 @@ static void sep_destroy(cnn_layer *l)
     if (ss) {
         free(ss->z);
         cnn_preact_free(&ss->pa);
+        cnn_dw_free(&ss->d);
     }
     free(ss);
 }
