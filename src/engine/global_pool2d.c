@@ -49,17 +49,27 @@ static cnn_status gpool_reserve(cnn_layer *l, int max_batch, cnn_error *err)
     return CNN_OK;
 }
 
-/* Index of the first maximum of v[0..n): branch-free selects, as pool2d's. */
+/* Index of the first maximum of v[0..n), in two passes that vectorise:
+ * the maximum (eight lanes of branch-free max), then the first cell equal
+ * to it. (A NaN never wins a comparison; a plane without a number gives 0.) */
 static int32_t plane_argmax(const float *v, size_t n)
 {
-    int32_t bi = 0;
+    float lane[8];
+    for (int t = 0; t < 8; t++)
+        lane[t] = v[0];
+    size_t p = 0;
+    for (; p + 8 <= n; p += 8)
+        for (int t = 0; t < 8; t++)
+            lane[t] = v[p + t] > lane[t] ? v[p + t] : lane[t];
     float best = v[0];
-    for (size_t p = 1; p < n; p++) {
-        int32_t gt = v[p] > best;
-        best = gt ? v[p] : best;
-        bi += gt * ((int32_t)p - bi);
-    }
-    return bi;
+    for (int t = 0; t < 8; t++)
+        best = lane[t] > best ? lane[t] : best;
+    for (; p < n; p++)
+        best = v[p] > best ? v[p] : best;
+    for (p = 0; p < n; p++)
+        if (v[p] == best)
+            return (int32_t)p;
+    return 0;
 }
 
 static void gpool_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
