@@ -59,6 +59,13 @@ typedef enum {
     CNN_ACT_SIGMOID,
     CNN_ACT_TANH,
     CNN_ACT_SOFTMAX,
+    /* Keras's definitions; parameters default as Keras 2's layers do
+     * (LeakyReLU alpha 0.3, ELU alpha 1.0, GELU exact erf form). */
+    CNN_ACT_RELU6,      /* min(max(x, 0), 6) */
+    CNN_ACT_LEAKY_RELU, /* x >= 0 ? x : alpha x, alpha 0.3 */
+    CNN_ACT_ELU,        /* x > 0 ? x : alpha (exp(x) - 1), alpha 1.0 */
+    CNN_ACT_GELU,       /* x Phi(x) = x (1 + erf(x / sqrt 2)) / 2 */
+    CNN_ACT_SWISH,      /* x sigmoid(x) */
     CNN_ACT_COUNT
 } cnn_activation;
 
@@ -173,13 +180,22 @@ typedef struct cnn_layer_ops {
 
 enum {
     CNN_NAME_MAX = 64,
-    CNN_LAYER_MAX_PARAMS = 2,
+    CNN_LAYER_MAX_PARAMS = 3,
     CNN_LAYER_MAX_BUFFERS = 4,
     CNN_LAYER_MAX_INPUTS = 16 /* inputs of one layer (a concatenate of 16 tensors) */
 };
 
 /* Where a layer's k-th input comes from: the model's input. */
 #define CNN_INPUT_MODEL (-1)
+
+/* RNG stream that initialises parameter tensor p of layer i: i*2 + p for
+ * the first two, as before layers could have three (so every older model
+ * draws the same weights), and a range of its own beyond them. */
+static inline uint64_t cnn_layer_init_stream(int i, int p)
+{
+    return p < 2 ? (uint64_t)i * 2 + (uint64_t)p
+                 : ((uint64_t)1 << 40) + (uint64_t)i * CNN_LAYER_MAX_PARAMS + (uint64_t)p;
+}
 
 struct cnn_layer {
     const cnn_layer_ops *ops;
@@ -258,6 +274,46 @@ cnn_status cnn_layer_window(const cnn_layer *l, const cnn_window_params *wp, cnn
 void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row);
 void cnn_activation_backward(cnn_activation a, const float *y, float *dy, size_t rows,
                              size_t row);
+
+/* The parameter of a (alpha of leaky_relu and elu) that `activation = NAME`
+ * on conv2d/dense uses; 0 for activations without one. An [activation]
+ * layer can set another with its alpha key. */
+float cnn_activation_default_alpha(cnn_activation a);
+
+/* 1 for activations whose derivative is not a function of their output
+ * (gelu, swish). cnn_activation_backward leaves dy unchanged for them: a
+ * layer with such an l->act keeps its output before the activation
+ * (cnn_preact) and applies the derivative in its own backward. */
+int cnn_activation_needs_input(cnn_activation a);
+
+/* y = f(x) element-wise with parameter alpha (y may be x); not softmax. */
+void cnn_activation_apply(cnn_activation a, float alpha, const float *x, float *y, size_t n);
+
+/* dx = f'(x) * dy element-wise from the input x (dx may be dy); not softmax. */
+void cnn_activation_grad_input(cnn_activation a, float alpha, const float *x, const float *dy,
+                               float *dx, size_t n);
+
+/* The output before the activation, kept by a layer whose l->act needs its
+ * input (cnn_activation_needs_input) for backward. A layer type embeds one
+ * in its state: in make, after setting l->act and l->out, add
+ * cnn_preact_floats(l) to l->cache_floats; reserve, save at the end of
+ * forward, and take dout through cnn_preact_backward at the start of
+ * backward. Each call does nothing (and costs nothing) for the other
+ * activations. */
+typedef struct cnn_preact {
+    float *x; /* (max_batch, l->out): the pre-activation, then its gradient */
+} cnn_preact;
+
+size_t cnn_preact_floats(const cnn_layer *l); /* per sample: out size, or 0 */
+cnn_status cnn_preact_reserve(cnn_preact *p, const cnn_layer *l, int max_batch, cnn_error *err);
+/* Keeps out (B, l->out) before the model applies l->act. */
+void cnn_preact_save(const cnn_preact *p, const cnn_layer *l, const float *out, int B);
+/* dout is dL/dy of the activation's output y (the model left it as it is):
+ * returns dL/d(pre-activation), computed over the kept copy; or dout itself
+ * when l->act does not need its input. */
+const float *cnn_preact_backward(const cnn_preact *p, const cnn_layer *l, const float *dout,
+                                 int B);
+void cnn_preact_free(cnn_preact *p);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,41 @@
-/* activation.c - element-wise activations and softmax, forward and backward
- * expressed through the output y, so no pre-activation copy is kept. */
+/* activation.c - element-wise activations and softmax.
+ *
+ * The model applies a layer's activation in place on its output and takes
+ * the derivative from that output y, so no pre-activation copy is kept:
+ * f'(y) exists for linear, relu, sigmoid, tanh, softmax, relu6, leaky_relu
+ * (alpha > 0) and elu. gelu and swish are not monotonic, so y does not give
+ * x back; the layers that apply them keep x (cnn_preact) and use
+ * cnn_activation_grad_input. The [activation] layer, which has x as its
+ * input, uses the same function for every activation.
+ *
+ * Definitions and defaults are Keras's (Keras 2 layer defaults):
+ *   relu6       min(max(x, 0), 6)
+ *   leaky_relu  x >= 0 ? x : alpha x              alpha 0.3 (LeakyReLU)
+ *   elu         x > 0 ? x : alpha (exp(x) - 1)    alpha 1.0 (ELU)
+ *   gelu        x (1 + erf(x / sqrt 2)) / 2       exact form (approximate=False)
+ *   swish       x sigmoid(x)                      (Keras's silu)
+ */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cnn/layer.h"
 
-const char *const cnn_activation_names[] = {"linear", "relu", "sigmoid", "tanh", "softmax", NULL};
+const char *const cnn_activation_names[] = {"linear", "relu",       "sigmoid", "tanh",
+                                            "softmax", "relu6",     "leaky_relu", "elu",
+                                            "gelu",   "swish",      NULL};
 _Static_assert(sizeof cnn_activation_names / sizeof *cnn_activation_names == CNN_ACT_COUNT + 1,
                "activation name table out of step with cnn_activation");
+
+float cnn_activation_default_alpha(cnn_activation a)
+{
+    return a == CNN_ACT_LEAKY_RELU ? 0.3f : a == CNN_ACT_ELU ? 1.0f : 0.0f;
+}
+
+int cnn_activation_needs_input(cnn_activation a)
+{
+    return a == CNN_ACT_GELU || a == CNN_ACT_SWISH;
+}
 
 static void softmax_row(float *y, size_t n)
 {
@@ -23,35 +52,120 @@ static void softmax_row(float *y, size_t n)
         y[i] *= inv;
 }
 
-void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row)
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void cnn_activation_apply(cnn_activation a, float alpha, const float *x, float *y, size_t n)
 {
-    size_t n = rows * row;
     switch (a) {
     case CNN_ACT_RELU:
         for (size_t i = 0; i < n; i++)
-            y[i] = y[i] < 0 ? 0 : y[i]; /* NaN stays NaN, as in PyTorch */
+            y[i] = x[i] < 0 ? 0 : x[i]; /* NaN stays NaN, as in PyTorch */
         break;
     case CNN_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)
-            y[i] = 1.0f / (1.0f + expf(-y[i]));
+            y[i] = sigmoidf(x[i]);
         break;
     case CNN_ACT_TANH:
         for (size_t i = 0; i < n; i++)
-            y[i] = tanhf(y[i]);
+            y[i] = tanhf(x[i]);
         break;
-    case CNN_ACT_SOFTMAX:
-        for (size_t r = 0; r < rows; r++)
-            softmax_row(y + r * row, row);
+    case CNN_ACT_RELU6:
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i] < 0 ? 0 : x[i] > 6 ? 6 : x[i];
+        break;
+    case CNN_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i] < 0 ? alpha * x[i] : x[i];
+        break;
+    case CNN_ACT_ELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i] > 0 ? x[i] : alpha * expm1f(x[i]);
+        break;
+    case CNN_ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+        break;
+    case CNN_ACT_SWISH:
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i] * sigmoidf(x[i]);
         break;
     case CNN_ACT_LINEAR:
+    case CNN_ACT_SOFTMAX: /* not element-wise: cnn_activation_forward */
     default:
+        if (y != x)
+            memmove(y, x, n * sizeof *y);
         break;
     }
+}
+
+void cnn_activation_grad_input(cnn_activation a, float alpha, const float *x, const float *dy,
+                               float *dx, size_t n)
+{
+    switch (a) {
+    case CNN_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            dx[i] = x[i] > 0 ? dy[i] : 0;
+        break;
+    case CNN_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float s = sigmoidf(x[i]);
+            dx[i] = dy[i] * s * (1 - s);
+        }
+        break;
+    case CNN_ACT_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float t = tanhf(x[i]);
+            dx[i] = dy[i] * (1 - t * t);
+        }
+        break;
+    case CNN_ACT_RELU6:
+        for (size_t i = 0; i < n; i++)
+            dx[i] = x[i] > 0 && x[i] < 6 ? dy[i] : 0;
+        break;
+    case CNN_ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++)
+            dx[i] = x[i] < 0 ? alpha * dy[i] : dy[i];
+        break;
+    case CNN_ACT_ELU:
+        for (size_t i = 0; i < n; i++)
+            dx[i] = x[i] > 0 ? dy[i] : dy[i] * alpha * expf(x[i]);
+        break;
+    case CNN_ACT_GELU: /* Phi(x) + x phi(x) */
+        for (size_t i = 0; i < n; i++) {
+            float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+            float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
+            dx[i] = dy[i] * (cdf + x[i] * pdf);
+        }
+        break;
+    case CNN_ACT_SWISH: /* s + x s (1 - s) */
+        for (size_t i = 0; i < n; i++) {
+            float s = sigmoidf(x[i]);
+            dx[i] = dy[i] * s * (1 + x[i] * (1 - s));
+        }
+        break;
+    case CNN_ACT_LINEAR:
+    case CNN_ACT_SOFTMAX:
+    default:
+        if (dx != dy)
+            memmove(dx, dy, n * sizeof *dx);
+        break;
+    }
+}
+
+void cnn_activation_forward(cnn_activation a, float *y, size_t rows, size_t row)
+{
+    if (a == CNN_ACT_SOFTMAX) {
+        for (size_t r = 0; r < rows; r++)
+            softmax_row(y + r * row, row);
+        return;
+    }
+    cnn_activation_apply(a, cnn_activation_default_alpha(a), y, y, rows * row);
 }
 
 void cnn_activation_backward(cnn_activation a, const float *y, float *dy, size_t rows, size_t row)
 {
     size_t n = rows * row;
+    const float alpha = cnn_activation_default_alpha(a);
     switch (a) {
     case CNN_ACT_RELU:
         for (size_t i = 0; i < n; i++)
@@ -77,8 +191,64 @@ void cnn_activation_backward(cnn_activation a, const float *y, float *dy, size_t
                 dr[i] = yr[i] * (dr[i] - (float)dot);
         }
         break;
+    case CNN_ACT_RELU6:
+        for (size_t i = 0; i < n; i++)
+            dy[i] = y[i] > 0 && y[i] < 6 ? dy[i] : 0;
+        break;
+    case CNN_ACT_LEAKY_RELU: /* y < 0 exactly when x < 0, as alpha > 0 */
+        for (size_t i = 0; i < n; i++)
+            dy[i] = y[i] < 0 ? alpha * dy[i] : dy[i];
+        break;
+    case CNN_ACT_ELU: /* x <= 0: alpha exp(x) = y + alpha */
+        for (size_t i = 0; i < n; i++)
+            dy[i] = y[i] > 0 ? dy[i] : dy[i] * (y[i] + alpha);
+        break;
+    case CNN_ACT_GELU:  /* the layer's cnn_preact_backward does these */
+    case CNN_ACT_SWISH:
     case CNN_ACT_LINEAR:
     default:
         break;
     }
+}
+
+size_t cnn_preact_floats(const cnn_layer *l)
+{
+    return cnn_activation_needs_input(l->act) ? cnn_shape_size(l->out) : 0;
+}
+
+cnn_status cnn_preact_reserve(cnn_preact *p, const cnn_layer *l, int max_batch, cnn_error *err)
+{
+    free(p->x);
+    p->x = NULL;
+    const size_t n = cnn_preact_floats(l);
+    if (!n)
+        return CNN_OK;
+    if (!(p->x = malloc((size_t)max_batch * n * sizeof *p->x)))
+        return cnn_error_set(err, CNN_ERR_NOMEM,
+                             "layer '%s': out of memory for its pre-activations (%s) of batches "
+                             "of up to %d samples",
+                             l->name, cnn_activation_names[l->act], max_batch);
+    return CNN_OK;
+}
+
+void cnn_preact_save(const cnn_preact *p, const cnn_layer *l, const float *out, int B)
+{
+    if (p->x)
+        memcpy(p->x, out, (size_t)B * cnn_shape_size(l->out) * sizeof *p->x);
+}
+
+const float *cnn_preact_backward(const cnn_preact *p, const cnn_layer *l, const float *dout,
+                                 int B)
+{
+    if (!p->x)
+        return dout;
+    cnn_activation_grad_input(l->act, cnn_activation_default_alpha(l->act), p->x, dout, p->x,
+                              (size_t)B * cnn_shape_size(l->out));
+    return p->x;
+}
+
+void cnn_preact_free(cnn_preact *p)
+{
+    free(p->x);
+    p->x = NULL;
 }

@@ -33,6 +33,7 @@ typedef struct conv_state {
     int direct;  /* 1x1, stride 1, no padding: col is x itself */
     int shifted; /* stride 1, Cin >= 4: shifted GEMMs, no im2col */
     int hp, wp;  /* padded input size (shifted path) */
+    cnn_preact pa; /* output before a gelu/swish activation */
 } conv_state;
 
 /* Scratch layout of the shifted path, in floats. */
@@ -93,6 +94,7 @@ static cnn_status conv_make(cnn_layer *l, const void *params, cnn_shape in, cnn_
     cs->hp = in.h + cs->g.pad.top + cs->g.pad.bottom;
     cs->wp = in.w + cs->g.pad.left + cs->g.pad.right;
     l->out = (cnn_shape){cs->filters, cs->g.oh, cs->g.ow};
+    l->cache_floats = cnn_preact_floats(l);
     /* The GEMMs take int sizes: K (weights per filter), the padded plane and
      * the taps' F x K; sizes in size_t, checked, before any is an int. */
     const size_t F = (size_t)cs->filters, P = (size_t)cs->g.oh * cs->g.ow;
@@ -248,6 +250,7 @@ static void conv_forward(cnn_layer *l, const float *w, const float *in, float *o
     const float *bias = cs->use_bias ? w + (size_t)F * K : NULL;
     if (cs->shifted) {
         shifted_forward(cs, w, bias, in, out, B, ctx->scratch);
+        cnn_preact_save(&cs->pa, l, out, B);
         return;
     }
     float *col = ctx->scratch;
@@ -264,6 +267,7 @@ static void conv_forward(cnn_layer *l, const float *w, const float *in, float *o
         }
         cnn_sgemm(0, 0, F, P, K, 1.0f, w, K, cs->direct ? x : col, P, 1.0f, y, P);
     }
+    cnn_preact_save(&cs->pa, l, out, B);
 }
 
 /* Sum with 8 independent partial sums, so the compiler can vectorise it. */
@@ -290,6 +294,7 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
     const int K = cs->g.c * cs->g.kh * cs->g.kw, P = cs->g.oh * cs->g.ow, F = cs->filters;
     const size_t in_sz = cnn_shape_size(l->in), out_sz = cnn_shape_size(l->out);
     float *gb = cs->use_bias ? g + (size_t)F * K : NULL;
+    dout = cnn_preact_backward(&cs->pa, l, dout, B);
     if (cs->shifted) {
         shifted_backward(cs, w, g, gb, in, dout, din, B, ctx);
         return;
@@ -328,11 +333,23 @@ static void conv_backward(cnn_layer *l, const float *w, float *g, const float *i
             g[(size_t)f * K + k] += dwt[(size_t)k * F + f];
 }
 
-static void conv_destroy(cnn_layer *l) { free(l->state); }
+static cnn_status conv_reserve(cnn_layer *l, int max_batch, cnn_error *err)
+{
+    conv_state *cs = l->state;
+    return cnn_preact_reserve(&cs->pa, l, max_batch, err);
+}
+
+static void conv_destroy(cnn_layer *l)
+{
+    conv_state *cs = l->state;
+    if (cs)
+        cnn_preact_free(&cs->pa);
+    free(cs);
+}
 
 const cnn_layer_ops cnn_conv2d_ops = {
     .section = "conv2d", .keras_name = "Conv2D", .default_name = "conv2d",
     .params_size = sizeof(conv_params), .parse = conv_parse, .make = conv_make,
-    .forward = conv_forward, .backward = conv_backward,
+    .reserve = conv_reserve, .forward = conv_forward, .backward = conv_backward,
     .destroy = conv_destroy,
 };

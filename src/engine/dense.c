@@ -1,6 +1,7 @@
 /* dense.c - fully connected layer, kernel stored (In, Out) as in Keras.
- *   forward   y (B, Out) = x (B, In) . W (In, Out) + b
+ *   forward   y (B, Out) = x (B, In) . W (In, Out) + b      (b when use_bias)
  *   backward  dW += x^T . dy;  db += colsum(dy);  dx = dy . W^T
+ * An activation that needs its input (gelu, swish) keeps y in l->state.
  */
 #include <stdlib.h>
 
@@ -40,6 +41,11 @@ static cnn_status dense_make(cnn_layer *l, const void *params, cnn_shape in, cnn
                              l->name, in.h, in.w, in.c);
     int n_in = in.c, n_out = (int)p->units;
     l->out = (cnn_shape){n_out, 1, 1};
+    if (cnn_preact_floats(l)) {
+        if (!(l->state = calloc(1, sizeof(cnn_preact))))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+        l->cache_floats = cnn_preact_floats(l);
+    }
     int kdims[2] = {n_in, n_out};
     cnn_layer_add_param(l, "kernel", 2, kdims, p->kinit, n_in, n_out, 1);
     if (p->use_bias)
@@ -57,6 +63,20 @@ static void dense_forward(cnn_layer *l, const float *w, const float *in, float *
         for (int o = 0; o < O; o++)
             out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
     cnn_sgemm(0, 0, B, O, I, 1.0f, in, I, w, O, 1.0f, out, O);
+    if (l->state)
+        cnn_preact_save(l->state, l, out, B);
+}
+
+static cnn_status dense_reserve(cnn_layer *l, int max_batch, cnn_error *err)
+{
+    return l->state ? cnn_preact_reserve(l->state, l, max_batch, err) : CNN_OK;
+}
+
+static void dense_destroy(cnn_layer *l)
+{
+    if (l->state)
+        cnn_preact_free(l->state);
+    free(l->state);
 }
 
 static void dense_backward(cnn_layer *l, const float *w, float *g, const float *in,
@@ -66,6 +86,8 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
     (void)out;
     (void)ctx;
     const int I = l->in.c, O = l->out.c;
+    if (l->state)
+        dout = cnn_preact_backward(l->state, l, dout, B);
     cnn_sgemm(1, 0, I, O, B, 1.0f, in, I, dout, O, 1.0f, g, O);
     if (l->nparams > 1) {
         float *gb = g + (size_t)I * O;
@@ -80,5 +102,6 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
 const cnn_layer_ops cnn_dense_ops = {
     .section = "dense", .keras_name = "Dense", .default_name = "dense",
     .params_size = sizeof(dense_params), .parse = dense_parse, .make = dense_make,
-    .forward = dense_forward, .backward = dense_backward,
+    .reserve = dense_reserve, .forward = dense_forward, .backward = dense_backward,
+    .destroy = dense_destroy,
 };

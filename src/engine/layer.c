@@ -19,7 +19,12 @@
     X(flatten)                                                                                    \
     X(add)                                                                                        \
     X(concatenate)                                                                                \
-    X(batch_normalization)
+    X(batch_normalization)                                                                        \
+    X(activation)                                                                                 \
+    X(global_average_pooling2d)                                                                   \
+    X(global_max_pooling2d)                                                                       \
+    X(depthwise_conv2d)                                                                           \
+    X(separable_conv2d)
 
 #define CNN_DECLARE_TYPE(id) extern const cnn_layer_ops cnn_##id##_ops;
 #define CNN_ENTER_TYPE(id) &cnn_##id##_ops,

@@ -833,7 +833,7 @@ void cnn_model_init_params(cnn_model *m, uint64_t seed)
         const cnn_layer *l = &m->layers[i];
         for (int p = 0; p < l->nparams; p++)
             init_tensor(&l->params[p], m->params + l->params[p].offset, seed,
-                        (uint64_t)i * CNN_LAYER_MAX_PARAMS + (uint64_t)p);
+                        cnn_layer_init_stream(i, p));
         /* zeros or ones: no random numbers, so no stream of their own */
         for (int b = 0; b < l->nbuffers; b++)
             init_tensor(&l->buffers[b], m->buffers + l->buffers[b].offset, seed, 0);

@@ -59,7 +59,43 @@ static double run_loss(gc_model *g, int grad)
     return st.loss_sum;
 }
 
-static int is_maxpool(const cnn_layer *l) { return strcmp(l->ops->section, "maxpool2d") == 0; }
+/* ---- kinks of the layers and activations of issue 11 (layers) -------- */
+
+static int is_global_maxpool(const cnn_layer *l)
+{
+    return strcmp(l->ops->section, "global_max_pooling2d") == 0;
+}
+
+/* Kinks of relu6 (0, 6), leaky_relu (0) and elu (0, for alpha != 1): the
+ * side of each of v[0..n) (y and x are on the same side of 0 and 6). */
+static size_t kink_sides(const float *v, size_t n, float *out)
+{
+    if (out)
+        for (size_t k = 0; k < n; k++)
+            out[k] = (float)((v[k] > 0) + 2 * (v[k] < 6));
+    return n;
+}
+
+/* Signature entries of layer i beyond ReLU and max-pooling: the outputs of
+ * kinked activations, and the input of an [activation] layer (which may
+ * apply a kinked activation of its own with l->act linear). */
+static size_t extra_kinks(const cnn_model *m, int i, size_t B, float *out)
+{
+    const cnn_layer *l = &m->layers[i];
+    size_t n = 0;
+    if (l->act == CNN_ACT_RELU6 || l->act == CNN_ACT_LEAKY_RELU || l->act == CNN_ACT_ELU)
+        n += kink_sides(m->act[i], B * cnn_shape_size(l->out), out);
+    if (strcmp(l->ops->section, "activation") == 0 && i > 0)
+        n += kink_sides(m->act[i - 1], B * cnn_shape_size(l->in), out ? out + n : NULL);
+    return n;
+}
+
+/* ---------------------------------------------------------------------- */
+
+static int is_maxpool(const cnn_layer *l)
+{
+    return strcmp(l->ops->section, "maxpool2d") == 0 || is_global_maxpool(l);
+}
 
 /* Records, for the last forward, the ReLU on/off state of every ReLU output
  * and the routing of every max-pool (its backward of dout = 1, 2, 3, ...).
@@ -78,6 +114,7 @@ static size_t signature(gc_model *g, float *out)
                     out[n + k] = m->act[i][k] > 0;
             n += no;
         }
+        n += extra_kinks(m, i, (size_t)g->B, out ? out + n : NULL);
         if (is_maxpool(l)) {
             if (out) {
                 float *dout = malloc(no * sizeof *dout);
@@ -413,6 +450,133 @@ static void test_batchnorm(void **state)
     run_cases(cases, sizeof cases / sizeof *cases);
 }
 
+/* ---- layers and activations of issue 11 (layers) ---------------------- */
+
+#define HIDDEN_TANH "[dense]\nunits = 5\nactivation = tanh\n"
+
+static void test_new_activations(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"dense relu6", "1x1x5", "[dense]\nunits = 5\nactivation = relu6\n[dense]\n"
+         "units = 3\nactivation = softmax\n", CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dense leaky_relu", "1x1x5", "[dense]\nunits = 5\nactivation = leaky_relu\n"
+         "[dense]\nunits = 3\nactivation = softmax\n", CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dense elu, gelu, swish", "1x1x5", "[dense]\nunits = 6\nactivation = elu\n"
+         "[dense]\nunits = 5\nactivation = gelu\n[dense]\nunits = 4\nactivation = swish\n"
+         "[dense]\nunits = 3\n", CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"dense gelu last, MSE", "1x1x4", HIDDEN_TANH "[dense]\nunits = 3\nactivation = gelu\n",
+         CNN_LOSS_MSE, 3, 1},
+        {"conv gelu (im2col)", "5x5x2", "[conv2d]\nfilters = 3\nkernel = 3\n"
+         "activation = gelu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"conv swish (shifted) same", "5x4x4", "[conv2d]\nfilters = 3\nkernel = 3\n"
+         "padding = same\nactivation = swish\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"conv 1x1 leaky_relu (direct)", "3x5x3", "[conv2d]\nfilters = 2\nkernel = 1\n"
+         "activation = leaky_relu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"conv s2 relu6, elu", "7x7x2", "[conv2d]\nfilters = 3\nkernel = 3\nstride = 2\n"
+         "padding = same\nactivation = relu6\n[conv2d]\nfilters = 2\nkernel = 2\n"
+         "activation = elu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"gelu at inference", "1x1x5", "[dense]\nunits = 6\nactivation = gelu\n"
+         "[dense]\nunits = 3\n", CNN_LOSS_SPARSE_CCE, 2, 0},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
+static void test_activation_layer(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"[activation] gelu after conv", "5x5x3", "[conv2d]\nfilters = 3\nkernel = 3\n"
+         "[activation]\nactivation = gelu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"[activation] swish on input", "3x5x2", "[activation]\nactivation = swish\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"[activation] relu6, tanh", "1x1x7", "[dense]\nunits = 6\n[activation]\n"
+         "activation = relu6\n[dense]\nunits = 5\n[activation]\nactivation = tanh\n"
+         "[dense]\nunits = 3\n", CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"[activation] leaky alpha 0.1", "1x1x7", "[dense]\nunits = 6\n[activation]\n"
+         "activation = leaky_relu\nalpha = 0.1\n[dense]\nunits = 3\n",
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"[activation] elu alpha 0.5", "3x3x2", "[conv2d]\nfilters = 2\nkernel = 2\n"
+         "[activation]\nactivation = elu\nalpha = 0.5\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"[activation] elu, relu", "1x1x6", "[dense]\nunits = 5\n[activation]\n"
+         "activation = elu\n[dense]\nunits = 5\n[activation]\nactivation = relu\n"
+         "[dense]\nunits = 3\n", CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"[activation] softmax last (fused)", "1x1x6", HIDDEN_TANH "[dense]\nunits = 4\n"
+         "[activation]\nactivation = softmax\n", CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"[activation] sigmoid last, BCE", "1x1x6", HIDDEN_TANH "[dense]\nunits = 1\n"
+         "[activation]\nactivation = sigmoid\n", CNN_LOSS_BCE, 4, 1},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
+#define HEAD3F "[dense]\nunits = 3\nactivation = softmax\n"
+
+static void test_global_pooling(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"gap on input 5x3x3", "5x3x3", "[global_average_pooling2d]\n" HEAD3F,
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"conv + gap", "6x5x2", "[conv2d]\nfilters = 4\nkernel = 3\nactivation = tanh\n"
+         "[global_average_pooling2d]\n" HEAD3F, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"gmp on input 5x5x2", "5x5x2", "[global_max_pooling2d]\n" HEAD3F,
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"conv + gmp 7x3", "7x3x1", "[conv2d]\nfilters = 3\nkernel = 2\nactivation = tanh\n"
+         "[global_max_pooling2d]\n" HEAD3F, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"gap of 1x1", "1x1x4", "[global_average_pooling2d]\n" HEAD3F, CNN_LOSS_SPARSE_CCE, 2,
+         1},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
+static void test_depthwise(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"dw 3x3 valid", "7x6x3", "[depthwise_conv2d]\nkernel = 3\nactivation = tanh\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw s2 same odd M2", "7x7x2", "[depthwise_conv2d]\nkernel = 3\nstride = 2\n"
+         "padding = same\ndepth_multiplier = 2\nactivation = tanh\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw s2 same even", "6x6x3", "[depthwise_conv2d]\nkernel = 3\nstride = 2\n"
+         "padding = same\nactivation = sigmoid\n" HEAD3, CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"dw 3x2 s2x1 pad 1 M3", "5x6x1", "[depthwise_conv2d]\nkernel = 3x2\nstride = 2x1\n"
+         "padding = 1\ndepth_multiplier = 3\nactivation = tanh\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw s3 kernel 2 same", "7x8x2", "[depthwise_conv2d]\nkernel = 2\nstride = 3\n"
+         "padding = same\nactivation = tanh\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw same relu6, no bias", "5x5x3", "[depthwise_conv2d]\nkernel = 3\npadding = same\n"
+         "use_bias = false\nactivation = relu6\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw gelu after conv", "6x5x1", "[conv2d]\nfilters = 3\nkernel = 2\n"
+         "activation = tanh\n[depthwise_conv2d]\nkernel = 3\nstride = 2\npadding = same\n"
+         "activation = gelu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"dw 5x5 wide rows", "9x11x2", "[depthwise_conv2d]\nkernel = 5\npadding = same\n"
+         "activation = tanh\n[global_average_pooling2d]\n" HEAD3F, CNN_LOSS_SPARSE_CCE, 2, 1},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
+static void test_separable(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"sep 3x3 same", "6x5x3", "[separable_conv2d]\nfilters = 4\nkernel = 3\n"
+         "padding = same\nactivation = tanh\n" HEAD3, CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"sep s2 same M2 swish", "7x7x2", "[separable_conv2d]\nfilters = 3\nkernel = 3\n"
+         "stride = 2\npadding = same\ndepth_multiplier = 2\nactivation = swish\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
+        {"sep valid no bias", "5x6x2", "[separable_conv2d]\nfilters = 2\nkernel = 2x3\n"
+         "use_bias = false\nactivation = tanh\n" HEAD3, CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"mobilenet-ish block", "9x9x1", "[conv2d]\nfilters = 4\nkernel = 3\nstride = 2\n"
+         "padding = same\nactivation = relu6\n[depthwise_conv2d]\nkernel = 3\n"
+         "padding = same\nactivation = relu6\n[conv2d]\nfilters = 5\nkernel = 1\n"
+         "activation = relu6\n[separable_conv2d]\nfilters = 3\nkernel = 3\nstride = 2\n"
+         "padding = same\nactivation = relu6\n[global_average_pooling2d]\n" HEAD3F,
+         CNN_LOSS_SPARSE_CCE, 3, 1},
+    };
+    run_cases(cases, sizeof cases / sizeof *cases);
+}
+
 /* ---- losses ------------------------------------------------------------ */
 
 #define HIDDEN "[dense]\nunits = 5\nactivation = tanh\n"
@@ -573,6 +737,11 @@ int main(void)
         cmocka_unit_test(test_dense_and_activations),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_new_activations),
+        cmocka_unit_test(test_activation_layer),
+        cmocka_unit_test(test_global_pooling),
+        cmocka_unit_test(test_depthwise),
+        cmocka_unit_test(test_separable),
         cmocka_unit_test(test_scale_and_accumulate),
         cmocka_unit_test(test_graph_merges),
     };
