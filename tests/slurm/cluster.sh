@@ -2,7 +2,8 @@
 # and slurmd (Debian's slurm-wlm and munge) with their own key, socket,
 # ports, state and logs. Sourced; needs root (slurmd starts jobs as their
 # user). Stopping kills only the daemons started here, by their pid files.
-#   cluster_start DIR NCPUS   (exports SLURM_CONF; returns non-zero on failure)
+#   cluster_start DIR NCPUS [TASK_PLUGIN]   (default task/none; exports
+#                 SLURM_CONF; returns non-zero on failure)
 #   cluster_stop DIR
 #   cluster_wait_job JOBID SECONDS   (until the job has left the queue)
 
@@ -26,7 +27,7 @@ cluster_wait_for() {
 }
 
 cluster_start() {
-  local dir=$1 ncpus=$2 host port_ctl port_d
+  local dir=$1 ncpus=$2 task=${3:-task/none} host port_ctl port_d
   host=$(hostname -s)
   port_ctl=$(cluster_free_port) && port_d=$(cluster_free_port) || return 1
   mkdir -p "$dir/state" "$dir/spool" "$dir/log" || return 1
@@ -53,7 +54,7 @@ SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$task
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU

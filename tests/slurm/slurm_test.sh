@@ -21,7 +21,10 @@ done
 
 trap 'cluster_stop "$work/cluster"; rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM HUP
-cluster_start "$work/cluster" 2 || fail "could not start the test cluster"
+# cpu_bind: a site whose TaskPlugin binds tasks to CPUs
+task=task/none
+[ "$case_name" = cpu_bind ] && task=task/affinity
+cluster_start "$work/cluster" 2 "$task" || fail "could not start the test cluster"
 mkdir "$work/jobs" && cd "$work/jobs" || exit 1
 # As a user would after building: cnn-train on PATH (the script's default).
 export PATH=$build:$PATH
@@ -65,6 +68,13 @@ train)
   finished "$j" 120 COMPLETED
   grep -q "ranks x threads = 1 x 2 on" "cnn-train-$j.out" && grep -q "^cnn-train: 1 rank, .* 2 BLAS threads per rank" "cnn-train-$j.out" ||
     { cat "cnn-train-$j.out"; fail "--cpus-per-task=2 did not give 2 BLAS threads"; }
+  ;;
+cpu_bind)
+  # with task/affinity the script binds each rank to its cores
+  j=$(submit --ntasks=2 -- --set train.epochs=1 --set checkpoint.dir=B)
+  finished "$j" 120 COMPLETED
+  grep -q "ranks x threads = 2 x 1 on 1 node(s); srun --mpi=pmix --cpu-bind=cores;" "cnn-train-$j.out" &&
+    grep -q '^test: loss=' "cnn-train-$j.out" || { cat "cnn-train-$j.out"; fail "no bound 2-rank training"; }
   ;;
 requeue)
   # SLURM sends the warning signal at its first check (every 30 s) after
