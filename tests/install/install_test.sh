@@ -48,6 +48,13 @@ check_program() {
   out=$("$1" "$prefix/share/cnn-train/configs/fashion_cnn.ini" 2>&1) || { echo "$out"; fail "$1 failed"; }
   [ "$out" = "$expected" ] || fail "$1 printed '$out', expected '$expected'"
 }
+# linked_with BINARY [LD_LIBRARY_PATH]: it loads the installed libcnn.so
+# (ldd's whole output first: grep -q would end ldd early under pipefail)
+linked_with() {
+  local libs
+  libs=$(LD_LIBRARY_PATH=${2:-} ldd "$1")
+  grep -q "=> $prefix/lib/libcnn.so" <<<"$libs" || { echo "$libs"; fail "$1 does not load the installed libcnn.so"; }
+}
 
 case "$case_name" in
 layout)
@@ -99,7 +106,7 @@ pkgconfig)
   # shellcheck disable=SC2046
   cc -std=c11 -Wall -Werror -o model_size model_size.c $(pkg-config --cflags --libs cnn) ||
     fail "cannot build against libcnn through pkg-config"
-  LD_LIBRARY_PATH=$prefix/lib ldd ./model_size | grep -q "$prefix/lib/libcnn.so" || { ldd ./model_size; fail "not linked with the installed libcnn.so"; }
+  linked_with ./model_size "$prefix/lib"
   LD_LIBRARY_PATH=$prefix/lib check_program ./model_size
   ;;
 cmake)
@@ -113,7 +120,7 @@ EOF
   cmake -S app -B app-build -DCMAKE_PREFIX_PATH="$prefix" >cmake.log 2>&1 &&
     cmake --build app-build >>cmake.log 2>&1 || { cat cmake.log; fail "cannot build against libcnn through find_package"; }
   # CMake's build tree RPATH points at the installed lib directory
-  ldd app-build/model_size | grep -q "$prefix/lib/libcnn.so" || { ldd app-build/model_size; fail "not linked with the installed libcnn.so"; }
+  linked_with app-build/model_size
   check_program app-build/model_size
   ;;
 module)

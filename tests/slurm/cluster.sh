@@ -11,7 +11,7 @@
 cluster_free_port() {
   local p
   for p in $(shuf -i 20000-29999 -n 50); do
-    ss -ltnH "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+    [ -n "$(ss -ltnH "sport = :$p")" ] || { echo "$p"; return 0; }
   done
   return 1
 }
