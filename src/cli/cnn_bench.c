@@ -18,6 +18,7 @@
 #include "cnn/optim.h"
 #include "cnn/rng.h"
 #include "cnn/train.h"
+#include "cli.h"
 
 static double now(void)
 {
@@ -42,7 +43,9 @@ int main(int argc, char **argv)
     int nsets = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--threads") && v)
+        if (cnn_cli_version(a, "cnn-bench"))
+            return 0;
+        else if (!strcmp(a, "--threads") && v)
             threads = atol(argv[++i]);
         else if (!strcmp(a, "--batch") && v)
             batch = atol(argv[++i]);

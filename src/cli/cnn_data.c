@@ -32,6 +32,7 @@
 #include "cnn/config.h"
 #include "cnn/data.h"
 #include "cnn/train.h"
+#include "cli.h"
 
 static const char usage[] =
     "usage: cnn-data convert CONFIG OUT_PREFIX [--set data.KEY=VALUE]... [--chunk N] [--gzip L]\n"
@@ -333,7 +334,11 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (argc >= 2 && !strcmp(argv[1], "convert"))
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        if (rank == 0)
+            cnn_cli_version(argv[1], "cnn-data");
+        rc = 0;
+    } else if (argc >= 2 && !strcmp(argv[1], "convert"))
         rc = convert(argc - 2, argv + 2, rank, world);
     else if (argc >= 2 && !strcmp(argv[1], "info"))
         rc = rank == 0 ? info(argc - 2, argv + 2) : 0;

@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "cnn/plot.h"
 
 #define USAGE "usage: cnn-plot HISTORY.csv [OUT_PREFIX]"
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && cnn_cli_version(argv[1], "cnn-plot"))
+        return 0;
     if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         printf(USAGE "\n"
                      "Draws the accuracy and loss of a cnn-train history ([train] history = FILE)\n"

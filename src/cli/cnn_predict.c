@@ -23,6 +23,7 @@
 #include "cnn/imageio.h"
 #include "cnn/model.h"
 #include "cnn/train.h"
+#include "cli.h"
 
 enum { BATCH = 64 };
 
@@ -63,6 +64,8 @@ static int parse_args(int argc, char **argv, args *a)
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
+            return 0;
+        } else if (cnn_cli_version(s, "cnn-predict")) {
             return 0;
         } else if (!strcmp(s, "--json")) {
             a->json = 1;

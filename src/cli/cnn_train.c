@@ -16,6 +16,7 @@
 #include "cnn/checkpoint.h"
 #include "cnn/config.h"
 #include "cnn/train.h"
+#include "cli.h"
 #include "dist.h"
 
 static void usage(FILE *f)
@@ -35,6 +36,7 @@ static void usage(FILE *f)
             "                    matrix; writes DIR/confusion.csv and DIR/misclassified.csv\n"
             "  --out DIR         directory for --evaluate's files (default .)\n"
             "  -h, --help        this text\n"
+            "  --version         print the version and exit\n"
             "Run under MPI for data-parallel training: mpirun -np N cnn-train CONFIG\n"
             "Exit codes: 0 done, 2 bad config or input, 1 other errors, 75 stopped by a\n"
             "signal (SIGTERM/SIGUSR1) after writing a checkpoint.\n");
@@ -63,6 +65,8 @@ static int parse_args(int argc, char **argv, args *a)
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
+            return 0;
+        } else if (cnn_cli_version(s, "cnn-train")) {
             return 0;
         } else if (!strcmp(s, "--summary")) {
             a->summary = 1;

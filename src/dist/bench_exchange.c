@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h" /* src/cli: --version */
 #include "dist.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -79,6 +80,8 @@ static void run(bench *b, int way)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && cnn_cli_version(argv[1], "cnn-bench-exchange"))
+        return 0;
     cnn_dist d;
     if (cnn_dist_init(&d, &argc, &argv) != 0) {
         fprintf(stderr, "cnn-bench-exchange: MPI_Init failed\n");
