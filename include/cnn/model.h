@@ -59,6 +59,10 @@ typedef struct cnn_model {
     cnn_shape input;
     int nclasses;           /* output units (1 for binary) */
     cnn_loss loss;
+    /* Keras's label_smoothing of the cross-entropies, in [0, 1): targets
+     * y*(1-ls) + ls/K (binary: y*(1-ls) + ls/2); 0 = none. Set by the
+     * caller after cnn_model_create ([train] label_smoothing). */
+    float label_smoothing;
     size_t nparams;         /* total trainable floats */
     float *params;          /* (nparams) */
     float *grads;           /* (nparams) */

@@ -57,6 +57,7 @@ typedef struct cnn_train_config {
     long log_every;   /* steps between plain progress lines */
     uint64_t seed;
     cnn_loss loss;
+    double label_smoothing; /* Keras's, for the cross-entropies; 0 = none */
     const char *history; /* CSV path or NULL; owned by the config */
     int progress;     /* cnn_progress */
     int nan_policy;   /* cnn_nan_policy */

@@ -930,10 +930,14 @@ static int argmax(const float *v, int n)
     return best;
 }
 
+/* A label-smoothed target: hit (1 or 0) * (1 - ls) + ls / k. */
+static float smoothed(int hit, float ls, int k) { return (float)hit * (1.0f - ls) + ls / (float)k; }
+
 cnn_status cnn_model_loss(cnn_model *m, const int32_t *labels, int B, float scale, int grad,
                           cnn_batch_stats *stats, cnn_error *err)
 {
     const int C = m->nclasses;
+    const float ls = m->label_smoothing;
     const float *out = m->act[m->nlayers - 1];
     float *d = m->dact[m->nlayers - 1];
     double loss = 0;
@@ -957,15 +961,25 @@ cnn_status cnn_model_loss(cnn_model *m, const int32_t *labels, int B, float scal
             for (int j = 0; j < C; j++)
                 se += exp((double)z[j] - mx);
             double lse = mx + log(se);
-            loss += lse - z[y];
             correct += argmax(z, C) == y;
+            if (ls > 0) { /* targets t_j = (j == y)(1 - ls) + ls/C */
+                double zt = 0;
+                for (int j = 0; j < C; j++)
+                    zt += (double)smoothed(j == y, ls, C) * z[j];
+                loss += lse - zt;
+                if (grad)
+                    for (int j = 0; j < C; j++)
+                        db[j] = ((float)exp((double)z[j] - lse) - smoothed(j == y, ls, C)) * scale;
+                break;
+            }
+            loss += lse - z[y];
             if (grad)
                 for (int j = 0; j < C; j++)
                     db[j] = ((float)exp((double)z[j] - lse) - (j == y)) * scale;
             break;
         }
         case CNN_LOSS_BCE: {
-            float t = (float)y, zz = z[0];
+            float t = ls > 0 ? smoothed(y == 1, ls, 2) : (float)y, zz = z[0];
             loss += fmaxf(zz, 0) - zz * t + log1pf(expf(-fabsf(zz)));
             correct += (zz > 0) == (y == 1);
             if (grad)

@@ -30,8 +30,17 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
         (st = cnn_cfg_string(s, "history", NULL, &tc->history, err)) ||
         (st = cnn_cfg_enum(s, "progress", CNN_PROGRESS_AUTO, progress, &tc->progress, err)) ||
         (st = cnn_cfg_enum(s, "nan_policy", CNN_NAN_STOP, nan_policies, &tc->nan_policy, err)) ||
-        (st = cnn_cfg_bool(s, "plot", 1, &tc->plot, err)))
+        (st = cnn_cfg_bool(s, "plot", 1, &tc->plot, err)) ||
+        (st = cnn_cfg_float(s, "label_smoothing", 0, 0, 0.999, &tc->label_smoothing, err)))
         return st;
+    if (tc->label_smoothing > 0 && loss == CNN_LOSS_MSE) {
+        char where[320];
+        cnn_cfg_where(s, cnn_section_find(s, "label_smoothing"), "label_smoothing", where,
+                      sizeof where);
+        return cnn_error_set(err, CNN_ERR_CONFIG,
+                             "%s: smooths the labels of a cross-entropy; loss is %s", where,
+                             cnn_loss_names[loss]);
+    }
     tc->seed = (uint64_t)seed;
     tc->loss = (cnn_loss)loss;
     return CNN_OK;

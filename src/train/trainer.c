@@ -43,6 +43,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
                                         err)) ||
         (st = cnn_config_check_unused(cfg, err)))
         return st;
+    run->model->label_smoothing = (float)run->tc.label_smoothing;
     return CNN_OK;
 }
 

@@ -39,6 +39,9 @@ typedef struct gc_case {
     int training;       /* dropout active (masks fixed by sample ids) */
 } gc_case;
 
+/* The label smoothing of the cases being run (test_label_smoothing). */
+static float gc_label_smoothing;
+
 typedef struct gc_model {
     cnn_model *m;
     float *x;           /* (B, input) */
@@ -141,6 +144,7 @@ static void gc_setup(gc_model *g, const gc_case *c)
     assert_true(c->B <= 8);
     g->m = tu_model(ini, c->loss, c->B);
     cnn_model *m = g->m;
+    m->label_smoothing = gc_label_smoothing;
     /* Glorot kernels (sensible pre-activations) and non-zero biases. */
     cnn_model_init_params(m, 2024);
     for (int i = 0; i < m->nlayers; i++)
@@ -608,6 +612,22 @@ static void test_losses(void **state)
     run_cases(cases, sizeof cases / sizeof *cases);
 }
 
+/* Keras's label_smoothing: targets y(1-ls) + ls/K, binary y(1-ls) + ls/2. */
+static void test_label_smoothing(void **state)
+{
+    (void)state;
+    static const gc_case cases[] = {
+        {"sparse CE + softmax, smoothed", "1x1x6", HIDDEN "[dense]\nunits = 4\n"
+         "activation = softmax\n", CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"CE + logits, smoothed", "1x1x6", HIDDEN "[dense]\nunits = 3\n", CNN_LOSS_CCE, 3, 1},
+        {"BCE + sigmoid, smoothed", "1x1x6", HIDDEN "[dense]\nunits = 1\nactivation = sigmoid\n",
+         CNN_LOSS_BCE, 4, 1},
+    };
+    gc_label_smoothing = 0.2f;
+    run_cases(cases, sizeof cases / sizeof *cases);
+    gc_label_smoothing = 0;
+}
+
 /* ---- the checker, the loss scale and accumulation ---------------------- */
 
 /* A 10% error in the gradients must be caught nearly everywhere (the
@@ -737,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_dense_and_activations),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_label_smoothing),
         cmocka_unit_test(test_new_activations),
         cmocka_unit_test(test_activation_layer),
         cmocka_unit_test(test_global_pooling),

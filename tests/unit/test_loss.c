@@ -110,10 +110,53 @@ static void test_loss_values(void **state)
     cnn_model_free(m);
 }
 
+/* Keras's label_smoothing: CE against y(1-ls) + ls/K, BCE against
+ * y(1-ls) + ls/2; values and gradients on known logits. */
+static void test_label_smoothing_values(void **state)
+{
+    (void)state;
+    cnn_error err = {0};
+    cnn_batch_stats st;
+    const float x[6] = {1, 2, 3, 0.5f, 0, -1};
+    const float ls = 0.1f;
+    for (int l = 0; l < 2; l++) {
+        cnn_model *m = logit_model(3, "softmax", l ? CNN_LOSS_CCE : CNN_LOSS_SPARSE_CCE);
+        m->label_smoothing = ls;
+        const int32_t y[2] = {0, 2};
+        TU_STATUS(loss_of(m, x, y, 2, 1, &st, &err), CNN_OK, err);
+        double want = 0;
+        for (int b = 0; b < 2; b++) {
+            const float *z = x + 3 * b;
+            double lse = log(exp(z[0]) + exp(z[1]) + exp(z[2]));
+            for (int j = 0; j < 3; j++) {
+                double t = (j == y[b]) * (1.0 - ls) + ls / 3.0;
+                want -= t * (z[j] - lse);
+                TU_NEAR(m->dact[0][3 * b + j], exp(z[j] - lse) - t, 1e-6);
+            }
+        }
+        TU_NEAR(st.loss_sum, want, 1e-5);
+        cnn_model_free(m);
+    }
+    cnn_model *m = logit_model(1, "sigmoid", CNN_LOSS_BCE);
+    m->label_smoothing = 0.2f;
+    const float xb[6] = {0.7f, 0, 0, -1.5f, 0, 0};
+    const int32_t yb[2] = {1, 0};
+    TU_STATUS(loss_of(m, xb, yb, 2, 1, &st, &err), CNN_OK, err);
+    double want = 0;
+    for (int b = 0; b < 2; b++) {
+        double z = xb[3 * b], t = yb[b] * 0.8 + 0.1, p = 1 / (1 + exp(-z));
+        want -= t * log(p) + (1 - t) * log(1 - p);
+        TU_NEAR(m->dact[0][b], p - t, 1e-6);
+    }
+    TU_NEAR(st.loss_sum, want, 1e-5);
+    cnn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_values),
+        cmocka_unit_test(test_label_smoothing_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
