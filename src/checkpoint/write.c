@@ -175,10 +175,17 @@ static void *image_realloc(void *p, size_t n, H5FD_file_image_op_t op, void *k)
 }
 static herr_t image_free(void *p, H5FD_file_image_op_t op, void *k)
 {
-    if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE)
-        ((kept_image *)k)->mem = p;
-    else
+    kept_image *ki = k;
+    if (op != H5FD_FILE_IMAGE_OP_FILE_CLOSE) {
         free(p);
+        return 0;
+    }
+    /* HDF5 1.10.8's core driver reads a file that already exists at the
+     * path into memory (op FILE_OPEN) even for H5F_ACC_TRUNC and frees that
+     * copy with op FILE_CLOSE before the new image: keep only the last. */
+    if (ki->mem && ki->mem != p)
+        free(ki->mem);
+    ki->mem = p;
     return 0;
 }
 static void *kept_copy(void *k) { return k; } /* every copy of the fapl shares it */
