@@ -5,6 +5,10 @@
  *       SCALE times (nearest), the extension cycling png, jpg, bmp
  *   data_tool cifar OUTDIR N_TRAIN N_TEST
  *       writes synthetic CIFAR-10 batches (data_batch_1..2, test_batch)
+ *   data_tool cifar-pattern OUTDIR N_TRAIN N_TEST
+ *       the same files holding a learnable set: class c is a sine grating
+ *       at 18c degrees (period 16, 8 or 5 pixels as c % 3), tinted by c,
+ *       with a random phase and uniform noise of +-48 per pixel
  *   data_tool compare A.ini B.ini
  *       loads the [data] sets of both configs and exits 0 only when train,
  *       validation and test hold the same pixels and labels
@@ -12,6 +16,7 @@
  *       reads BATCHES random batches of B (default 32) from the training
  *       set of CONFIG and prints images/s
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +120,47 @@ static int cifar(char **argv)
     return 0;
 }
 
+/* A learnable CIFAR-10-format set (see the header). */
+static int cifar_pattern(char **argv)
+{
+    enum { REC = 3073, S = 32 };
+    const long ntrain = atol(argv[1]), ntest = atol(argv[2]);
+    const char *names[3] = {"data_batch_1.bin", "data_batch_2.bin", "test_batch.bin"};
+    const long counts[3] = {ntrain - ntrain / 2, ntrain / 2, ntest};
+    const double period[3] = {16, 8, 5};
+    uint8_t rec[REC];
+    uint32_t s = 2024;
+#define NEXT() ((s = s * 1664525u + 1013904223u) >> 8) /* 24 random bits */
+    make_dirs(argv[0]);
+    for (int f = 0; f < 3; f++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", argv[0], names[f]);
+        FILE *fp = fopen(path, "wb");
+        for (long r = 0; fp && r < counts[f]; r++) {
+            const int c = (int)(NEXT() % 10);
+            const double th = c * 18.0 * 3.14159265358979 / 180.0, ph = NEXT() / 16777216.0 * 6.2832;
+            const double k = 6.2832 / period[c % 3];
+            rec[0] = (uint8_t)c;
+            for (int ch = 0; ch < 3; ch++) {
+                const double tint = 0.4 + 0.6 * ((c + ch * 3) % 10) / 9.0;
+                for (int y = 0; y < S; y++)
+                    for (int x = 0; x < S; x++) {
+                        double v = 128 + 70 * tint * sin(k * (x * cos(th) + y * sin(th)) + ph) +
+                                   (double)(NEXT() % 97) - 48;
+                        rec[1 + (ch * S + y) * S + x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                    }
+            }
+            fwrite(rec, 1, REC, fp);
+        }
+        if (!fp || fclose(fp)) {
+            fprintf(stderr, "data_tool: cannot write %s\n", path);
+            return 1;
+        }
+    }
+#undef NEXT
+    return 0;
+}
+
 /* 0 when a and b hold the same images and labels. */
 static int same(const cnn_dataset *a, const cnn_dataset *b, const char *what)
 {
@@ -209,6 +255,8 @@ int main(int argc, char **argv)
         return folder(argv + 2);
     if (argc == 5 && !strcmp(argv[1], "cifar"))
         return cifar(argv + 2);
+    if (argc == 5 && !strcmp(argv[1], "cifar-pattern"))
+        return cifar_pattern(argv + 2);
     if (argc == 4 && !strcmp(argv[1], "compare"))
         return compare(argv + 2);
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
