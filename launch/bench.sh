@@ -33,7 +33,7 @@ ours_real() { "$build/cnn-train" "$root/configs/$1.ini" --set train.max_steps=30
   --set checkpoint.dir=none --set train.history="$tmp/h.csv" |
   grep '^training:' | sed -E 's/.* ([0-9.]+) img\/s/\1/'; }
 torch_synth() { OMP_NUM_THREADS=$threads $py "$peer" --model "$1" --threads "$threads" $blas --synthetic \
-  --steps "$2" | grep RESULT | sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }
+  --steps "$2" "${@:3}" | grep RESULT | sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }
 torch_real() { $py "$peer" --model "$1" --threads "$threads" $blas --epochs 1 --max-steps 300 |
   grep 'RESULT summary' | sed -E 's/.*steady_train_img_s=([0-9.]+).*/\1/'; }
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
@@ -59,4 +59,21 @@ for spec in fashion_cnn:fashion:32:100 lenet5_fashion:lenet5:128:50; do
     fi
   done
 done
+# resnet20 (no CIFAR-10 in Debian): synthetic only, against PyTorch's
+# better layout (NCHW or --channels-last, both timed in every rep)
+o=() t=()
+for _ in $(seq "$reps"); do
+  o+=("$(ours_synth resnet20_cifar10 30)")
+  if [ "$have_torch" = 1 ]; then
+    t+=("$(torch_synth resnet20 30)" "$(torch_synth resnet20 30 --channels-last)")
+  fi
+done
+ob=$(best "${o[@]}")
+if [ "$have_torch" = 1 ]; then
+  tb=$(best "${t[@]}")
+  printf '%-16s %-9s %6s %12.0f %12.0f %6.2fx\n' resnet20_cifar10 synthetic 32 "$ob" "$tb" \
+    "$(awk -v a="$ob" -v b="$tb" 'BEGIN{print a/b}')"
+else
+  printf '%-16s %-9s %6s %12.0f %12s %7s\n' resnet20_cifar10 synthetic 32 "$ob" - -
+fi
 echo "threads=$threads reps=$reps (best of reps; $(nproc) cores; $(date -u +%F))"

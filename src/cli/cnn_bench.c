@@ -82,7 +82,12 @@ int main(int argc, char **argv)
     cnn_config_ignore_section(cfg, "checkpoint");
     cnn_config_ignore_section(cfg, "dist");
     cnn_config_ignore_section(cfg, "augment");
-    if (cnn_optim_hparams_from_config(&hp, cfg, &err) || cnn_data_config_read(&dc, cfg, &err) ||
+    cnn_config_ignore_section(cfg, "early_stopping");
+    cnn_config_ignore_section(cfg, "reduce_lr_on_plateau");
+    cnn_lr_schedule sched; /* read only so that its keys are checked: steps run at lr */
+    if (cnn_optim_hparams_from_config(&hp, cfg, &err) ||
+        cnn_lr_schedule_read(&sched, cfg, hp.lr, tc.batch_size, &err) ||
+        cnn_data_config_read(&dc, cfg, &err) ||
         cnn_model_create(&m, cfg, tc.loss, &err) || cnn_config_check_unused(cfg, &err) ||
         cnn_model_reserve(m, (int)batch, &err) ||
         cnn_optim_create(&opt, &hp, m->nparams, &err))

@@ -43,15 +43,19 @@ void cnn_session_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *ou
                 d->local_size, used, cores);
 }
 
-static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, cnn_error *err)
+/* Evaluation buffers for batches of cap samples and sets of up to nmax. */
+static cnn_status batch_alloc(batch_buf *b, const cnn_model *m, int cap, int64_t nmax,
+                              cnn_error *err)
 {
     b->cap = cap;
+    b->nblocks = (nmax + cap - 1) / cap;
+    b->sums = malloc((size_t)(STAT_N + b->nblocks) * sizeof *b->sums);
     b->x = malloc((size_t)cap * cnn_shape_size(m->input) * sizeof *b->x);
     b->y = malloc((size_t)cap * sizeof *b->y);
     b->idx = malloc((size_t)cap * sizeof *b->idx);
     b->raw = malloc((size_t)cap * cnn_shape_size(m->input));
     b->probs = malloc((size_t)cap * m->nclasses * sizeof *b->probs);
-    if (!b->x || !b->y || !b->idx || !b->raw || !b->probs)
+    if (!b->x || !b->y || !b->idx || !b->raw || !b->probs || !b->sums)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a batch of %d", cap);
     return CNN_OK;
 }
@@ -63,6 +67,7 @@ static void batch_free(batch_buf *b)
     free(b->idx);
     free(b->raw);
     free(b->probs);
+    free(b->sums);
 }
 
 cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss, double *acc,
@@ -72,12 +77,20 @@ cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss,
     cnn_model *m = S->run->model;
     const float rescale = S->run->dc.rescale;
     batch_buf *bb = &S->eb;
-    int64_t lo = ds->n * d->rank / d->world, hi = ds->n * (d->rank + 1) / d->world;
-    double st[STAT_N] = {0};
+    /* The set is cut into blocks of cap samples, the same cut on any rank
+     * count; rank r evaluates a contiguous range of them. Each block's loss
+     * goes to its own slot (zeros elsewhere, so the sum across ranks is
+     * exact) and the slots are added in block order: the loss is np 1's,
+     * bit for bit, on any number of ranks (callbacks compare it). */
+    const int64_t nb = (ds->n + bb->cap - 1) / bb->cap;
+    const int64_t blo = nb * d->rank / d->world, bhi = nb * (d->rank + 1) / d->world;
+    double *st = bb->sums, *block_loss = bb->sums + STAT_N;
+    memset(st, 0, (size_t)(STAT_N + nb) * sizeof *st);
     cnn_status status = CNN_OK;
     cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
-    for (int64_t i = lo; i < hi && status == CNN_OK; i += bb->cap) {
-        int B = (int)(hi - i < bb->cap ? hi - i : bb->cap);
+    for (int64_t k = blo; k < bhi && status == CNN_OK; k++) {
+        const int64_t i = k * bb->cap;
+        int B = (int)(ds->n - i < bb->cap ? ds->n - i : bb->cap);
         for (int b = 0; b < B; b++)
             bb->idx[b] = i + b;
         if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y, err)))
@@ -85,7 +98,7 @@ cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss,
         cnn_model_forward(m, bb->x, B, &ctx);
         cnn_batch_stats bs = {0};
         status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
-        st[STAT_LOSS] += bs.loss_sum;
+        block_loss[k] = bs.loss_sum;
         st[STAT_CORRECT] += (double)bs.correct;
         st[STAT_COUNT] += (double)bs.count;
         if (pred && status == CNN_OK) {
@@ -100,7 +113,9 @@ cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss,
         }
     }
     st[STAT_FAILED] = status != CNN_OK;
-    cnn_dist_allreduce_f64(d, st, STAT_N);
+    cnn_dist_allreduce_f64(d, st, (size_t)(STAT_N + nb));
+    for (int64_t k = 0; k < nb; k++)
+        st[STAT_LOSS] += block_loss[k];
     if (pred && st[STAT_FAILED] == 0) /* each sample is nonzero on one rank only */
         cnn_dist_allreduce_f32(d, pred, 2 * (size_t)ds->n);
     if (st[STAT_FAILED] > 0) {
@@ -188,7 +203,9 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
     if (!st && training)
         st = cnn_optim_create(&S->opt, &run->hp, m->nparams, err);
     if (!st)
-        st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size, err);
+        st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size,
+                         training && S->val && S->val->n > S->test->n ? S->val->n : S->test->n,
+                         err);
     if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
     if (!st && training && run->cbc.es.restore_best_weights &&

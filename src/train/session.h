@@ -21,6 +21,8 @@ typedef struct batch_buf {
     int64_t *idx;   /* (cap) dataset rows */
     uint8_t *raw;   /* (cap, input) pixels as stored */
     float *probs;   /* (cap, nclasses) */
+    double *sums;   /* (STAT_N + nblocks) an evaluation's sums, then each block's loss */
+    int64_t nblocks; /* blocks of cap samples in the largest set evaluated */
     int cap;
 } batch_buf;
 

@@ -261,8 +261,10 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     s->ids = malloc((size_t)s->cap * sizeof *s->ids);
     s->raw = malloc((size_t)s->cap * in);
     s->tmp = malloc(in * sizeof *s->tmp);
+    s->nsums = STAT_N + (c->exact ? (int)((max_batch + c->chunk_size - 1) / c->chunk_size) : 0);
+    s->sums = malloc((size_t)s->nsums * sizeof *s->sums);
     size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
-    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !cuts) {
+    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !s->sums || !cuts) {
         free(cuts);
         return cnn_error_set(err, CNN_ERR_NOMEM,
                              "out of memory for the step's buffers (a batch of %d images)", s->cap);
@@ -298,6 +300,7 @@ void cnn_stepper_free(cnn_stepper *s)
     free(s->ids);
     free(s->raw);
     free(s->tmp);
+    free(s->sums);
     stats_free(s);
     memset(s, 0, sizeof *s);
 }
@@ -331,6 +334,12 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     my_chunks(s, Bg, &first, &end, &csize);
     /* float: the slice [first, end) is one block of samples */
     int nblocks = s->c.exact ? end - first : (end > first);
+    /* exact: chunk j's loss in sums[STAT_N + j], zeros in the other ranks'
+     * slots, added in chunk order after the sum across ranks: the loss is
+     * np 1's, bit for bit, on any rank count (as the gradient) */
+    const int nsums = s->c.exact ? STAT_N + (Bg + csize - 1) / csize : STAT_N;
+    double *chunk_loss = s->sums + STAT_N;
+    memset(s->sums, 0, (size_t)nsums * sizeof *s->sums);
     memset(stats, 0, STAT_N * sizeof *stats);
     stats[STAT_STOP] = s->stop != 0;
     stats[STAT_SAVE] = s->save != 0;
@@ -370,7 +379,10 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             stats_record(s, B);
             st = cnn_model_loss(m, s->y, B, 1.0f / (float)Bg, 1, &bs, err);
         }
-        stats[STAT_LOSS] += bs.loss_sum;
+        if (s->c.exact)
+            chunk_loss[first + k] = bs.loss_sum;
+        else
+            stats[STAT_LOSS] += bs.loss_sum;
         stats[STAT_CORRECT] += (double)bs.correct;
         stats[STAT_COUNT] += (double)bs.count;
         if (st == CNN_OK) {
@@ -409,7 +421,11 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         stats[STAT_NONFINITE] += 1;
     }
     double t0 = cnn_dist_time();
-    cnn_dist_reducer_sum_f64(s->red, stats, STAT_N);
+    memcpy(s->sums, stats, STAT_N * sizeof *stats);
+    cnn_dist_reducer_sum_f64(s->red, s->sums, nsums);
+    memcpy(stats, s->sums, STAT_N * sizeof *stats);
+    for (int j = STAT_N; j < nsums; j++)
+        stats[STAT_LOSS] += s->sums[j];
     s->wait += cnn_dist_time() - t0;
     return st;
 }

@@ -91,6 +91,8 @@ typedef struct cnn_stepper {
     cnn_fault fault;       /* test seam: make this step fail (cnn_fault_plan) */
     int stop;              /* this rank was asked to stop: sent with the stats */
     int save;              /* rank 0 wants a checkpoint after this step */
+    int nsums;             /* STAT_N + the chunks of the largest global batch (exact) */
+    double *sums;          /* (nsums) the step's figures, then each chunk's loss (exact) */
     /* batch statistics (batch_normalization; nstats = 0 without it): see
      * "Moving statistics" below */
     size_t nstats;         /* cnn_model_stats_count */

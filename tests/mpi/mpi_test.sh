@@ -262,6 +262,71 @@ bn_resume)
   cmp "$work/d1" "$work/d2" || fail "resumed moving statistics differ from the straight run"
   echo "np 3 -> np 2 resume: weights and moving statistics identical to the straight run"
   ;;
+resbn_ranks_agree|resbn_resume)
+  # A residual BN network (tests/mpi/resbn_cnn.ini: add, concatenate,
+  # global average pooling, BN on conv and flat tensors) with SGD, Nesterov
+  # momentum, weight decay, a cosine schedule with warm-up and both
+  # callbacks: 250 samples in batches of 30 (9 steps an epoch, the last
+  # one 10 samples = chunks of 8 + 2). val_accuracy never beats its best by
+  # 0.5, so the rate halves after epochs 2 and 4 (cooldown 2 skips epoch 3);
+  # val_loss never improves by 10, so training stops after epoch 4 with
+  # epoch 1's weights back.
+  cfg=$src/tests/mpi/resbn_cnn.ini
+  small=(--set data.train_limit=250 --set data.test_limit=100 --set train.epochs=6
+         --set train.threads=1 --set train.progress=none --set checkpoint.keep=10
+         --set reduce_lr_on_plateau.monitor=val_accuracy --set reduce_lr_on_plateau.min_delta=0.5
+         --set reduce_lr_on_plateau.patience=1 --set reduce_lr_on_plateau.cooldown=2
+         --set reduce_lr_on_plateau.factor=0.5
+         --set early_stopping.min_delta=10 --set early_stopping.patience=3
+         --set early_stopping.restore_best_weights=true)
+  final=ckpt-e0004-s00000036.h5
+  same_ckpt() { # same_ckpt A B WHAT: weights with moving statistics, optimizer, callbacks
+    # (val_loss is monitored: its bits too) and the history's figures in full precision
+    for g in /model /optimizer /callbacks /history/loss /history/accuracy /history/val_loss \
+             /history/val_accuracy /history/lr; do
+      h5diff "$1" "$2" $g $g >/dev/null || fail "$3: $g differs"
+    done
+  }
+  lr_col() { cut -d, -f1-6 "$1"; } # epoch .. lr: the history without times
+  run_np 1 "$work/np1" --set checkpoint.dir="$work/c1" --set train.history="$work/h1.csv" ||
+    { cat "$work/np1"; fail "np 1 failed"; }
+  grep -q "^Epoch 4: early stopping; restoring the weights of epoch 1" "$work/np1" ||
+    { cat "$work/np1"; fail "np 1: no early stop after epoch 4"; }
+  [ "$(grep -c "ReduceLROnPlateau reducing" "$work/np1")" -eq 2 ] &&
+    grep -q "^Epoch 2: ReduceLROnPlateau" "$work/np1" && grep -q "^Epoch 4: ReduceLROnPlateau" "$work/np1" ||
+    { cat "$work/np1"; fail "np 1: the rate was not lowered after epochs 2 and 4 only"; }
+  [ -f "$work/c1/$final" ] || { ls "$work/c1"; fail "no $final"; }
+  ref=$(results "$work/np1")
+  ;;&
+resbn_ranks_agree)
+  for np in 2 3; do
+    run_np "$np" "$work/np$np" --set checkpoint.dir="$work/c$np" --set train.history="$work/h$np.csv" ||
+      { cat "$work/np$np"; fail "np $np failed"; }
+    got=$(results "$work/np$np")
+    [ "$got" = "$ref" ] || { diff <(echo "$ref") <(echo "$got"); fail "np $np differs from np 1"; }
+    diff <(grep '^Epoch' "$work/np1") <(grep '^Epoch' "$work/np$np") || fail "np $np: callbacks decided otherwise"
+    diff <(lr_col "$work/h1.csv") <(lr_col "$work/h$np.csv") || fail "np $np: history differs"
+    same_ckpt "$work/c1/$final" "$work/c$np/$final" "np $np"
+    # every epoch's checkpoint, not only the restored weights at the end
+    same_ckpt "$work/c1/ckpt-e0003-s00000027.h5" "$work/c$np/ckpt-e0003-s00000027.h5" "np $np, epoch 3"
+    echo "np $np: weights, moving statistics, optimizer state, callbacks and history identical to np 1"
+  done
+  ;;
+resbn_resume)
+  # stopped at np 3 in epoch 3 (step 21 = 18 + 3: after the first lowered
+  # rate, inside the cooldown), resumed at np 2
+  run_np 3 "$work/a" --set checkpoint.dir="$work/m" --set train.history="$work/hm.csv" \
+    --set train.max_steps=21 || { cat "$work/a"; fail "np 3 failed"; }
+  mid=$work/m/ckpt-e0002-s00000021.h5
+  [ -f "$mid" ] || { ls "$work/m"; fail "no mid-epoch checkpoint"; }
+  run_np 2 "$work/b" --set checkpoint.dir="$work/r" --set train.history="$work/hr.csv" --resume "$mid" ||
+    { cat "$work/b"; fail "resume at np 2 failed"; }
+  grep -q "in epoch 3 after step 3" "$work/b" || { cat "$work/b"; fail "np 2 did not resume mid-epoch"; }
+  same_ckpt "$work/c1/$final" "$work/r/$final" "np 3 -> np 2 resume"
+  diff <(lr_col "$work/h1.csv") <(lr_col "$work/hr.csv") || fail "resumed history differs"
+  [ "$(grep '^test:' "$work/np1")" = "$(grep '^test:' "$work/b")" ] || fail "resumed test line differs"
+  echo "np 3 -> np 2 resume mid-epoch: identical to the straight np 1 run"
+  ;;
 config_error)
   # A config error is reported once (by rank 0) and every rank exits.
   # shellcheck disable=SC2046

@@ -5,6 +5,10 @@
  *       SCALE times (nearest), the extension cycling png, jpg, bmp
  *   data_tool cifar OUTDIR N_TRAIN N_TEST
  *       writes synthetic CIFAR-10 batches (data_batch_1..2, test_batch)
+ *   data_tool cifar-pattern OUTDIR N_TRAIN N_TEST
+ *       the same files holding a learnable set: class c is a sine grating
+ *       at 18c degrees (period 16, 8 or 5 pixels as c % 3), tinted by c,
+ *       with a random phase and uniform noise of +-48 per pixel
  *   data_tool compare A.ini B.ini
  *       loads the [data] sets of both configs and exits 0 only when train,
  *       validation and test hold the same pixels and labels
@@ -12,6 +16,7 @@
  *       reads BATCHES random batches of B (default 32) from the training
  *       set of CONFIG and prints images/s
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,24 +93,53 @@ static int folder(char **argv)
     return 0;
 }
 
-static int cifar(char **argv)
+enum { CIFAR_REC = 3073, CIFAR_S = 32 };
+
+static uint32_t lcg(uint32_t *s) { return *s = *s * 1664525u + 1013904223u; }
+
+/* A record of noise with a random label. */
+static void fill_noise(uint8_t *rec, uint32_t *s)
 {
-    enum { REC = 3073 };
+    for (int j = 0; j < CIFAR_REC; j++)
+        rec[j] = (uint8_t)(lcg(s) >> 24);
+    rec[0] %= 10;
+}
+
+/* A record of the learnable set (see the header). */
+static void fill_pattern(uint8_t *rec, uint32_t *s)
+{
+    const double period[3] = {16, 8, 5};
+    const int c = (int)((lcg(s) >> 8) % 10);
+    const double th = c * 18.0 * 3.14159265358979 / 180.0;
+    const double ph = (lcg(s) >> 8) / 16777216.0 * 6.2832, k = 6.2832 / period[c % 3];
+    rec[0] = (uint8_t)c;
+    for (int ch = 0; ch < 3; ch++) {
+        const double tint = 0.4 + 0.6 * ((c + ch * 3) % 10) / 9.0;
+        for (int y = 0; y < CIFAR_S; y++)
+            for (int x = 0; x < CIFAR_S; x++) {
+                double v = 128 + 70 * tint * sin(k * (x * cos(th) + y * sin(th)) + ph) +
+                           (double)((lcg(s) >> 8) % 97) - 48;
+                rec[1 + (ch * CIFAR_S + y) * CIFAR_S + x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+    }
+}
+
+/* data_batch_1..2 and test_batch in argv[0], records made by fill. */
+static int cifar(char **argv, void (*fill)(uint8_t *, uint32_t *), uint32_t seed)
+{
     const long ntrain = atol(argv[1]), ntest = atol(argv[2]);
     const char *names[3] = {"data_batch_1.bin", "data_batch_2.bin", "test_batch.bin"};
     const long counts[3] = {ntrain - ntrain / 2, ntrain / 2, ntest};
-    uint8_t rec[REC];
-    uint32_t s = 12345;
+    uint8_t rec[CIFAR_REC];
+    uint32_t s = seed;
     make_dirs(argv[0]);
     for (int f = 0; f < 3; f++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", argv[0], names[f]);
         FILE *fp = fopen(path, "wb");
         for (long r = 0; fp && r < counts[f]; r++) {
-            for (int j = 0; j < REC; j++)
-                rec[j] = (uint8_t)((s = s * 1664525u + 1013904223u) >> 24);
-            rec[0] %= 10;
-            fwrite(rec, 1, REC, fp);
+            fill(rec, &s);
+            fwrite(rec, 1, CIFAR_REC, fp);
         }
         if (!fp || fclose(fp)) {
             fprintf(stderr, "data_tool: cannot write %s\n", path);
@@ -208,7 +242,9 @@ int main(int argc, char **argv)
     if (argc == 7 && !strcmp(argv[1], "folder"))
         return folder(argv + 2);
     if (argc == 5 && !strcmp(argv[1], "cifar"))
-        return cifar(argv + 2);
+        return cifar(argv + 2, fill_noise, 12345);
+    if (argc == 5 && !strcmp(argv[1], "cifar-pattern"))
+        return cifar(argv + 2, fill_pattern, 2024);
     if (argc == 4 && !strcmp(argv[1], "compare"))
         return compare(argv + 2);
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
