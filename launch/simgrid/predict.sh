@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Predicted step time and scaling efficiency of cnn-train from 2 to 1,024
+# ranks, with SimGrid's SMPI running cnn-train's own gradient exchange
+# (src/dist/dist.c, built by smpicc) on the fat tree of platform.sh, and
+# each layer's compute as measured on this machine (cnn-step-profile).
+# See launch/simgrid/README.md. Needs Debian libsimgrid-dev (smpicc,
+# smpirun) and a build tree with cnn-step-profile (cmake --build build).
+#
+#   bash launch/simgrid/predict.sh [OUT_DIR]        (default build/simgrid)
+#
+# Writes OUT_DIR/scaling.csv, OUT_DIR/scaling.md (the table) and
+# OUT_DIR/scaling-MODEL.png (weak-scaling efficiency against ranks, one
+# curve per exchange). Environment:
+#   SIM_MODELS  (fashion_cnn resnet20_cifar10 catsdogs_cnn)
+#   SIM_RANKS   (2 4 8 16 32 64 128 256 512 1024)
+#   SIM_PER_RANK  weak scaling: samples per rank and step (32)
+#   SIM_GLOBAL    strong scaling: the fixed global batch (1024)
+#   SIM_MAX_GB    skip a run whose SMPI message buffers would pass this (4)
+#   SIM_REPROFILE=1 measures the profiles again (else OUT_DIR/prof/ is kept)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${CNN_BUILD:-$root/build}
+out=${1:-$build/simgrid}
+models=${SIM_MODELS:-fashion_cnn resnet20_cifar10 catsdogs_cnn}
+ranks=${SIM_RANKS:-2 4 8 16 32 64 128 256 512 1024}
+per_rank=${SIM_PER_RANK:-32}
+global=${SIM_GLOBAL:-1024}
+max_gb=${SIM_MAX_GB:-4}
+command -v smpicc >/dev/null || { echo "predict.sh: smpicc not found (apt-get install libsimgrid-dev)" >&2; exit 2; }
+mkdir -p "$out/prof"
+bash "$here/build.sh" "$out"
+for m in $models; do
+  if [ "${SIM_REPROFILE:-0}" = 1 ] || [ ! -s "$out/prof/$m.prof" ]; then
+    OPENBLAS_NUM_THREADS=1 "$build/tests/simgrid/cnn-step-profile" "$root/configs/$m.ini" --reps 5 \
+      >"$out/prof/$m.prof"
+  fi
+done
+bash "$here/platform.sh" fattree "$out" 1024
+
+# sim PROFILE P ARGS... -> the RESULT line
+sim() {
+  local prof=$1 p=$2
+  shift 2
+  head -n "$p" "$out/hosts-1024" >"$out/hosts-run"
+  smpirun -np "$p" -platform "$out/fattree.xml" -hostfile "$out/hosts-run" \
+    --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no --cfg=smpi/test:1e-6 \
+    --cfg=smpi/shared-malloc:local --cfg=smpi/auto-shared-malloc-thresh:65536 --cfg=smpi/privatization:no \
+    --log=root.thres:critical "$out/step_sim" "$prof" --steps 2 "$@" 2>/dev/null | grep '^RESULT'
+}
+field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
+# Bytes SMPI's own temporaries take: its non-blocking collectives receive
+# into fresh buffers, (P-1) shards per rank (collective) or (nodes-1)
+# slices of 1/32 of the buffer per rank (hierarchical).
+too_big() {
+  local ex=$1 p=$2 n=$3 nodes=$(( ($2 + 31) / 32 ))
+  local bytes
+  case $ex in
+  collective) bytes=$(( p * n * 8 )) ;;
+  hierarchical) bytes=$(( p * (nodes - 1) * n * 8 / 32 )) ;;
+  *) bytes=0 ;;
+  esac
+  [ "$bytes" -gt $(( max_gb * 1024 * 1024 * 1024 )) ]
+}
+csv=$out/scaling.csv
+echo "model,scaling,exchange,picked,ranks,global_batch,step_ms,compute_ms,wait_ms,efficiency" >"$csv"
+for m in $models; do
+  prof=$out/prof/$m.prof
+  n=$(awk '/^nparams/ {print $2}' "$prof")
+  chunk=$(awk '/^nparams/ {print $4}' "$prof")
+  for scaling in weak strong; do
+    if [ $scaling = weak ]; then arg=(--per-rank "$per_rank"); else arg=(--global "$global"); fi
+    base=$(sim "$prof" 1 "${arg[@]}")
+    t1=$(field step_s "$base")
+    for ex in direct collective hierarchical; do
+      for p in $ranks; do
+        k=$(( (global + chunk - 1) / chunk ))
+        if [ $scaling = strong ] && [ "$p" -gt "$k" ]; then continue; fi # no chunk for some ranks
+        if too_big $ex "$p" "$n"; then
+          echo "$m,$scaling,$ex,,$p,,,,,skipped" >>"$csv"
+          continue
+        fi
+        r=$(sim "$prof" "$p" "${arg[@]}" --exchange $ex) || { echo "$m,$scaling,$ex,,$p,,,,,failed" >>"$csv"; continue; }
+        awk -v m="$m" -v s=$scaling -v ex=$ex -v p="$p" -v t1="$t1" \
+          -v pick="$(field exchange "$r")" -v bg="$(field global_batch "$r")" \
+          -v t="$(field step_s "$r")" -v c="$(field compute_s "$r")" -v w="$(field wait_s "$r")" \
+          'BEGIN { e = s == "weak" ? t1 / t : t1 / (p * t);
+                   printf "%s,%s,%s,%s,%d,%d,%.4f,%.4f,%.4f,%.4f\n", m, s, ex, pick, p, bg, t*1e3, c*1e3, w*1e3, e }' \
+          >>"$csv"
+        tail -1 "$csv"
+      done
+    done
+  done
+done
+# auto is the exchange cnn_dist_exchange_pick chooses: direct on one node
+# (<= 32 ranks here), hierarchical on several nodes of 32 ranks
+awk -F, 'NR > 1 && $3 != "collective" && $10 != "skipped" && $10 != "failed" {
+           if (($3 == "direct" && $5 <= 32) || ($3 == "hierarchical" && $5 > 32)) {
+             $3 = "auto"; OFS = ","; print } }' "$csv" >"$out/auto.csv"
+cat "$out/auto.csv" >>"$csv"
+bash "$here/table.sh" "$csv" >"$out/scaling.md"
+for m in $models; do
+  "$out/plot_scaling" "$csv" "$m" "$out/scaling-$m.png"
+done
+cat "$out/scaling.md"

@@ -1,0 +1,61 @@
+/* shim.c - the node's shared window for SMPI (see smpi_shim.h). */
+#include <mpi.h>
+#include <stdlib.h>
+
+enum { MAX_WINDOWS = 1 << 14 };
+
+/* Every rank's window, with its node's allocation; one table for all the
+ * simulated ranks (one process), appended to and never reordered. */
+static struct {
+    MPI_Win win;
+    char *base;    /* the node's allocation: part k at base + k * part */
+    MPI_Aint part; /* bytes of each rank's part: the largest asked for */
+    int disp_unit;
+} windows[MAX_WINDOWS];
+static int nwindows;
+
+int cnn_sim_win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
+                                void *baseptr, MPI_Win *win)
+{
+    int rank, ranks;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &ranks);
+    MPI_Aint part = size;
+    MPI_Allreduce(MPI_IN_PLACE, &part, 1, MPI_AINT, MPI_MAX, comm);
+    part = (part + 63) / 64 * 64;
+    char *base = NULL;
+    if (rank == 0) /* malloc: smpicc's, shared-malloc above smpi/auto-shared-malloc-thresh */
+        base = malloc((size_t)part * (size_t)ranks + 1);
+    MPI_Bcast(&base, sizeof base, MPI_BYTE, 0, comm);
+    if (!base || nwindows == MAX_WINDOWS)
+        return MPI_ERR_NO_MEM;
+    *(char **)baseptr = base + (size_t)part * (size_t)rank;
+    int rc = MPI_Win_create(base + (size_t)part * (size_t)rank, size, disp_unit, info, comm, win);
+    if (rc == MPI_SUCCESS) {
+        windows[nwindows].win = *win;
+        windows[nwindows].base = base;
+        windows[nwindows].part = part;
+        windows[nwindows++].disp_unit = disp_unit;
+    }
+    return rc;
+}
+
+int cnn_sim_win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_unit, void *baseptr)
+{
+    for (int i = 0; i < nwindows; i++)
+        if (windows[i].win == win) {
+            *size = windows[i].part;
+            *disp_unit = windows[i].disp_unit;
+            *(char **)baseptr = windows[i].base + (size_t)windows[i].part * (size_t)rank;
+            return MPI_SUCCESS;
+        }
+    return MPI_ERR_WIN;
+}
+
+/* Scratch of the barriers: what they carry does not matter. */
+static int barrier_in, barrier_out;
+
+int cnn_sim_ibarrier(MPI_Comm comm, MPI_Request *request)
+{
+    return MPI_Iallreduce(&barrier_in, &barrier_out, 1, MPI_INT, MPI_SUM, comm, request);
+}
