@@ -135,6 +135,29 @@ failures)
   run_tune 2 "$work/f.ini" "$work/l2" || fail "the rerun failed"
   grep -q '^resumed: 4 trials' "$work/l2" || { cat "$work/l2"; fail "the rerun ran trials again"; }
   ;;
+hyperband)
+  # Hyperband (max_epochs 4, factor 2: Keras Tuner's 3 brackets): a
+  # promotion continues its parent's checkpoint, and ends with the weights
+  # of a straight run of its config: the top trial of bracket 2 trained
+  # epoch 1, then 2, then 3-4 in three trials, as one 4-epoch run.
+  make_cfg "$work/h.ini" "$work/h" 1 -e 's/^algorithm = random$/algorithm = hyperband\nmax_epochs = 4\nfactor = 2/' \
+    -e '/^max_trials/d'
+  run_tune 2 "$work/h.ini" "$work/l" || { cat "$work/l"; fail "the search failed"; }
+  # 4 + 2 + 1 trials in bracket 2, 3 + 2 in bracket 1, 3 in bracket 0
+  [ "$(tail -n +2 "$work/h/trials.csv" | grep -c ',completed,')" -eq 15 ] || { cat "$work/h/trials.csv"; fail "not 15 trials"; }
+  last=$(awk -F, '$7 == 2 && $8 == 2 {print $1}' "$work/h/trials.csv")
+  [ -n "$last" ] || fail "no round 2 in bracket 2"
+  t=$(printf '%s/h/trials/%04d' "$work" "$last")
+  grep -q "^resumed from $t/exec0/ckpt/ckpt-e0002-" "$t/exec0/log.txt" || { cat "$t/exec0/log.txt"; fail "trial $last did not continue its parent"; }
+  grep -q '^epochs = 4$' "$t/trial.ini" || fail "trial $last: its trial.ini has not 4 epochs"
+  (cd "$work" && timeout 120 "$train" "$t/trial.ini" --set checkpoint.dir="$work/st" \
+     --set train.history="$work/st.csv") >"$work/r" 2>&1 || { cat "$work/r"; fail "the straight run failed"; }
+  h5diff "$t/exec0/ckpt/ckpt-e0004-s00000052.h5" "$work/st/ckpt-e0004-s00000052.h5" /model /model ||
+    fail "promotions do not end with the straight run's weights"
+  h5diff "$t/exec0/ckpt/ckpt-e0004-s00000052.h5" "$work/st/ckpt-e0004-s00000052.h5" /history/val_accuracy /history/val_accuracy ||
+    fail "promotions do not have the straight run's val_accuracy"
+  echo "trial $last (3 rounds) = a straight 4-epoch run"
+  ;;
 space_errors)
   # A search space or [tune] that cannot be used: one line naming the file
   # and the line, exit 2, and no rank trains (no trials directory).
