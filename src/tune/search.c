@@ -50,6 +50,7 @@ typedef struct search {
     int exhausted;   /* the sampler found no new point */
     double t0;
     int stopped;
+    long threads;    /* [train] threads of every trial; 0: the config's own */
 } search;
 
 /* What a group reports of its trial at the end of a wave. */
@@ -187,12 +188,25 @@ static cnn_status inherit_checkpoint(const search *S, const cnn_tune_trial *t, i
     return CNN_OK;
 }
 
+/* What the search sets in every trial's config beside its values: the
+ * epochs of a Hyperband trial, and the BLAS threads when the config leaves
+ * them to the machine (see prepare()). Returns how many went to set. */
+static int trial_extras(const search *S, const cnn_tune_trial *t, char (*set)[4400])
+{
+    int n = 0;
+    if (hyperband(S))
+        snprintf(set[n++], 4400, "train.epochs=%ld", t->epochs);
+    if (S->threads)
+        snprintf(set[n++], 4400, "train.threads=%ld", S->threads);
+    return n;
+}
+
 /* The overrides that make a trial's execution k a run of the search: its
  * files in the trial's directory, a checkpoint per epoch to resume from. */
 static int run_overrides(const search *S, const cnn_tune_trial *t, int k, long seed,
                          const char *edir, char (*set)[4400])
 {
-    int n = 0;
+    int n = trial_extras(S, t, set);
     snprintf(set[n++], 4400, "checkpoint.dir=%s/ckpt", edir);
     snprintf(set[n++], 4400, "checkpoint.every_epochs=1");
     snprintf(set[n++], 4400, "checkpoint.keep=1");
@@ -202,8 +216,6 @@ static int run_overrides(const search *S, const cnn_tune_trial *t, int k, long s
     snprintf(set[n++], 4400, "train.progress=lines");
     if (k > 0)
         snprintf(set[n++], 4400, "train.seed=%ld", seed + k);
-    if (hyperband(S))
-        snprintf(set[n++], 4400, "train.epochs=%ld", t->epochs);
     return n;
 }
 
@@ -295,13 +307,13 @@ static void run_trial(search *S, const cnn_tune_trial *t, slot *out)
     cnn_status st = CNN_OK;
     cnn_tune_trial_dir(tdir, sizeof tdir, S->tc.dir, t->id);
     if (g->rank == 0) { /* the runnable config, before anything trains */
-        char *text = NULL, path[4200], ep[64];
-        const char *extra[1] = {ep};
-        snprintf(ep, sizeof ep, "train.epochs=%ld", t->epochs);
+        char *text = NULL, path[4200], set[2][4400];
+        const char *extra[2] = {set[0], set[1]};
+        int nextra = trial_extras(S, t, set);
         if (cnn_make_dirs(tdir) != 0)
             st = cnn_error_set(&err, CNN_ERR_IO, "%s: cannot create: %s", tdir, strerror(errno));
         if (!st)
-            st = cnn_tune_trial_config(S->cfg, &S->sp, t, extra, hyperband(S), &text, &err);
+            st = cnn_tune_trial_config(S->cfg, &S->sp, t, extra, nextra, &text, &err);
         snprintf(path, sizeof path, "%s/trial.ini", tdir);
         if (!st)
             st = cnn_tune_write_atomic(path, text, &err);
@@ -622,6 +634,17 @@ static cnn_status prepare(search *S, const char *path, long *base_epochs, cnn_er
         return st;
     }
     *base_epochs = run.tc.epochs;
+    /* The bits of a training depend on its BLAS threads per rank (not on
+     * its ranks), and [train] threads = 0 would give each trial the cores
+     * of the node shared among its group's ranks there: other bits in a
+     * group of 1 than in a group of 2. So a trial gets the job's share,
+     * cores / ranks of the job on the node, the same in every group, and
+     * its trial.ini says so (a rerun with cnn-train gets the same bits). */
+    if (run.tc.threads == 0 && !getenv("OPENBLAS_NUM_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int local = S->world->local_size > 0 ? S->world->local_size : 1;
+        S->threads = cores / local > 0 ? cores / local : 1;
+    }
     int needs_val = tc->objective == CNN_OBJ_VAL_LOSS || tc->objective == CNN_OBJ_VAL_ACCURACY;
     if (needs_val && run.dc.validation == CNN_VAL_NONE)
         st = cnn_error_set(err, CNN_ERR_CONFIG, "%s: [tune] objective = %s needs a validation "
@@ -680,6 +703,10 @@ cnn_status cnn_tune_search(const char *path, const cnn_dist *d, FILE *out, int *
         cnn_config_free(S.cfg);
         return st;
     }
+    /* the fewest threads any node gives: the same number in every group */
+    double few = -(double)S.threads;
+    cnn_dist_allreduce_max_f64(d, &few, 1);
+    S.threads = (long)-few;
     S.ngroups = d->world / (int)S.tc.ranks_per_trial;
     S.color = d->rank / (int)S.tc.ranks_per_trial;
     if (cnn_dist_split(d, S.color, &S.group) != 0) {

@@ -45,6 +45,12 @@ groups)
     fail "the objectives depend on the groups"
   cut -d, -f9 "$work/g1/trials.csv" | sort -u | tr '\n' ' ' | grep -q '^1 ranks $' || fail "ranks column of 2 groups"
   cut -d, -f9 "$work/g2/trials.csv" | sort -u | tr '\n' ' ' | grep -q '^2 ranks $' || fail "ranks column of 1 group"
+  # [train] threads = auto: every trial runs with the job's share of the
+  # cores (not its group's, which would change the bits), and says so
+  want=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+  for t in "$work"/g1/trials/*/trial.ini "$work"/g2/trials/*/trial.ini; do
+    grep -q "^threads = $want$" "$t" || fail "$t: not threads = $want"
+  done
   # distinct points, and the objectives are not all alike
   [ "$(cut -d, -f2-4 "$work/g1/trials.csv" | sort -u | wc -l)" -eq 7 ] || fail "a point was drawn twice"
   [ "$(cut -d, -f6 "$work/g1/trials.csv" | sort -u | wc -l)" -ge 3 ] || fail "objectives all alike"
