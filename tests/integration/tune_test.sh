@@ -177,21 +177,21 @@ space_errors)
     grep -qE "^cnn-tune: $work/e.ini:$2" "$work/err" || { cat "$work/err"; fail "'$1': message"; }
     [ ! -e "$work/e/trials" ] || fail "'$1': trials started"
   }
-  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-2, 1e-4)/' '34: \[search\] optimizer.lr: min 0.01 is above max'
-  check 's/^optimizer.lr = .*/optimizer.lr = float(0, 1, sampling=log)/' '34: \[search\] optimizer.lr: sampling = log needs min > 0'
-  check 's/^optimizer.lr = .*/optimizer.lr = gauss(0, 1)/' "34: \[search\] optimizer.lr: unknown hyper-parameter type 'gauss'"
-  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-4, 1e-2, step=0)/' '34: \[search\] optimizer.lr: step must be a positive'
-  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-4)/' '34: \[search\] optimizer.lr: float\(\) needs min and max'
-  check 's/^optimizer.lr = .*/optimizer.lr = choice(1, 1)/' "34: \[search\] optimizer.lr: '1' appears twice"
-  check 's/^optimizer.lr = .*/optimizer.lr = int(1, 5/' '34: \[search\] optimizer.lr: expected float'
-  check 's/^optimizer.lr = .*/optimizer.lrr = float(1e-4, 1e-2)/' '34: \[search\] optimizer.lrr: .*lrr'
-  check 's/^optimizer.lr = .*/conv2d.filters = int(4, 8)/' '34: \[search\] conv2d.filters: .*2 \[conv2d\] layers'
-  check 's/^optimizer.lr = .*/lr = float(1e-4, 1e-2)/' '34: \[search\] lr: the key must be section.key'
-  check 's/^algorithm = random$/algorithm = grid/' '34: \[search\] optimizer.lr: grid search needs a step'
-  check 's/^algorithm = random$/algorithm = bayes/' '26: \[tune\] algorithm'
-  check 's/^max_trials = 6$/max_trial = 6/' '27: \[tune\] max_trial: unknown key'
+  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-2, 1e-4)/' '33: \[search\] optimizer.lr: min 0.01 is above max'
+  check 's/^optimizer.lr = .*/optimizer.lr = float(0, 1, sampling=log)/' '33: \[search\] optimizer.lr: sampling = log needs min > 0'
+  check 's/^optimizer.lr = .*/optimizer.lr = gauss(0, 1)/' "33: \[search\] optimizer.lr: unknown hyper-parameter type 'gauss'"
+  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-4, 1e-2, step=0)/' '33: \[search\] optimizer.lr: step must be a positive'
+  check 's/^optimizer.lr = .*/optimizer.lr = float(1e-4)/' '33: \[search\] optimizer.lr: float\(\) needs min and max'
+  check 's/^optimizer.lr = .*/optimizer.lr = choice(1, 1)/' "33: \[search\] optimizer.lr: '1' appears twice"
+  check 's/^optimizer.lr = .*/optimizer.lr = int(1, 5/' '33: \[search\] optimizer.lr: expected float'
+  check 's/^optimizer.lr = .*/optimizer.lrr = float(1e-4, 1e-2)/' '33: \[search\] optimizer.lrr: .*lrr'
+  check 's/^optimizer.lr = .*/conv2d.filters = int(4, 8)/' '33: \[search\] conv2d.filters: .*2 \[conv2d\] layers'
+  check 's/^optimizer.lr = .*/lr = float(1e-4, 1e-2)/' '33: \[search\] lr: the key must be section.key'
+  check 's/^algorithm = random$/algorithm = grid/' '33: \[search\] optimizer.lr: grid search needs a step'
+  check 's/^algorithm = random$/algorithm = bayes/' '25: \[tune\] algorithm'
+  check 's/^max_trials = 6$/max_trial = 6/' '26: \[tune\] max_trial: unknown key'
   check 's/^ranks_per_trial = 1$/ranks_per_trial = 3/' '[0-9]+: \[tune\] ranks_per_trial = 3 does not divide'
-  check 's/^objective = val_accuracy$/objective = val_f1/' '25: \[tune\] objective'
+  check 's/^objective = val_accuracy$/objective = val_f1/' '24: \[tune\] objective'
   ;;
 cli)
   "$tune" --version | grep -q '^cnn-tune (cnn-train) ' || fail "--version"
