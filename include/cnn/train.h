@@ -28,6 +28,7 @@
 #include <stdio.h>
 
 #include "cnn/augment.h"
+#include "cnn/checkpoint.h"
 #include "cnn/config.h"
 #include "cnn/data.h"
 #include "cnn/error.h"
@@ -225,6 +226,10 @@ typedef struct cnn_run {
     cnn_callbacks_config cbc; /* [early_stopping], [reduce_lr_on_plateau] */
     cnn_fault_plan fault; /* test seam; none unless a harness sets it */
     int stopped;          /* set by cnn_run_train: stopped early by a signal */
+    /* set by cnn_run_train, on every rank: every completed epoch's record,
+     * those of the checkpoint it resumed from included (for a caller that
+     * decides on the figures, as cnn-tune does); freed by cnn_run_free */
+    cnn_history history;
 } cnn_run;
 
 /* Reads every section of cfg (taking ownership of it, also on failure),

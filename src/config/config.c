@@ -23,7 +23,8 @@ enum { NAME_MAX_LEN = 64 };
 /* Sections that may appear at most once; everything else is a layer. */
 const char *const cnn_config_singletons[] = {
     "data",       "train",          "optimizer", "dist", "augment", "checkpoint",
-    "early_stopping", "reduce_lr_on_plateau", NULL};
+    "early_stopping", "reduce_lr_on_plateau",
+    "tune", "search", /* cnn-tune's (cnn/tune.h) */ NULL};
 
 int cnn_config_is_singleton(const char *name)
 {

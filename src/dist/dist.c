@@ -10,6 +10,29 @@
 /* MPI counts are int: larger buffers go in pieces of this many elements. */
 enum { MAX_CALL = 1 << 30 };
 
+/* The communicator of d's collectives (a zeroed cnn_dist: the world's). */
+static MPI_Comm comm_of(const cnn_dist *d)
+{
+    return d->split ? MPI_Comm_f2c((MPI_Fint)d->comm) : MPI_COMM_WORLD;
+}
+
+/* The node figures of d (local_rank, local_size, nodes, node_min,
+ * node_max, node_comm) over the communicator comm of its ranks. */
+static void node_shape(cnn_dist *d, MPI_Comm comm)
+{
+    MPI_Comm node;
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_size);
+    d->node_comm = (int)MPI_Comm_c2f(node);
+    int shape[3] = {d->local_rank == 0, -d->local_size, d->local_size}; /* nodes, -min, max */
+    MPI_Allreduce(MPI_IN_PLACE, shape, 1, MPI_INT, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, shape + 1, 2, MPI_INT, MPI_MAX, comm);
+    d->nodes = shape[0];
+    d->node_min = -shape[1];
+    d->node_max = shape[2];
+}
+
 int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
 {
     memset(d, 0, sizeof *d);
@@ -19,17 +42,7 @@ int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->world);
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &d->local_rank);
-    MPI_Comm_size(node, &d->local_size);
-    d->node_comm = (int)MPI_Comm_c2f(node);
-    int shape[3] = {d->local_rank == 0, -d->local_size, d->local_size}; /* nodes, -min, max */
-    MPI_Allreduce(MPI_IN_PLACE, shape, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, shape + 1, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    d->nodes = shape[0];
-    d->node_min = -shape[1];
-    d->node_max = shape[2];
+    node_shape(d, MPI_COMM_WORLD);
     /* The gradient exchange's messages (tags = bucket numbers) travel on a
      * communicator of their own, made here where every rank is. */
     MPI_Comm ex;
@@ -38,8 +51,42 @@ int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     d->exchange_comm = (int)MPI_Comm_c2f(ex);
+    d->comm = (int)MPI_Comm_c2f(MPI_COMM_WORLD);
     d->initialized = 1;
     return 0;
+}
+
+int cnn_dist_split(const cnn_dist *parent, int color, cnn_dist *child)
+{
+    memset(child, 0, sizeof *child);
+    MPI_Comm g, ex;
+    if (MPI_Comm_split(comm_of(parent), color, parent->rank, &g) != MPI_SUCCESS)
+        return -1;
+    if (MPI_Comm_dup(g, &ex) != MPI_SUCCESS) {
+        MPI_Comm_free(&g);
+        return -1;
+    }
+    MPI_Comm_set_errhandler(g, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(g, &child->rank);
+    MPI_Comm_size(g, &child->world);
+    node_shape(child, g);
+    child->comm = (int)MPI_Comm_c2f(g);
+    child->exchange_comm = (int)MPI_Comm_c2f(ex);
+    child->split = 1;
+    child->initialized = parent->initialized; /* cnn_dist_abort ends the job */
+    return 0;
+}
+
+void cnn_dist_free_split(cnn_dist *child)
+{
+    if (!child->split)
+        return;
+    MPI_Comm c[3] = {MPI_Comm_f2c((MPI_Fint)child->comm),
+                     MPI_Comm_f2c((MPI_Fint)child->exchange_comm),
+                     MPI_Comm_f2c((MPI_Fint)child->node_comm)};
+    for (int i = 0; i < 3; i++)
+        MPI_Comm_free(&c[i]);
+    memset(child, 0, sizeof *child);
 }
 
 void cnn_dist_finalize(cnn_dist *d)
@@ -74,7 +121,7 @@ void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n)
     /* MPI counts are int: reduce in pieces of at most 2^30 floats. */
     for (size_t off = 0; off < n; off += (size_t)1 << 30) {
         size_t k = n - off < ((size_t)1 << 30) ? n - off : (size_t)1 << 30;
-        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, comm_of(d));
     }
 }
 
@@ -82,13 +129,13 @@ void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
         return;
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, comm_of(d));
 }
 
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
 {
     if (d->world > 1)
-        MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
+        MPI_Bcast(buf, (int)n, MPI_BYTE, root, comm_of(d));
 }
 
 /* In-place allreduce of n elements of `size` bytes, in calls of at most
@@ -100,7 +147,7 @@ static void allreduce_pieces(const cnn_dist *d, void *buf, size_t n, size_t size
         return;
     for (size_t off = 0; off < n; off += MAX_CALL) {
         size_t k = n - off < MAX_CALL ? n - off : MAX_CALL;
-        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * size, (int)k, type, op, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * size, (int)k, type, op, comm_of(d));
     }
 }
 
@@ -118,18 +165,18 @@ void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
         return;
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_MAX, comm_of(d));
 }
 
 int cnn_dist_agree(const cnn_dist *d, int *status)
 {
     int mine = *status ? d->rank : d->world, first = mine;
     if (d->world > 1)
-        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm_of(d));
     if (first == d->world)
         return -1;
     if (d->world > 1)
-        MPI_Bcast(status, 1, MPI_INT, first, MPI_COMM_WORLD);
+        MPI_Bcast(status, 1, MPI_INT, first, comm_of(d));
     return first;
 }
 
@@ -142,8 +189,8 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n)
         h = (h ^ p[i]) * 1099511628211ULL;
     unsigned long long lo = h, hi = h;
     if (d->world > 1) {
-        MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
-        MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, comm_of(d));
+        MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, comm_of(d));
     }
     return lo == hi;
 }

@@ -23,11 +23,24 @@ typedef struct cnn_dist {
                         * (MPI_COMM_TYPE_SHARED). The hierarchical exchange
                         * takes its nodes from here; a test may put a smaller
                         * group of them here to stand for a node. */
+    int comm;  /* Fortran handle of the communicator of the collectives below:
+                * MPI_COMM_WORLD, or a group's (cnn_dist_split) */
+    int split; /* made by cnn_dist_split: freed by cnn_dist_free_split */
 } cnn_dist;
 
 /* MPI_Init; fills d. Returns 0 on success. */
 int cnn_dist_init(cnn_dist *d, int *argc, char ***argv);
 void cnn_dist_finalize(cnn_dist *d);
+
+/* Collective over parent: the ranks that pass the same color form a group,
+ * numbered in parent's rank order, with communicators of their own (the
+ * collectives, the gradient exchange, the node), so a group trains as a job
+ * of its own while other groups train beside it. Its rank, world and node
+ * figures are the group's. Returns 0 on success (child is then freed with
+ * cnn_dist_free_split, which is collective over the group), else -1 and
+ * *child is zeroed. */
+int cnn_dist_split(const cnn_dist *parent, int color, cnn_dist *child);
+void cnn_dist_free_split(cnn_dist *child);
 
 /* In-place sums across all ranks. */
 void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n);

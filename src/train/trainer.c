@@ -50,6 +50,7 @@ cnn_status cnn_run_setup(cnn_run *run, cnn_config *cfg, cnn_error *err)
 void cnn_run_free(cnn_run *run)
 {
     cnn_model_free(run->model);
+    cnn_history_free(&run->history);
     cnn_config_free(run->cfg);
     free(run->config_text);
     memset(run, 0, sizeof *run);
@@ -351,6 +352,9 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         st = finish(&S, err);
     }
 done:
+    cnn_history_free(&run->history); /* the caller's copy of the figures */
+    run->history = S.h;
+    S.h = (cnn_history){0};
     cnn_session_close(&S);
     return st;
 }

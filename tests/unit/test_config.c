@@ -76,7 +76,7 @@ static void test_unknown_section(void **state)
     /* before [input] too; the list names every section a config may have */
     expect_error("[trian]\nepochs = 1\n" NET_OK, CNN_ERR_CONFIG, NAME ":1: unknown section [trian]",
                  "data, train, optimizer, dist, augment, checkpoint, early_stopping, "
-                 "reduce_lr_on_plateau or a layer: input, conv2d, maxpool2d, avgpool2d, dense, "
+                 "reduce_lr_on_plateau, tune, search or a layer: input, conv2d, maxpool2d, avgpool2d, dense, "
                  "dropout, flatten",
                  NULL);
 }

@@ -1,0 +1,83 @@
+/* cnn_tune.c - the cnn-tune program: hyper-parameter search (cnn/tune.h).
+ *
+ *   mpirun -np N cnn-tune CONFIG     run (or resume) the search of CONFIG
+ *   cnn-tune --summary DIR           the trials of a search, best first
+ *
+ * Exit codes: 0 done, 2 bad config or usage, 1 other failures, 75 stopped
+ * by SIGTERM/SIGUSR1 (run the same command again to continue).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cnn/train.h"
+#include "cnn/tune.h"
+#include "cli.h"
+#include "dist.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cnn-tune CONFIG\n"
+            "       cnn-tune --summary DIR\n"
+            "  CONFIG          a cnn-train config with a [tune] and a [search] section\n"
+            "                  (see configs/fashion_tuner.ini); run under MPI, the ranks\n"
+            "                  are cut into groups of [tune] ranks_per_trial that run\n"
+            "                  trials side by side; run it again to resume\n"
+            "  --summary DIR   print the trials of the search in DIR, best first\n"
+            "  -h, --help      this text\n"
+            "  --version       print the version and exit\n"
+            "Exit codes: 0 done, 2 bad config or usage, 1 other errors, 75 stopped by a\n"
+            "signal (SIGTERM/SIGUSR1); run the same command again to continue.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL, *summary = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (cnn_cli_version(s, "cnn-tune")) {
+            return 0;
+        } else if (!strcmp(s, "--summary")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "cnn-tune: --summary needs a directory\n");
+                return 2;
+            }
+            summary = argv[++i];
+        } else if (s[0] == '-' && s[1]) {
+            fprintf(stderr, "cnn-tune: unknown option '%s' (see --help)\n", s);
+            return 2;
+        } else if (!config) {
+            config = s;
+        } else {
+            fprintf(stderr, "cnn-tune: more than one config given ('%s' and '%s')\n", config, s);
+            return 2;
+        }
+    }
+    if (!!config == !!summary) {
+        usage(stderr);
+        return 2;
+    }
+    cnn_error err = {0};
+    if (summary) { /* no MPI needed to read a table */
+        cnn_status st = cnn_tune_summary(summary, stdout, &err);
+        if (st)
+            fprintf(stderr, "cnn-tune: %s\n", err.msg);
+        return cnn_status_exit_code(st);
+    }
+    cnn_dist d;
+    if (cnn_dist_init(&d, &argc, &argv) != 0) {
+        fprintf(stderr, "cnn-tune: MPI initialisation failed\n");
+        return 1;
+    }
+    int stopped = 0;
+    cnn_status st = cnn_tune_search(config, &d, stdout, &stopped, &err);
+    if (st != CNN_OK && err.msg[0])
+        fprintf(stderr, "cnn-tune: %s\n", err.msg);
+    fflush(stdout);
+    fflush(stderr);
+    cnn_dist_finalize(&d);
+    return st == CNN_OK && stopped ? CNN_EXIT_STOPPED : cnn_status_exit_code(st);
+}
