@@ -59,27 +59,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
     if (st != CNN_OK)
         return 0;
-    cnn_train_config tc;
-    cnn_data_config dc;
-    cnn_optim_hparams hp;
-    cnn_augment_config aug;
-    cnn_model *m = NULL;
-    cnn_config_ignore_section(cfg, "dist");
-    cnn_config_ignore_section(cfg, "checkpoint");
-    if ((st = cnn_train_config_read(&tc, cfg, &err)) == CNN_OK &&
-        (st = cnn_data_config_read(&dc, cfg, &err)) == CNN_OK &&
-        (st = cnn_optim_hparams_from_config(&hp, cfg, &err)) == CNN_OK &&
-        (st = cnn_model_create(&m, cfg, tc.loss, &err)) == CNN_OK &&
-        (st = cnn_augment_config_read(&aug, cfg, &err)) == CNN_OK &&
-        (st = cnn_config_check_unused(cfg, &err)) == CNN_OK) {
+    /* every section, as cnn-train's set-up reads them (it owns cfg) */
+    cnn_run run;
+    if (cnn_run_setup(&run, cfg, &err) == CNN_OK) {
         FILE *null = fopen("/dev/null", "w");
         if (null) {
-            cnn_model_summary(m, null);
+            cnn_model_summary(run.model, null);
             fclose(null);
         }
-        step(m);
+        step(run.model);
     }
-    cnn_model_free(m);
-    cnn_config_free(cfg);
+    cnn_run_free(&run);
     return 0;
 }
