@@ -22,6 +22,7 @@
 #include "cnn/config.h"
 #include "cnn/model.h"
 #include "cnn/rng.h"
+#include "cli.h"
 
 static double now(void)
 {
@@ -143,6 +144,8 @@ int main(int argc, char **argv)
 {
     long batch = 32, reps = 20, threads = 1;
     int first = 1;
+    if (argc > 1 && cnn_cli_version(argv[1], "cnn-layer-bench"))
+        return 0;
     for (; first < argc && argv[first][0] == '-'; first += 2) {
         const char *a = argv[first], *v = first + 1 < argc ? argv[first + 1] : NULL;
         long *dst = !strcmp(a, "--batch") ? &batch : !strcmp(a, "--reps") ? &reps

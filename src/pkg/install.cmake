@@ -37,7 +37,8 @@ target_include_directories(cnn_shared PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_
 target_link_libraries(cnn_shared PRIVATE PkgConfig::OPENBLAS PkgConfig::INIH PkgConfig::STB
                       PkgConfig::PLPLOT ZLIB::ZLIB MPI::MPI_C ${HDF5_LIBRARIES} m)
 
-install(TARGETS cnn-train cnn-bench cnn-predict cnn-data cnn-plot cnn-bench-exchange
+install(TARGETS cnn-train cnn-tune cnn-bench cnn-layer-bench cnn-predict cnn-data cnn-plot
+        cnn-bench-exchange
         RUNTIME DESTINATION bin)
 install(TARGETS cnn_shared EXPORT cnnTargets LIBRARY DESTINATION lib
         INCLUDES DESTINATION include)

@@ -15,7 +15,7 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
   { cat "$work/install.log"; fail "cmake --install failed"; }
 mkdir "$work/run" && cd "$work/run" || exit 1
 version=$(sed -nE 's/^project\(cnn-train VERSION ([0-9.]+).*/\1/p' "$src/CMakeLists.txt")
-programs=(cnn-train cnn-bench cnn-predict cnn-data cnn-plot cnn-bench-exchange)
+programs=(cnn-train cnn-tune cnn-bench cnn-layer-bench cnn-predict cnn-data cnn-plot cnn-bench-exchange)
 
 # The user program: a shipped config's model, through the public headers.
 cat >model_size.c <<'EOF'
@@ -80,7 +80,7 @@ layout)
     rc=$?
     [ "$rc" -eq 2 ] || fail "$p --no-such-option exited $rc, expected 2"
   done
-  for p in cnn-train cnn-bench cnn-predict cnn-data cnn-plot; do # CNN-BENCH-EXCHANGE runs on defaults
+  for p in cnn-train cnn-tune cnn-bench cnn-layer-bench cnn-predict cnn-data cnn-plot; do # CNN-BENCH-EXCHANGE runs on defaults
     "$prefix/bin/$p" >/dev/null 2>&1 </dev/null
     rc=$?
     [ "$rc" -eq 2 ] || fail "$p with no arguments exited $rc, expected 2"
