@@ -162,14 +162,17 @@ stalled_rank)
   # stopped in the steps (the exchange's waits), and stopped while the
   # validation set goes through (epochs of 2 steps and 6000 validation
   # images), so that the others wait in the evaluation's blocking
-  # collectives, which hung before the watchdog guarded them.
+  # collectives, which hung before the watchdog guarded them. No checkpoints:
+  # rank 0 writing one for longer than timeout_s (a loaded machine) would be
+  # named by rank 1, rightly so.
   tmo=${STALL_TIMEOUT_S:-3} # STALL_TIMEOUT_S=0 shows the job without the watchdog
   stall() { # stall NAME DELAY [options...]: stop rank 2 DELAY s after an epoch's line
     local name=$1 delay=$2 out=$work/$1
     shift 2
     # shellcheck disable=SC2046
     timeout 60 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
-      --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k$name" "$@" >"$out" 2>&1 &
+      --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k$name" \
+      --set checkpoint.every_epochs=0 --set checkpoint.best=false "$@" >"$out" 2>&1 &
     local pid=$! victim="" c
     for _ in $(seq 600); do
       grep -q '^1/17 - \|^17/17 - \|^2/2 - ' "$out" 2>/dev/null && break
@@ -196,8 +199,7 @@ stalled_rank)
     echo "$name: ended $took s after the stop: $(grep 'stopped answering' "$out" | head -1)"
   }
   stall steps 0
-  stall evaluation 0.2 --set data.train_limit=60 --set data.test_limit=6000 \
-    --set checkpoint.every_epochs=0
+  stall evaluation 0.2 --set data.train_limit=60 --set data.test_limit=6000
   ;;
 nan_skip)
   # nan_policy = skip_step: the NaN step is skipped on every rank, training ends normally.
