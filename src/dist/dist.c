@@ -471,6 +471,7 @@ static struct {
                                 * the barriers of blocking_begin */
     MPI_Request in, out;
     int hb_in, hb_out;
+    long long sent, got;       /* heartbeats sent to the right, received from the left */
     double heard, beat;        /* MPI_Wtime of the last word from the left, of our last beat */
     double checked;            /* of the last watchdog check */
     pthread_t monitor;
@@ -537,6 +538,7 @@ static void wd_arm(const cnn_dist *d, MPI_Comm comm, double timeout)
                        &wd.in),
           "MPI_Irecv of a watchdog heartbeat");
     wd.heard = wd.beat = MPI_Wtime();
+    wd.sent = wd.got = 0;
     atomic_store(&wd.quit, 0);
     wd_mark(NULL);
     if (pthread_create(&wd.monitor, NULL, monitor_main, NULL) != 0) {
@@ -553,10 +555,22 @@ static void wd_disarm(void)
         return;
     atomic_store(&wd.quit, 1);
     pthread_join(wd.monitor, NULL);
-    MPI_Cancel(&wd.in);
-    MPI_Wait(&wd.in, MPI_STATUS_IGNORE);
-    if (wd.out != MPI_REQUEST_NULL)
-        MPI_Request_free(&wd.out); /* a beat is one int: it went out eagerly */
+    /* every heartbeat is received before the communicator goes: a message
+     * left over would arrive on the next communicator given its id */
+    const int me = wd.d->rank, w = wd.d->world;
+    long long left_sent = 0;
+    MPI_Sendrecv(&wd.sent, 1, MPI_LONG_LONG, (me + 1) % w, 1, &left_sent, 1, MPI_LONG_LONG,
+                 (me + w - 1) % w, 1, wd.comm, MPI_STATUS_IGNORE);
+    while (wd.got < left_sent) {
+        MPI_Wait(&wd.in, MPI_STATUS_IGNORE);
+        if (++wd.got < left_sent)
+            MPI_Irecv(&wd.hb_in, 1, MPI_INT, (me + w - 1) % w, 0, wd.comm, &wd.in);
+    }
+    if (wd.in != MPI_REQUEST_NULL) { /* posted, and nothing left to match it */
+        MPI_Cancel(&wd.in);
+        MPI_Wait(&wd.in, MPI_STATUS_IGNORE);
+    }
+    MPI_Wait(&wd.out, MPI_STATUS_IGNORE);
     MPI_Comm_free(&wd.comm);
 }
 
@@ -570,6 +584,7 @@ static void wd_listen(int now)
         check(d, MPI_Test(&wd.in, &got, MPI_STATUS_IGNORE), "a watchdog heartbeat");
         if (got) {
             wd.heard = t;
+            wd.got++;
             check(d, MPI_Irecv(&wd.hb_in, 1, MPI_INT, (d->rank + d->world - 1) % d->world, 0,
                                wd.comm, &wd.in),
                   "MPI_Irecv of a watchdog heartbeat");
@@ -582,6 +597,7 @@ static void wd_listen(int now)
         check(d, MPI_Isend(&wd.hb_out, 1, MPI_INT, (d->rank + 1) % d->world, 0, wd.comm, &wd.out),
               "MPI_Isend of a watchdog heartbeat");
         wd.beat = t;
+        wd.sent++;
     }
 }
 
