@@ -1,9 +1,14 @@
 /* dist.c - the MPI module (see dist.h). */
 #include <mpi.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "dist.h"
 
@@ -33,10 +38,23 @@ static void node_shape(cnn_dist *d, MPI_Comm comm)
     d->node_max = shape[2];
 }
 
+/* The watchdog (below): on while a reducer made with timeout_s > 0 lives;
+ * it guards the collectives of a cnn_dist's communicator too (allreduce_on,
+ * bcast_on, and the float sums from blocking_begin to _end). */
+static void wd_arm(const cnn_dist *d, MPI_Comm comm, double timeout);
+static void wd_disarm(void);
+static void blocking_begin(const char *what);
+static void blocking_end(void);
+static void allreduce_on(const cnn_dist *d, const void *in, void *buf, int n, MPI_Datatype type,
+                         MPI_Op op, const char *what);
+static void bcast_on(const cnn_dist *d, void *buf, int n, MPI_Datatype type, int root);
+
 int cnn_dist_init(cnn_dist *d, int *argc, char ***argv)
 {
     memset(d, 0, sizeof *d);
-    if (MPI_Init(argc, argv) != MPI_SUCCESS)
+    /* FUNNELED: the watchdog's monitor thread makes no MPI call */
+    int provided;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return -1;
     /* Errors come back as codes instead of aborting inside MPI. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -119,23 +137,28 @@ void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n)
     if (d->world == 1)
         return;
     /* MPI counts are int: reduce in pieces of at most 2^30 floats. */
+    blocking_begin("an MPI_Allreduce of floats");
     for (size_t off = 0; off < n; off += (size_t)1 << 30) {
         size_t k = n - off < ((size_t)1 << 30) ? n - off : (size_t)1 << 30;
         MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, comm_of(d));
     }
+    blocking_end();
 }
 
 void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
         return;
+    blocking_begin("an MPI_Allreduce of doubles");
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, comm_of(d));
+    blocking_end();
 }
 
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
 {
-    if (d->world > 1)
-        MPI_Bcast(buf, (int)n, MPI_BYTE, root, comm_of(d));
+    if (d->world == 1)
+        return;
+    bcast_on(d, buf, (int)n, MPI_BYTE, root);
 }
 
 /* In-place allreduce of n elements of `size` bytes, in calls of at most
@@ -147,7 +170,8 @@ static void allreduce_pieces(const cnn_dist *d, void *buf, size_t n, size_t size
         return;
     for (size_t off = 0; off < n; off += MAX_CALL) {
         size_t k = n - off < MAX_CALL ? n - off : MAX_CALL;
-        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * size, (int)k, type, op, comm_of(d));
+        allreduce_on(d, MPI_IN_PLACE, (char *)buf + off * size, (int)k, type, op,
+                        "an MPI_Allreduce");
     }
 }
 
@@ -165,18 +189,18 @@ void cnn_dist_allreduce_max_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
         return;
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_MAX, comm_of(d));
+    allreduce_on(d, MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_MAX, "an MPI_Allreduce of maxima");
 }
 
 int cnn_dist_agree(const cnn_dist *d, int *status)
 {
     int mine = *status ? d->rank : d->world, first = mine;
-    if (d->world > 1)
-        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm_of(d));
+    if (d->world == 1)
+        return *status ? 0 : -1;
+    allreduce_on(d, &mine, &first, 1, MPI_INT, MPI_MIN, "the ranks' agreement on a status");
     if (first == d->world)
         return -1;
-    if (d->world > 1)
-        MPI_Bcast(status, 1, MPI_INT, first, comm_of(d));
+    bcast_on(d, status, 1, MPI_INT, first);
     return first;
 }
 
@@ -189,8 +213,9 @@ int cnn_dist_identical(const cnn_dist *d, const float *buf, size_t n)
         h = (h ^ p[i]) * 1099511628211ULL;
     unsigned long long lo = h, hi = h;
     if (d->world > 1) {
-        MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, comm_of(d));
-        MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, comm_of(d));
+        const char *what = "the comparison of the ranks' parameters";
+        allreduce_on(d, MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, what);
+        allreduce_on(d, MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, what);
     }
     return lo == hi;
 }
@@ -271,11 +296,7 @@ struct cnn_dist_reducer {
     char **seg;        /* (L) each local rank's buffer, in the window */
     char *sum;         /* (n) the node's sum, in local rank 0's part of the window */
     int *stage;        /* (nb) H_* */
-    /* watchdog */
-    double timeout;
-    MPI_Comm tokc;     /* the tokens' own communicator */
-    MPI_Request tok[2]; /* from the left neighbour, to the right one */
-    int tok_in, tok_out;
+    int watched;       /* armed the watchdog (timeout_s > 0) */
 };
 
 /* Slot of rank j's part in r->in (ranks other than this one, in order). */
@@ -374,10 +395,8 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     r->n = n;
     r->type = type;
     r->overlap = o->overlap;
-    r->timeout = w > 1 ? o->timeout_s : 0;
     r->win = MPI_WIN_NULL;
-    r->node[0] = r->node[1] = r->cross = r->tokc = MPI_COMM_NULL;
-    r->tok[0] = r->tok[1] = MPI_REQUEST_NULL;
+    r->node[0] = r->node[1] = r->cross = MPI_COMM_NULL;
     char why[8];
     r->ex = cnn_dist_exchange_pick(d, o->exchange, why, sizeof why);
     r->esize = type == CNN_DIST_I64 ? sizeof(int64_t) : sizeof(float);
@@ -401,8 +420,6 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     }
     if (w == 1)
         return r;
-    if (r->timeout > 0)
-        check(d, MPI_Comm_dup(r->comm, &r->tokc), "MPI_Comm_dup for the watchdog");
     if (n < ((size_t)1 << 31)) {
         if (!(r->counts = malloc(2 * (size_t)w * sizeof *r->counts)))
             goto nomem;
@@ -427,6 +444,10 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
         goto nomem;
     for (int i = 0; i < r->nreq_max; i++)
         r->req[i] = MPI_REQUEST_NULL;
+    if (o->timeout_s > 0) {
+        wd_arm(d, r->comm, o->timeout_s);
+        r->watched = 1;
+    }
     return r;
 nomem:
     cnn_dist_reducer_free(r);
@@ -446,8 +467,8 @@ void cnn_dist_reducer_free(cnn_dist_reducer *r)
             MPI_Comm_free(&r->node[k]);
     if (r->cross != MPI_COMM_NULL)
         MPI_Comm_free(&r->cross);
-    if (r->tokc != MPI_COMM_NULL)
-        MPI_Comm_free(&r->tokc);
+    if (r->watched)
+        wd_disarm();
     if (r->own == 1)
         free(r->buf);
     free(r->b);
@@ -470,70 +491,283 @@ cnn_dist_exchange cnn_dist_reducer_exchange(const cnn_dist_reducer *r) { return 
 
 /* ---- the watchdog ---- */
 
-/* This wait's token: one from the left neighbour, one to the right. */
-static void token_post(cnn_dist_reducer *r)
+/* One per process, as the monitor thread and the job it ends are: armed by
+ * the reducers made with timeout_s > 0 (all ranks alike), it guards the
+ * reducer's waits and, while armed, the blocking collectives above.
+ *
+ * Naming: inside a watched wait a rank tells its right neighbour it is
+ * alive (on entry, then every wd.beat_s) and listens to its left one. A
+ * rank that has waited timeout seconds and heard nothing from its left
+ * neighbour for as long names it: that neighbour is neither in a wait nor
+ * computing past timeout_s without one. A rank whose neighbour did answer
+ * waits WD_GRACE_S longer for that report, then ends the job itself.
+ *
+ * Backstop: MPI may not return while a peer is stopped (a blocking
+ * collective, a progress call, MPI_Abort). The monitor thread makes no MPI
+ * call (MPI_THREAD_FUNNELED): it reads when the current wait began and,
+ * WD_MONITOR_S after the in-loop watchdog should have ended the job, prints
+ * one line naming the wait and ends the process with _exit, which makes
+ * mpirun end the job. */
+enum { WD_GRACE_S = 5, WD_MONITOR_S = 2 };
+
+static struct {
+    int armed;                 /* reducers watching: the watchdog is on while > 0 */
+    const cnn_dist *d;
+    double timeout, beat_s;    /* beat_s: between heartbeats, timeout / 4 at most */
+    MPI_Comm comm;             /* heartbeats: from the left neighbour, to the right one;
+                                * the barriers of blocking_begin */
+    MPI_Request in, out;
+    int hb_in, hb_out;
+    long long sent, got;       /* heartbeats sent to the right, received from the left */
+    double heard, beat;        /* MPI_Wtime of the last word from the left, of our last beat */
+    double checked;            /* of the last watchdog check */
+    pthread_t monitor;
+    atomic_int quit;
+    atomic_llong began;        /* CLOCK_MONOTONIC ns when the current wait began; 0: none */
+    _Atomic(const char *) what; /* that wait */
+} wd = {.comm = MPI_COMM_NULL, .in = MPI_REQUEST_NULL, .out = MPI_REQUEST_NULL};
+
+static long long mono_ns(void)
 {
-    if (r->timeout <= 0)
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* The monitor thread: no MPI and no locks (not even stdio's: the line goes
+ * out with write), whatever the main thread is stuck in. */
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    const long long limit = (long long)((wd.timeout + WD_GRACE_S + WD_MONITOR_S) * 1e9);
+    const struct timespec tick = {0, 100000000}; /* 0.1 s */
+    long long last = mono_ns(), quiet_until = 0;
+    while (!atomic_load(&wd.quit)) {
+        nanosleep(&tick, NULL);
+        const long long now = mono_ns();
+        if (now - last > 1000000000LL) /* this process was stopped: the others go first */
+            quiet_until = now + limit;
+        last = now;
+        const long long t0 = atomic_load(&wd.began);
+        const char *what = atomic_load(&wd.what);
+        if (t0 == 0 || !what || now - t0 < limit || now < quiet_until ||
+            atomic_load(&wd.began) != t0)
+            continue;
+        char line[512];
+        int n = snprintf(line, sizeof line,
+                         "cnn-train: rank %d: %s did not complete in %.0f s ([dist] timeout_s = "
+                         "%g), stuck inside MPI; ending the job\n",
+                         wd.d->rank, what, (double)(mono_ns() - t0) / 1e9, wd.timeout);
+        if (write(2, line, n > 0 && (size_t)n < sizeof line ? (size_t)n : 0) < 0)
+            n = 0; /* nowhere to say it: end all the same */
+        _exit(1);
+    }
+    return NULL;
+}
+
+/* A watched wait begins (what) or ends (NULL), for the monitor. */
+static void wd_mark(const char *what)
+{
+    atomic_store(&wd.what, what);
+    atomic_store(&wd.began, what ? mono_ns() : 0);
+}
+
+/* Collective: the watchdog with timeout seconds, if it is not on yet. */
+static void wd_arm(const cnn_dist *d, MPI_Comm comm, double timeout)
+{
+    if (wd.armed++)
         return;
-    const int me = r->d->rank, w = r->d->world;
-    r->tok_out = me;
-    check(r->d, MPI_Irecv(&r->tok_in, 1, MPI_INT, (me + w - 1) % w, 0, r->tokc, &r->tok[0]),
-          "MPI_Irecv of a watchdog token");
-    check(r->d, MPI_Isend(&r->tok_out, 1, MPI_INT, (me + 1) % w, 0, r->tokc, &r->tok[1]),
-          "MPI_Isend of a watchdog token");
+    wd.d = d;
+    wd.timeout = timeout;
+    wd.beat_s = timeout / 4 < 0.25 ? timeout / 4 : 0.25;
+    check(d, MPI_Comm_dup(comm, &wd.comm), "MPI_Comm_dup for the watchdog");
+    check(d, MPI_Irecv(&wd.hb_in, 1, MPI_INT, (d->rank + d->world - 1) % d->world, 0, wd.comm,
+                       &wd.in),
+          "MPI_Irecv of a watchdog heartbeat");
+    wd.heard = wd.beat = MPI_Wtime();
+    wd.sent = wd.got = 0;
+    atomic_store(&wd.quit, 0);
+    wd_mark(NULL);
+    if (pthread_create(&wd.monitor, NULL, monitor_main, NULL) != 0) {
+        fprintf(stderr, "cnn-train: rank %d: cannot start the watchdog's monitor thread\n",
+                d->rank);
+        cnn_dist_abort(d, 1);
+    }
+}
+
+/* Collective: the last reducer that armed the watchdog is gone. */
+static void wd_disarm(void)
+{
+    if (wd.armed == 0 || --wd.armed)
+        return;
+    atomic_store(&wd.quit, 1);
+    pthread_join(wd.monitor, NULL);
+    /* every heartbeat is received before the communicator goes: a message
+     * left over would arrive on the next communicator given its id */
+    const int me = wd.d->rank, w = wd.d->world;
+    long long left_sent = 0;
+    MPI_Sendrecv(&wd.sent, 1, MPI_LONG_LONG, (me + 1) % w, 1, &left_sent, 1, MPI_LONG_LONG,
+                 (me + w - 1) % w, 1, wd.comm, MPI_STATUS_IGNORE);
+    while (wd.got < left_sent) {
+        MPI_Wait(&wd.in, MPI_STATUS_IGNORE);
+        if (++wd.got < left_sent)
+            MPI_Irecv(&wd.hb_in, 1, MPI_INT, (me + w - 1) % w, 0, wd.comm, &wd.in);
+    }
+    if (wd.in != MPI_REQUEST_NULL) { /* posted, and nothing left to match it */
+        MPI_Cancel(&wd.in);
+        MPI_Wait(&wd.in, MPI_STATUS_IGNORE);
+    }
+    MPI_Wait(&wd.out, MPI_STATUS_IGNORE);
+    MPI_Comm_free(&wd.comm);
+}
+
+/* Hears the left neighbour, and tells the right one (now, or when the last
+ * beat is beat_s old and gone). */
+static void wd_listen(int now)
+{
+    const cnn_dist *d = wd.d;
+    const double t = MPI_Wtime();
+    for (int got = 1; got;) {
+        check(d, MPI_Test(&wd.in, &got, MPI_STATUS_IGNORE), "a watchdog heartbeat");
+        if (got) {
+            wd.heard = t;
+            wd.got++;
+            check(d, MPI_Irecv(&wd.hb_in, 1, MPI_INT, (d->rank + d->world - 1) % d->world, 0,
+                               wd.comm, &wd.in),
+                  "MPI_Irecv of a watchdog heartbeat");
+        }
+    }
+    int gone = 1;
+    check(d, MPI_Test(&wd.out, &gone, MPI_STATUS_IGNORE), "a watchdog heartbeat");
+    if (gone && (now || t - wd.beat >= wd.beat_s)) {
+        wd.hb_out = d->rank;
+        check(d, MPI_Isend(&wd.hb_out, 1, MPI_INT, (d->rank + 1) % d->world, 0, wd.comm, &wd.out),
+              "MPI_Isend of a watchdog heartbeat");
+        wd.beat = t;
+        wd.sent++;
+    }
 }
 
 /* Called while a wait that began at t0 goes on: ends the job once it has
- * lasted timeout seconds, naming the left neighbour if its token is
- * missing, or after a grace period for that neighbour's report. */
-static void watchdog(cnn_dist_reducer *r, double t0, const char *what)
+ * lasted timeout seconds and the left neighbour has been silent as long,
+ * naming it, or WD_GRACE_S later for that neighbour's report. */
+static void watchdog(double t0, const char *what)
 {
-    const double waited = MPI_Wtime() - t0;
-    if (waited < r->timeout)
+    const double now = MPI_Wtime();
+    /* this rank did not run for a while (stopped, or starved): it was not
+     * listening either, so the silence counts from now */
+    if (now - wd.checked > 4 * wd.beat_s)
+        wd.heard = now;
+    wd.checked = now;
+    const double waited = now - t0, silent = now - wd.heard;
+    if (waited < wd.timeout)
         return;
-    const int me = r->d->rank, left = (me + r->d->world - 1) % r->d->world;
-    int got = 0;
-    MPI_Test(&r->tok[0], &got, MPI_STATUS_IGNORE);
-    if (!got) {
+    const int me = wd.d->rank, left = (me + wd.d->world - 1) % wd.d->world;
+    if (silent >= wd.timeout) {
         fprintf(stderr,
                 "cnn-train: rank %d: rank %d stopped answering: no word from it for %.0f s "
                 "in %s ([dist] timeout_s = %g); ending the job\n",
-                me, left, waited, what, r->timeout);
-        cnn_dist_abort(r->d, 1);
+                me, left, silent, what, wd.timeout);
+        cnn_dist_abort(wd.d, 1);
     }
-    const double grace = r->timeout > 10 ? r->timeout : 10;
-    if (waited < r->timeout + grace)
+    if (waited < wd.timeout + WD_GRACE_S)
         return;
     fprintf(stderr,
             "cnn-train: rank %d: %s did not complete in %.0f s ([dist] timeout_s = %g), "
             "though rank %d answered; ending the job\n",
-            me, what, waited, r->timeout, left);
-    cnn_dist_abort(r->d, 1);
+            me, what, waited, wd.timeout, left);
+    cnn_dist_abort(wd.d, 1);
 }
 
-/* Waits until done(r, block) says the wait is over. Without the watchdog
- * done blocks in MPI; with it, done only tests, between watchdog checks,
- * and the tokens must have come and gone too. */
-static void await(cnn_dist_reducer *r, int (*done)(cnn_dist_reducer *, int), const char *what)
+/* Waits until done(arg, block) says the wait is over. Without the watchdog
+ * done blocks in MPI; with it, done only tests, between heartbeats and
+ * watchdog checks. */
+static void await(int (*done)(void *, int), void *arg, const char *what)
 {
-    if (r->timeout <= 0) {
-        done(r, 1);
+    if (!wd.armed) {
+        done(arg, 1);
         return;
     }
+    wd_mark(what);
     const double t0 = MPI_Wtime();
-    for (;;) {
-        int tok = 0;
-        check(r->d, MPI_Testall(2, r->tok, &tok, MPI_STATUSES_IGNORE), "a watchdog token");
-        if (done(r, 0) && tok)
-            return;
-        watchdog(r, t0, what);
+    wd.checked = t0;
+    wd_listen(1);
+    while (!done(arg, 0)) {
+        wd_listen(0);
+        watchdog(t0, what);
         sched_yield();
     }
+    wd_mark(NULL);
+}
+
+/* *arg, one request, has completed (block: wait for it). */
+static int request_done(void *arg, int block)
+{
+    MPI_Request *q = arg;
+    int flag = 1;
+    if (block)
+        check(wd.d, MPI_Wait(q, MPI_STATUS_IGNORE), "the watchdog's barrier");
+    else
+        check(wd.d, MPI_Test(q, &flag, MPI_STATUS_IGNORE), "the watchdog's barrier");
+    return flag;
+}
+
+/* An MPI_Allreduce on d's communicator; with the watchdog on, the
+ * non-blocking one under it. Only for operations whose result does not
+ * depend on the order of the ranks (max, min, integer sums), since the two
+ * calls may take different orders. */
+static void allreduce_on(const cnn_dist *d, const void *in, void *buf, int n, MPI_Datatype type,
+                         MPI_Op op, const char *what)
+{
+    if (!wd.armed) {
+        MPI_Allreduce(in, buf, n, type, op, comm_of(d));
+        return;
+    }
+    MPI_Request q;
+    check(wd.d, MPI_Iallreduce(in, buf, n, type, op, comm_of(d), &q), "MPI_Iallreduce");
+    await(request_done, &q, what);
+}
+
+/* An MPI_Bcast on d's communicator; with the watchdog on, under it. */
+static void bcast_on(const cnn_dist *d, void *buf, int n, MPI_Datatype type, int root)
+{
+    if (!wd.armed) {
+        MPI_Bcast(buf, n, type, root, comm_of(d));
+        return;
+    }
+    MPI_Request q;
+    check(wd.d, MPI_Ibcast(buf, n, type, root, comm_of(d), &q), "MPI_Ibcast");
+    await(request_done, &q, "an MPI_Bcast");
+}
+
+/* Before a float sum on a dist's communicator, which keeps the blocking call (the
+ * order of its additions, so its bits): with the watchdog on, the ranks
+ * first meet twice in an MPI_Ibarrier under the in-loop watchdog, so a rank
+ * that stalled before the sum, or while waiting for the others in the
+ * first barrier, is named; the monitor thread guards the rest, until
+ * blocking_end. */
+static void blocking_begin(const char *what)
+{
+    if (!wd.armed)
+        return;
+    for (int k = 0; k < 2; k++) {
+        MPI_Request q;
+        check(wd.d, MPI_Ibarrier(wd.comm, &q), "MPI_Ibarrier of the watchdog");
+        await(request_done, &q, what);
+    }
+    wd_mark(what);
+}
+
+static void blocking_end(void)
+{
+    if (wd.armed)
+        wd_mark(NULL);
 }
 
 /* r->req[0 .. nreq) have completed (block: wait for them). */
-static int requests_done(cnn_dist_reducer *r, int block)
+static int requests_done(void *arg, int block)
 {
+    cnn_dist_reducer *r = arg;
     int flag = 1;
     if (block)
         check(r->d, MPI_Waitall(r->nreq, r->req, MPI_STATUSES_IGNORE), "the gradient exchange");
@@ -547,8 +781,7 @@ static int requests_done(cnn_dist_reducer *r, int block)
 static void await_one(cnn_dist_reducer *r, const char *what)
 {
     r->nreq = 1;
-    token_post(r);
-    await(r, requests_done, what);
+    await(requests_done, r, what);
     r->nreq = 0;
 }
 
@@ -760,8 +993,9 @@ static void start_bucket(cnn_dist_reducer *r, int i)
     }
 }
 
-static int exchange_done(cnn_dist_reducer *r, int block)
+static int exchange_done(void *arg, int block)
 {
+    cnn_dist_reducer *r = arg;
     return r->ex == CNN_DIST_HIERARCHICAL ? hier_done(r, block) : requests_done(r, block);
 }
 
@@ -796,8 +1030,7 @@ double cnn_dist_reducer_finish(cnn_dist_reducer *r)
         post_receives(r);
     while (r->next < r->nb)
         start_bucket(r, r->next++);
-    token_post(r);
-    await(r, exchange_done, "the gradient exchange");
+    await(exchange_done, r, "the gradient exchange");
     double waited = MPI_Wtime() - t0;
     r->nreq = 0;
     r->next = 0;
@@ -817,6 +1050,12 @@ void cnn_dist_abort(const cnn_dist *d, int code)
 {
     fflush(stdout);
     fflush(stderr);
-    if (d->initialized)
-        MPI_Abort(MPI_COMM_WORLD, code);
+    if (!d->initialized)
+        return;
+    wd_mark(NULL); /* the message is out: the monitor has nothing to add */
+    /* MPI_Abort may not return, nor end the job, while a peer is stopped:
+     * SIGALRM's default action ends this process then, and mpirun the job */
+    signal(SIGALRM, SIG_DFL);
+    alarm(10);
+    MPI_Abort(MPI_COMM_WORLD, code);
 }

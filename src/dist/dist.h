@@ -129,12 +129,18 @@ cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange wa
  * collective.
  *
  * With timeout_s > 0 a watchdog guards every wait of the exchange (finish,
- * cnn_dist_reducer_sum_f64, cnn_dist_reducer_allgather): each such wait
- * also passes a token to the next rank in a ring, so when a wait lasts
- * timeout_s seconds, the rank whose token is missing names its left
- * neighbour as the rank that stopped answering, and ends the job; a rank
- * whose neighbour did answer waits a grace period longer for that report
- * before ending the job itself.
+ * cnn_dist_reducer_sum_f64, cnn_dist_reducer_allgather) and, while the
+ * reducer lives, the collectives above: the maxima, minima, integer sums
+ * and broadcasts become their non-blocking calls under the watchdog (same
+ * results in any order); the float sums keep the blocking call, and so
+ * their bits, after two watched barriers. In a watched wait each rank
+ * tells its right neighbour it is alive, on entry and every 0.25 s (or
+ * timeout_s / 4); when a wait lasts timeout_s seconds and the left
+ * neighbour has been silent as long, the rank names it as the rank that
+ * stopped answering and ends the job; a rank whose neighbour did answer waits 5 s longer for that
+ * report before ending the job itself. A monitor thread (no MPI calls: MPI
+ * runs MPI_THREAD_FUNNELED) ends the process 2 s after that if the wait is
+ * stuck inside MPI, with a line naming the wait. One watchdog per process.
  *
  * Every rank must make the same calls in the same order; the other
  * elements of buf must stay untouched until finish() returns. An MPI
@@ -181,7 +187,8 @@ void cnn_dist_reducer_sum_f64(cnn_dist_reducer *r, double *buf, int n);
 
 double cnn_dist_time(void);
 
-/* Last resort after the message is out: ends every rank. */
+/* Last resort after the message is out: ends every rank (MPI_Abort; if
+ * that has not ended this process in 10 s, SIGALRM does). */
 void cnn_dist_abort(const cnn_dist *d, int code);
 
 #endif /* CNN_DIST_H */

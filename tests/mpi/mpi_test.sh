@@ -158,33 +158,48 @@ rank_fails_io|rank_fails_nan|rank_fails_exit)
 stalled_rank)
   # [dist] timeout_s: rank 2 of 3 is stopped (SIGSTOP) in the middle of
   # training; instead of hanging, the job ends within seconds with a
-  # message naming rank 2 (from rank 0, whose left neighbour it is).
+  # message naming rank 2 (from rank 0, whose left neighbour it is). Twice:
+  # stopped in the steps (the exchange's waits), and stopped while the
+  # validation set goes through (epochs of 2 steps and 6000 validation
+  # images), so that the others wait in the evaluation's blocking
+  # collectives, which hung before the watchdog guarded them. No checkpoints:
+  # rank 0 writing one for longer than timeout_s (a loaded machine) would be
+  # named by rank 1, rightly so.
   tmo=${STALL_TIMEOUT_S:-3} # STALL_TIMEOUT_S=0 shows the job without the watchdog
-  # shellcheck disable=SC2046
-  timeout 120 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
-    --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k" >"$work/out" 2>&1 &
-  pid=$!
-  for _ in $(seq 600); do
-    grep -q '^1/17 - \|^17/17 - ' "$work/out" 2>/dev/null && break
-    sleep 0.1
-  done
-  victim=""
-  for c in $(pgrep -P "$(pgrep -P "$pid")"); do # timeout -> mpirun -> the ranks
-    tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2 && victim=$c
-  done
-  [ -n "$victim" ] || { kill "$pid"; cat "$work/out"; fail "rank 2 not found"; }
-  kill -STOP "$victim"
-  start=$(date +%s)
-  wait "$pid"
-  rc=$?
-  took=$(( $(date +%s) - start ))
-  kill -CONT "$victim" 2>/dev/null
-  kill -KILL "$victim" 2>/dev/null
-  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$work/out"; fail "exit $rc after ${took}s"; }
-  [ "$took" -le 30 ] || { cat "$work/out"; fail "took ${took}s"; }
-  grep -q "^cnn-train: rank 0: rank 2 stopped answering: no word from it for [0-9]* s in .*(\[dist\] timeout_s = $tmo)" "$work/out" ||
-    { cat "$work/out"; fail "no message naming rank 2"; }
-  echo "ended $took s after the stop: $(grep 'stopped answering' "$work/out")"
+  stall() { # stall NAME DELAY [options...]: stop rank 2 DELAY s after an epoch's line
+    local name=$1 delay=$2 out=$work/$1
+    shift 2
+    # shellcheck disable=SC2046
+    timeout 60 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
+      --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k$name" \
+      --set checkpoint.every_epochs=0 --set checkpoint.best=false "$@" >"$out" 2>&1 &
+    local pid=$! victim="" c
+    for _ in $(seq 600); do
+      grep -q '^1/17 - \|^17/17 - \|^2/2 - ' "$out" 2>/dev/null && break
+      sleep 0.1
+    done
+    sleep "$delay"
+    for c in $(pgrep -P "$(pgrep -P "$pid")"); do # timeout -> mpirun -> the ranks
+      tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2 && victim=$c
+    done
+    [ -n "$victim" ] || { kill "$pid"; cat "$out"; fail "$name: rank 2 not found"; }
+    kill -STOP "$victim"
+    local start=$SECONDS
+    while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -le 30 ]; do sleep 0.2; done
+    local hung=0
+    kill -0 "$pid" 2>/dev/null && { hung=1; kill "$pid"; }
+    wait "$pid"
+    local rc=$? took=$((SECONDS - start))
+    kill -CONT "$victim" 2>/dev/null
+    kill -KILL "$victim" 2>/dev/null
+    [ "$hung" = 0 ] || { cat "$out"; fail "$name: still running 30 s after the stop"; }
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$out"; fail "$name: exit $rc after ${took}s"; }
+    grep -q "^cnn-train: rank 0: rank 2 stopped answering: no word from it for [0-9]* s in .*(\[dist\] timeout_s = $tmo)" "$out" ||
+      { cat "$out"; fail "$name: no message naming rank 2"; }
+    echo "$name: ended $took s after the stop: $(grep 'stopped answering' "$out" | head -1)"
+  }
+  stall steps 0
+  stall evaluation 0.2 --set data.train_limit=60 --set data.test_limit=6000
   ;;
 nan_skip)
   # nan_policy = skip_step: the NaN step is skipped on every rank, training ends normally.
