@@ -639,8 +639,14 @@ static cnn_status prepare(search *S, const char *path, long *base_epochs, cnn_er
      * of the node shared among its group's ranks there: other bits in a
      * group of 1 than in a group of 2. So a trial gets the job's share,
      * cores / ranks of the job on the node, the same in every group, and
-     * its trial.ini says so (a rerun with cnn-train gets the same bits). */
-    if (run.tc.threads == 0 && !getenv("OPENBLAS_NUM_THREADS")) {
+     * its trial.ini says so (a rerun with cnn-train gets the same bits).
+     * OPENBLAS_NUM_THREADS, when set, is the same for every group: it is
+     * written down too, so that trial.ini does not depend on the
+     * environment of the rerun. */
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    if (run.tc.threads == 0 && env && atol(env) > 0) {
+        S->threads = atol(env);
+    } else if (run.tc.threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         int local = S->world->local_size > 0 ? S->world->local_size : 1;
         S->threads = cores / local > 0 ? cores / local : 1;

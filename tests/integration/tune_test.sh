@@ -47,7 +47,8 @@ groups)
   cut -d, -f9 "$work/g2/trials.csv" | sort -u | tr '\n' ' ' | grep -q '^2 ranks $' || fail "ranks column of 1 group"
   # [train] threads = auto: every trial runs with the job's share of the
   # cores (not its group's, which would change the bits), and says so
-  want=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+  # (OPENBLAS_NUM_THREADS, as the sanitizer stage sets it, wins when set)
+  want=${OPENBLAS_NUM_THREADS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
   for t in "$work"/g1/trials/*/trial.ini "$work"/g2/trials/*/trial.ini; do
     grep -q "^threads = $want$" "$t" || fail "$t: not threads = $want"
   done
