@@ -123,6 +123,10 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
  * the caller's to free(). */
 cnn_status cnn_config_text(const cnn_config *cfg, char **out, cnn_error *err);
 
+/* Copies [b, e) without its surrounding blanks into buf (n bytes) and
+ * returns its length, or -1 when it does not fit. */
+int cnn_config_trim(const char *b, const char *e, char *buf, size_t n);
+
 /* First section with this name, or NULL. */
 cnn_section *cnn_config_find(const cnn_config *cfg, const char *name);
 

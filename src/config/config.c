@@ -523,8 +523,7 @@ static void default_name(const cnn_section *s, char *buf, size_t n)
         snprintf(buf, n, "%s_%d", base, s->ordinal);
 }
 
-/* Copies [b, e) into buf with surrounding blanks removed. */
-static int trimmed(const char *b, const char *e, char *buf, size_t n)
+int cnn_config_trim(const char *b, const char *e, char *buf, size_t n)
 {
     while (b < e && isspace((unsigned char)*b))
         b++;
@@ -546,8 +545,10 @@ cnn_status cnn_config_override(cnn_config *cfg, const char *assignment, cnn_erro
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "--set %s: expected section.key=value (e.g. train.epochs=1)",
                              assignment);
-    int ls = trimmed(assignment, dot, sec, sizeof sec), lk = trimmed(dot + 1, eq, key, sizeof key);
-    if (ls <= 0 || lk <= 0 || trimmed(eq + 1, eq + strlen(eq), value, sizeof value) < 0)
+    int ls = cnn_config_trim(assignment, dot, sec, sizeof sec);
+    int lk = cnn_config_trim(dot + 1, eq, key, sizeof key);
+    if (ls <= 0 || lk <= 0 ||
+        cnn_config_trim(eq + 1, eq + strlen(eq), value, sizeof value) < 0)
         return cnn_error_set(err, CNN_ERR_CONFIG,
                              "--set %s: expected section.key=value (e.g. train.epochs=1)",
                              assignment);
@@ -777,7 +778,7 @@ static void prefix_locals(const block_def *b, const char *inst, const char *in, 
         if (!e)
             e = in + strlen(in);
         char tok[NAME_MAX_LEN * 2];
-        if (trimmed(in, e, tok, sizeof tok) < 0)
+        if (cnn_config_trim(in, e, tok, sizeof tok) < 0)
             snprintf(tok, sizeof tok, "?");
         if (local_name(b, tok))
             o += (size_t)snprintf(out + o, n - o, "%s%s_%s", o ? ", " : "", inst, tok);

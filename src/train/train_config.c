@@ -41,6 +41,8 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
                              "%s: smooths the labels of a cross-entropy; loss is %s", where,
                              cnn_loss_names[loss]);
     }
+    if (tc->history && !strcmp(tc->history, "none")) /* as [checkpoint] dir = none */
+        tc->history = NULL;
     tc->seed = (uint64_t)seed;
     tc->loss = (cnn_loss)loss;
     return CNN_OK;

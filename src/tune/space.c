@@ -15,21 +15,6 @@ enum { TUNE_STREAM = 0x54554e45 };
 
 enum { MAX_ARGS = CNN_TUNE_MAX_CHOICES };
 
-/* Copies [b, e) without surrounding blanks into out (n bytes); -1 when it
- * does not fit. */
-static int trimmed(const char *b, const char *e, char *out, size_t n)
-{
-    while (b < e && isspace((unsigned char)*b))
-        b++;
-    while (e > b && isspace((unsigned char)e[-1]))
-        e--;
-    if ((size_t)(e - b) >= n)
-        return -1;
-    memcpy(out, b, (size_t)(e - b));
-    out[e - b] = 0;
-    return (int)(e - b);
-}
-
 static int parse_double(const char *s, double *out)
 {
     char *end;
@@ -71,7 +56,8 @@ static cnn_status parse_range(cnn_tune_hp *hp, char (*arg)[CNN_TUNE_VALUE_LEN], 
             continue;
         }
         char k[32], v[CNN_TUNE_VALUE_LEN];
-        if (trimmed(arg[i], eq, k, sizeof k) < 0 || trimmed(eq + 1, eq + strlen(eq), v, sizeof v) < 0)
+        if (cnn_config_trim(arg[i], eq, k, sizeof k) < 0 ||
+            cnn_config_trim(eq + 1, eq + strlen(eq), v, sizeof v) < 0)
             return cnn_error_set(err, CNN_ERR_CONFIG, "%s: '%s' is too long", where, arg[i]);
         if (!strcmp(k, "step")) {
             if (!num(v, &hp->step) || hp->step <= 0)
@@ -118,7 +104,8 @@ cnn_status cnn_tune_hp_parse(cnn_tune_hp *hp, const char *value, const char *whe
     while (end > value && isspace((unsigned char)end[-1]))
         end--;
     char fn[16];
-    if (!open || end == value || end[-1] != ')' || trimmed(value, open, fn, sizeof fn) < 0)
+    if (!open || end == value || end[-1] != ')' ||
+        cnn_config_trim(value, open, fn, sizeof fn) < 0)
         return cnn_error_set(err, CNN_ERR_CONFIG, "%s: expected float(...), int(...), "
                              "choice(...), boolean() or fixed(...), not '%s'", where, value);
     int k = -1;
@@ -134,14 +121,14 @@ cnn_status cnn_tune_hp_parse(cnn_tune_hp *hp, const char *value, const char *whe
     /* the arguments between the parentheses, split at commas */
     char arg[MAX_ARGS][CNN_TUNE_VALUE_LEN], inner[1024];
     int na = 0;
-    if (trimmed(open + 1, end - 1, inner, sizeof inner) < 0)
+    if (cnn_config_trim(open + 1, end - 1, inner, sizeof inner) < 0)
         return cnn_error_set(err, CNN_ERR_CONFIG, "%s: the value is too long", where);
     for (const char *p = inner; *inner;) {
         const char *c = strchr(p, ',');
         const char *e = c ? c : p + strlen(p);
         if (na == MAX_ARGS)
             return cnn_error_set(err, CNN_ERR_CONFIG, "%s: more than %d values", where, MAX_ARGS);
-        int len = trimmed(p, e, arg[na], sizeof arg[na]);
+        int len = cnn_config_trim(p, e, arg[na], sizeof arg[na]);
         if (len < 0)
             return cnn_error_set(err, CNN_ERR_CONFIG, "%s: a value longer than %d characters",
                                  where, CNN_TUNE_VALUE_LEN - 1);

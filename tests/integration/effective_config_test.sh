@@ -55,6 +55,10 @@ overrides)
   "$bin" "$cfg" "${small[@]}" --set train.epochs=2 --set checkpoint.dir=C --resume auto >r.out 2>&1 ||
     { cat r.out; fail "resume C"; }
   h5dump -d /config C/ckpt-e0002-s00000038.h5 | grep -Eq '^ *"?resume =' && fail "/config holds --resume"
+  # history = none turns the CSV (and its plots) off, as checkpoint.dir = none does
+  "$bin" "$cfg" "${small[@]}" --set train.epochs=1 --set train.history=none \
+    --set checkpoint.dir=none >n.out 2>&1 || { cat n.out; fail "history = none"; }
+  ls none* 2>/dev/null && fail "history = none wrote a file called none"
   ;;
 damaged_as_config)
   # A truncated, damaged or foreign file in place of the config, through
