@@ -1,79 +1,117 @@
 #!/usr/bin/env bash
-# Training throughput of cnn-train beside PyTorch CPU, same model, batch and
-# thread count, measured in one run (alternating, best of REPS each), and
-# the ratio. Needs a build (launch/test.sh or quickstart.sh) and, for the
-# peer, python3-torch (apt-get install python3-torch).
-#   bash launch/bench.sh [THREADS] [REPS]
+# Training throughput of cnn-train beside PyTorch CPU for every shipped
+# config, same network, batch and thread count, measured in one run
+# (ours and the peer alternating, best of REPS each, with the range), and
+# the ratio against PyTorch's better layout (NCHW or channels-last, both
+# timed in every rep). Needs a build (launch/test.sh or quickstart.sh) and,
+# for the peer, python3-torch (apt-get install python3-torch).
+#   bash launch/bench.sh [THREADS] [REPS] [CONFIG...]
+# CONFIG: names under configs/ (default: every shipped model).
 # Rows:
-#   synthetic - one random batch, 5 warm-up steps then timed steps
-#               (cnn-bench vs torch_train.py --synthetic): engine speed
-#   real      - Fashion-MNIST, shuffled batches, first 300 steps of an epoch
-#               (cnn-train --set train.max_steps=300 vs torch_train.py
-#               --max-steps 300, which excludes its first 20 steps)
+#   synthetic - one random batch, warm-up steps then timed steps
+#               (cnn-bench vs launch/torch_peer.py): engine speed
+#   real      - cnn-train on the config's data, shuffled batches, the first
+#               STEPS steps of an epoch (--set train.max_steps) vs the peer on
+#               the same IDX data (launch/torch_peer.py --real, which skips
+#               its first 20 steps; we do not). No CIFAR-10 or cats-vs-dogs
+#               images ship in Debian, so those configs train on sets made
+#               here by tests/tools/data_tool (synthetic CIFAR-10 batches;
+#               Fashion-MNIST images of 2 classes enlarged 8x into an image
+#               folder of PNG/JPEG/BMP files). The peer reads IDX only: for
+#               the other formats compare real against our synthetic row.
+# The peer network is rebuilt from `cnn-train --summary --json CONFIG`
+# (launch/torch_peer.py); for the models ../shared/bench/torch_train.py
+# also knows, its figures agree within the machine's noise.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 threads=${1:-1}
 reps=${2:-3}
+shift $(($# < 2 ? $# : 2))
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(fashion_cnn lenet5_fashion cifar10_cnn catsdogs_simple
+  catsdogs_cnn resnet20_cifar10 fashion_resnet)
 build=${CNN_BUILD:-$root/build}
-peer=${CNN_PEER:-$root/../shared/bench/torch_train.py}
+peer="$here/torch_peer.py"
 py=/usr/bin/python3
 have_torch=1
-[ -f "$peer" ] && $py -c "import torch" 2>/dev/null || have_torch=0
-[ "$have_torch" = 1 ] || echo "note: PyTorch peer not available ($peer, python3-torch); ours only"
-blas=""
-[ "$threads" -gt 1 ] && blas="--blas-threads 1"
+$py -c "import torch" 2>/dev/null || have_torch=0
+[ "$have_torch" = 1 ] || echo "note: python3-torch not available; ours only"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-ours_synth() { "$build/cnn-bench" "$root/configs/$1.ini" --threads "$threads" --steps "$2" |
-  sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }
-ours_real() { "$build/cnn-train" "$root/configs/$1.ini" --set train.max_steps=300 --set train.epochs=1 \
-  --set train.threads="$threads" --set data.test_limit=1000 --set train.progress=none \
-  --set checkpoint.dir=none --set train.history="$tmp/h.csv" |
-  grep '^training:' | sed -E 's/.* ([0-9.]+) img\/s/\1/'; }
-torch_synth() { OMP_NUM_THREADS=$threads $py "$peer" --model "$1" --threads "$threads" $blas --synthetic \
-  --steps "$2" "${@:3}" | grep RESULT | sed -E 's/.*train_img_s=([0-9.]+).*/\1/'; }
-torch_real() { $py "$peer" --model "$1" --threads "$threads" $blas --epochs 1 --max-steps 300 |
-  grep 'RESULT summary' | sed -E 's/.*steady_train_img_s=([0-9.]+).*/\1/'; }
-best() { printf '%s\n' "$@" | sort -g | tail -1; }
+# steps per timing: fewer on large images
+steps_of() { case $1 in catsdogs_cnn) echo 8 ;; catsdogs_simple | resnet20_cifar10 | fashion_resnet) echo 30 ;;
+  lenet5_fashion) echo 50 ;; *) echo 100 ;; esac; }
+real_steps_of() { case $1 in catsdogs_cnn) echo 20 ;; resnet20_cifar10 | fashion_resnet | catsdogs_simple) echo 60 ;;
+  *) echo 300 ;; esac; }
+field() { sed -nE "s/.*$1=([0-9.]+).*/\1/p" | tail -1; }
+ours_synth() { "$build/cnn-bench" "$root/configs/$1.ini" --threads "$threads" --steps "$(steps_of "$1")" |
+  field train_img_s; }
+ours_real() { (cd "$root" && "$build/cnn-train" "configs/$1.ini" --set train.max_steps="$(real_steps_of "$1")" \
+  --set train.epochs=1 --set train.threads="$threads" --set data.test_limit=1000 --set train.progress=none \
+  --set checkpoint.dir=none --set train.history=none $(data_args "$1") 2>/dev/null) |
+  sed -nE 's/^training:.* ([0-9.]+) img\/s.*/\1/p'; }
+torch_run() { OMP_NUM_THREADS=$threads $py "$peer" --config "$root/configs/$1.ini" --cnn-train "$build/cnn-train" \
+  --threads "$threads" "${@:2}" 2>/dev/null | field train_img_s; }
+# best and range of a list of figures: "BEST MIN-MAX"
+stats() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {
+  if (NR) printf "%.0f %.0f-%.0f\n", v[NR], v[1], v[NR]; else print "- -" }'; }
+# --set options pointing a config at data made here (none for IDX configs)
+tool=$build/tests/data_tool
+fm=/usr/share/datasets/fashion-mnist
+data_args() {
+  case $(sed -nE 's/^format *= *([a-z0-9]+).*/\1/p' "$root/configs/$1.ini" | head -1) in
+  cifar10)
+    [ -d "$tmp/cifar" ] || "$tool" cifar "$tmp/cifar" 10000 1000 >/dev/null
+    echo "--set data.dir=$tmp/cifar" ;;
+  imagefolder)
+    if [ ! -d "$tmp/folder" ]; then
+      "$tool" folder $fm/train-images-idx3-ubyte.gz $fm/train-labels-idx1-ubyte.gz "$tmp/folder/train" 3000 8 >/dev/null
+      "$tool" folder $fm/t10k-images-idx3-ubyte.gz $fm/t10k-labels-idx1-ubyte.gz "$tmp/folder/test" 500 8 >/dev/null
+      rm -rf "$tmp"/folder/{train,test}/[2-9]
+    fi
+    echo "--set data.train_dir=$tmp/folder/train --set data.test_dir=$tmp/folder/test" ;;
+  esac
+}
+is_idx() { grep -qE '^format *= *idx' "$root/configs/$1.ini"; }
 
-printf '%-16s %-9s %6s %12s %12s %7s\n' model mode batch ours_img_s torch_img_s ratio
-for spec in fashion_cnn:fashion:32:100 lenet5_fashion:lenet5:128:50; do
-  IFS=: read -r cfg tm batch steps <<<"$spec"
+fmt='%-17s %-9s %8s %-13s %8s %-13s %-6s %7s %9s\n'
+printf "$fmt" model mode ours range torch range layout ratio vs_engine
+for cfg in "${configs[@]}"; do
   for mode in synthetic real; do
-    o=() t=()
+    o=() tn=() tc=()
     for _ in $(seq "$reps"); do
-      if [ "$mode" = synthetic ]; then o+=("$(ours_synth "$cfg" "$steps")"); else o+=("$(ours_real "$cfg")"); fi
-      if [ "$have_torch" = 1 ]; then
-        if [ "$mode" = synthetic ]; then t+=("$(torch_synth "$tm" "$steps")"); else t+=("$(torch_real "$tm")"); fi
+      if [ "$mode" = synthetic ]; then
+        o+=("$(ours_synth "$cfg")")
+        if [ "$have_torch" = 1 ]; then
+          tn+=("$(torch_run "$cfg" --steps "$(steps_of "$cfg")")")
+          tc+=("$(torch_run "$cfg" --steps "$(steps_of "$cfg")" --channels-last)")
+        fi
+      else
+        o+=("$(ours_real "$cfg" || true)")
+        if [ "$have_torch" = 1 ] && is_idx "$cfg"; then
+          tn+=("$(torch_run "$cfg" --real --max-steps "$(real_steps_of "$cfg")")")
+          tc+=("$(torch_run "$cfg" --real --max-steps "$(real_steps_of "$cfg")" --channels-last)")
+        fi
       fi
     done
-    ob=$(best "${o[@]}")
-    if [ "$have_torch" = 1 ]; then
-      tb=$(best "${t[@]}")
-      printf '%-16s %-9s %6s %12.0f %12.0f %6.2fx\n' "$cfg" "$mode" "$batch" "$ob" "$tb" \
-        "$(awk -v a="$ob" -v b="$tb" 'BEGIN{print a/b}')"
-    else
-      printf '%-16s %-9s %6s %12.0f %12s %7s\n' "$cfg" "$mode" "$batch" "$ob" - -
+    read -r ob orange <<<"$(stats "${o[@]}")"
+    if [ "$ob" = - ]; then
+      printf "$fmt" "$cfg" "$mode" "no data" - - - - - -
+      continue
     fi
+    read -r nb nrange <<<"$(stats "${tn[@]:-}")"
+    read -r cb crange <<<"$(stats "${tc[@]:-}")"
+    tb=$nb layout=nchw trange=$nrange
+    if [ "$cb" != - ] && { [ "$nb" = - ] || [ "$cb" -gt "$nb" ]; }; then tb=$cb layout=nhwc trange=$crange; fi
+    # real against our own synthetic row (the data pipeline's cost)
+    ve=-
+    if [ "$mode" = synthetic ]; then sb=$ob; else ve=$(awk -v a="$ob" -v b="$sb" 'BEGIN{printf "%.0f%%", 100*a/b}'); fi
+    ratio=-
+    if [ "$tb" = - ]; then tb=- trange=- layout=-; else
+      ratio=$(awk -v a="$ob" -v b="$tb" 'BEGIN{printf "%.2fx", a/b}'); fi
+    printf "$fmt" "$cfg" "$mode" "$ob" "$orange" "$tb" "$trange" "$layout" "$ratio" "$ve"
   done
 done
-# resnet20 (no CIFAR-10 in Debian): synthetic only, against PyTorch's
-# better layout (NCHW or --channels-last, both timed in every rep)
-o=() t=()
-for _ in $(seq "$reps"); do
-  o+=("$(ours_synth resnet20_cifar10 30)")
-  if [ "$have_torch" = 1 ]; then
-    t+=("$(torch_synth resnet20 30)" "$(torch_synth resnet20 30 --channels-last)")
-  fi
-done
-ob=$(best "${o[@]}")
-if [ "$have_torch" = 1 ]; then
-  tb=$(best "${t[@]}")
-  printf '%-16s %-9s %6s %12.0f %12.0f %6.2fx\n' resnet20_cifar10 synthetic 32 "$ob" "$tb" \
-    "$(awk -v a="$ob" -v b="$tb" 'BEGIN{print a/b}')"
-else
-  printf '%-16s %-9s %6s %12.0f %12s %7s\n' resnet20_cifar10 synthetic 32 "$ob" - -
-fi
-echo "threads=$threads reps=$reps (best of reps; $(nproc) cores; $(date -u +%F))"
+echo "threads=$threads reps=$reps (best of reps; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F))"
