@@ -89,6 +89,11 @@ typedef struct cnn_model {
     size_t temp_size;       /* floats a sample of the largest of them */
     float *temps;           /* (ntemps, max_batch, temp_size) */
     char **keys_json;       /* (nlayers) each layer's section keys as a JSON object */
+    /* When set, called before (end 0) and after (end 1) each layer's
+     * forward (backward 0) and backward (1): the profiler's timer
+     * (cnn_profile_attach in cnn/profile.h). NULL after cnn_model_create. */
+    void (*layer_hook)(void *arg, int layer, int backward, int end);
+    void *layer_hook_arg;
 } cnn_model;
 
 /* Builds the network of the layer sections of cfg. The first must be

@@ -1,31 +1,30 @@
 /* cnn_bench.c - training and inference throughput of one model.
  *
  *   cnn-bench CONFIG [--threads N] [--batch B] [--steps S] [--warmup W] [--set k=v]...
+ *             [--profile] [--trace FILE.json]
  *
  * Builds the model of CONFIG, feeds one random batch (as the PyTorch peer's
  * --synthetic mode does), times S full training steps (forward, loss,
  * backward, optimizer) after W warm-up steps, then S forward passes, and
  * prints one RESULT line. No MPI, no data files: it measures the engine.
+ * --profile then runs S more steps with the layers timed and prints the
+ * per-layer table (cnn/profile.h) against one core's FMA peak measured in
+ * the same run; --trace writes those steps as a Chrome trace.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cnn/config.h"
 #include "cnn/data.h"
 #include "cnn/model.h"
 #include "cnn/optim.h"
+#include "cnn/profile.h"
 #include "cnn/rng.h"
 #include "cnn/train.h"
 #include "cli.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double now(void) { return cnn_profile_now(); }
 
 static int fail(const cnn_error *err)
 {
@@ -33,9 +32,56 @@ static int fail(const cnn_error *err)
     return cnn_status_exit_code(err->status);
 }
 
+/* One training step on batch (x, y); with p, its parts are timed. */
+static cnn_status train_step(cnn_model *m, cnn_optim *opt, const float *x, const int32_t *y,
+                             int B, const cnn_ctx *ctx, cnn_profile *p, cnn_error *err)
+{
+    double t0 = now();
+    cnn_batch_stats bs = {0};
+    cnn_model_zero_grad(m);
+    cnn_model_forward(m, x, B, ctx);
+    cnn_status st = cnn_model_loss(m, y, B, 1.0f / (float)B, 1, &bs, err);
+    if (st)
+        return st;
+    cnn_model_backward(m, x, B, ctx);
+    double t1 = now();
+    cnn_optim_step(opt, m);
+    if (p) {
+        double t2 = now();
+        cnn_profile_span(p, CNN_SPAN_OPTIMIZER, t1, t2);
+        cnn_profile_span(p, CNN_SPAN_STEP, t0, t2);
+        cnn_profile_step(p, B);
+    }
+    return CNN_OK;
+}
+
+/* --profile: steps more training steps with the layers timed, the table,
+ * and the trace of the first 5 of them when trace is set. */
+static cnn_status run_profile(cnn_model *m, cnn_optim *opt, const float *x, const int32_t *y,
+                              int B, const cnn_ctx *ctx, long steps, const char *trace,
+                              cnn_error *err)
+{
+    cnn_profile *p = NULL;
+    cnn_status st = cnn_profile_create(&p, m, trace ? 5 : 0, err);
+    if (st)
+        return st;
+    cnn_profile_attach(p, m);
+    for (long s = 0; s < steps && !st; s++)
+        st = train_step(m, opt, x, y, B, ctx, p, err);
+    cnn_profile_attach(NULL, m);
+    if (!st) {
+        cnn_profile_print(p, m, cnn_profile_fma_peak(), stdout);
+        if (trace && !(st = cnn_profile_write_trace(p, m, trace, 0, err)))
+            printf("profile: trace of 5 steps in %s (chrome://tracing, ui.perfetto.dev)\n", trace);
+    }
+    cnn_profile_free(p);
+    return st;
+}
+
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *trace = NULL;
+    int profile = 0;
     long threads = 1, batch = 0, steps = 30, warmup = 5;
     cnn_error err = {0};
     cnn_config *cfg = NULL;
@@ -53,13 +99,18 @@ int main(int argc, char **argv)
             steps = atol(argv[++i]);
         else if (!strcmp(a, "--warmup") && v)
             warmup = atol(argv[++i]);
+        else if (!strcmp(a, "--profile"))
+            profile = 1;
+        else if (!strcmp(a, "--trace") && v)
+            profile = 1, trace = argv[++i];
         else if (!strcmp(a, "--set") && v)
             sets[nsets++] = argv[++i];
         else if (a[0] != '-' && !path)
             path = a;
         else {
             fprintf(stderr, "usage: cnn-bench CONFIG [--threads N] [--batch B] [--steps S] "
-                            "[--warmup W] [--set section.key=value]...\n");
+                            "[--warmup W] [--set section.key=value]... [--profile] "
+                            "[--trace FILE.json]\n");
             return 2;
         }
     }
@@ -114,15 +165,12 @@ int main(int argc, char **argv)
     for (long s = 0; s < warmup + steps; s++) {
         if (s == warmup)
             t0 = now();
-        cnn_batch_stats bs = {0};
-        cnn_model_zero_grad(m);
-        cnn_model_forward(m, x, (int)batch, &ctx);
-        if (cnn_model_loss(m, y, (int)batch, 1.0f / (float)batch, 1, &bs, &err))
+        if (train_step(m, opt, x, y, (int)batch, &ctx, NULL, &err))
             return fail(&err);
-        cnn_model_backward(m, x, (int)batch, &ctx);
-        cnn_optim_step(opt, m);
     }
     double train_ips = (double)steps * batch / (now() - t0);
+    if (profile && run_profile(m, opt, x, y, (int)batch, &ctx, steps, trace, &err))
+        return fail(&err);
     cnn_ctx ictx = cnn_model_ctx(m, 0, tc.seed, 0, NULL);
     for (long s = 0; s < warmup + steps; s++) {
         if (s == warmup)

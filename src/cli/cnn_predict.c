@@ -21,6 +21,7 @@
 #include "cnn/data.h"
 #include "cnn/image.h"
 #include "cnn/imageio.h"
+#include "cnn/json.h"
 #include "cnn/model.h"
 #include "cnn/train.h"
 #include "cli.h"
@@ -158,22 +159,6 @@ static const char *class_name(const predictor *p, int c, char *buf, size_t n)
     return buf;
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void json_string(const char *s, FILE *f)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 /* Writes the top-k classes of one image's probabilities. For one sigmoid
  * unit: the predicted class and its probability. */
 static void print_result(const predictor *p, const char *path, const float *prob, int top,
@@ -204,11 +189,11 @@ static void print_result(const predictor *p, const char *path, const float *prob
             }
     if (json) {
         fprintf(out, "%s\n  {\"image\": ", first ? "" : ",");
-        json_string(path, out);
+        cnn_json_string(out, path);
         fprintf(out, ", \"predictions\": [");
         for (int i = 0; i < k; i++) {
             fprintf(out, "%s{\"class\": ", i ? ", " : "");
-            json_string(class_name(p, order[i], buf, sizeof buf), out);
+            cnn_json_string(out, class_name(p, order[i], buf, sizeof buf));
             fprintf(out, ", \"index\": %d, \"probability\": %.6f}", order[i], pr[order[i]]);
         }
         fprintf(out, "]}");

@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cnn/json.h"
 #include "cnn/model.h"
 #include "cnn/rng.h"
 
@@ -552,22 +553,6 @@ static void plan_gradients(cnn_model *m)
     free(started);
 }
 
-/* Writes s as a JSON string. */
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 /* The keys of section s but name and inputs, as a JSON object (malloc'd). */
 static char *keys_json(const cnn_section *s)
 {
@@ -582,9 +567,9 @@ static char *keys_json(const cnn_section *s)
         if (!strcmp(s->kv[k].key, "name") || !strcmp(s->kv[k].key, "inputs"))
             continue;
         fputs(n++ ? ", " : "", f);
-        json_str(f, s->kv[k].key);
+        cnn_json_string(f, s->kv[k].key);
         fputs(": ", f);
-        json_str(f, s->kv[k].value);
+        cnn_json_string(f, s->kv[k].value);
     }
     fputc('}', f);
     if (fclose(f) != 0) {
@@ -865,6 +850,8 @@ const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ct
         const size_t n = cnn_shape_size(l->out);
         const float *w = m->params + l->param_offset;
         float *out = m->act[i], *dst = i == last && m->fused_loss ? m->logits : out;
+        if (m->layer_hook)
+            m->layer_hook(m->layer_hook_arg, i, 0, 0);
         if (l->ops->max_inputs > 1) {
             const float *in[CNN_LAYER_MAX_INPUTS];
             for (int k = 0; k < l->ninputs; k++)
@@ -877,6 +864,8 @@ const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ct
             memcpy(out, m->logits, (size_t)B * n * sizeof *out);
         int rowwise = l->act == CNN_ACT_SOFTMAX; /* softmax normalises each sample */
         cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1, rowwise ? n : (size_t)B * n);
+        if (m->layer_hook)
+            m->layer_hook(m->layer_hook_arg, i, 0, 1);
     }
     return m->act[last];
 }
@@ -887,6 +876,8 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
         cnn_layer *l = &m->layers[i];
         const size_t n = cnn_shape_size(l->out);
         int rowwise = l->act == CNN_ACT_SOFTMAX;
+        if (m->layer_hook)
+            m->layer_hook(m->layer_hook_arg, i, 1, 0);
         if (!(i == m->nlayers - 1 && m->fused_loss))
             cnn_activation_backward(l->act, m->act[i], m->dact[i], rowwise ? (size_t)B : 1,
                                     rowwise ? n : (size_t)B * n);
@@ -916,6 +907,8 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
                 for (size_t j = 0; j < len; j++)
                     d[j] += din[k][j];
             }
+        if (m->layer_hook)
+            m->layer_hook(m->layer_hook_arg, i, 1, 1);
         if (ctx->grads_ready && l->param_count)
             ctx->grads_ready(ctx->grads_ready_arg, l->param_offset);
     }
@@ -1194,7 +1187,7 @@ static void json_tensors(FILE *f, const cnn_param *t, int n, int trainable, int 
 {
     for (int p = 0; p < n; p++) {
         fprintf(f, "%s{\"name\": ", (*first)++ ? ", " : "");
-        json_str(f, t[p].name);
+        cnn_json_string(f, t[p].name);
         fprintf(f, ", \"shape\": [");
         for (int d = 0; d < t[p].ndim; d++)
             fprintf(f, "%s%d", d ? ", " : "", t[p].dims[d]);
@@ -1206,31 +1199,31 @@ void cnn_model_summary_json(const cnn_model *m, void *fp)
 {
     FILE *f = fp;
     fprintf(f, "{\n  \"name\": ");
-    json_str(f, m->name);
+    cnn_json_string(f, m->name);
     fprintf(f, ",\n  \"format\": \"cnn-train graph 1\",\n  \"data_format\": \"channels_first\",\n");
     fprintf(f, "  \"functional\": %s,\n  \"loss\": ", m->functional ? "true" : "false");
-    json_str(f, cnn_loss_names[m->loss]);
+    cnn_json_string(f, cnn_loss_names[m->loss]);
     fprintf(f, ",\n  \"input\": {\"name\": ");
-    json_str(f, m->input_name);
+    cnn_json_string(f, m->input_name);
     fprintf(f, ", \"shape\": [%d, %d, %d]},\n  \"layers\": [\n", m->input.h, m->input.w,
             m->input.c);
     for (int i = 0; i < m->nlayers; i++) {
         const cnn_layer *l = &m->layers[i];
         fprintf(f, "    {\"name\": ");
-        json_str(f, l->name);
+        cnn_json_string(f, l->name);
         fprintf(f, ", \"type\": ");
-        json_str(f, l->ops->section);
+        cnn_json_string(f, l->ops->section);
         fprintf(f, ", \"class_name\": ");
-        json_str(f, l->ops->keras_name);
+        cnn_json_string(f, l->ops->keras_name);
         fprintf(f, ",\n     \"keys\": %s,\n     \"inputs\": [",
                 m->keys_json && m->keys_json[i] ? m->keys_json[i] : "{}");
         for (int k = 0; k < l->ninputs; k++) {
             fputs(k ? ", " : "", f);
-            json_str(f, input_name(m, l, k));
+            cnn_json_string(f, input_name(m, l, k));
         }
         fprintf(f, "], \"output_shape\": [%d, %d, %d], \"activation\": ", l->out.h, l->out.w,
                 l->out.c);
-        json_str(f, cnn_activation_names[l->act]);
+        cnn_json_string(f, cnn_activation_names[l->act]);
         size_t nb = layer_count(l) - l->param_count;
         fprintf(f, ",\n     \"params\": %zu, \"trainable_params\": %zu, "
                    "\"non_trainable_params\": %zu,\n     \"tensors\": [",
@@ -1241,7 +1234,7 @@ void cnn_model_summary_json(const cnn_model *m, void *fp)
         fprintf(f, "]}%s\n", i + 1 < m->nlayers ? "," : "");
     }
     fprintf(f, "  ],\n  \"output\": ");
-    json_str(f, m->layers[m->nlayers - 1].name);
+    cnn_json_string(f, m->layers[m->nlayers - 1].name);
     fprintf(f, ",\n  \"total_params\": %zu,\n  \"trainable_params\": %zu,\n"
                "  \"non_trainable_params\": %zu\n}\n",
             m->nparams + m->nbuffer_floats, m->nparams, m->nbuffer_floats);
