@@ -260,6 +260,35 @@ static void test_activation_values(void **state)
 }
 
 /* [activation] with an alpha of its own applies it itself. */
+/* gelu and swish use their own vectorised exp and erf: a sweep of x over
+ * [-100, 100] (large |x|, where exp under- or overflows, included), in one
+ * call so the vector loops run, against double-precision references, for
+ * the values and the derivatives, within a few float roundings. */
+static void test_gelu_swish_sweep(void **state)
+{
+    (void)state;
+    enum { N = 40001 };
+    static float x[N], y[N], one[N], dx[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = -100.0f + 200.0f * (float)i / (N - 1);
+        if (i % 4 == 1)
+            x[i] *= 0.01f; /* dense near 0, where erf's two forms meet at 0.5 */
+        one[i] = 1.0f;
+    }
+    for (int a = 0; a < 2; a++) {
+        const cnn_activation act = a ? CNN_ACT_SWISH : CNN_ACT_GELU;
+        cnn_activation_apply(act, 0.0f, x, y, N);
+        cnn_activation_grad_input(act, 0.0f, x, one, dx, N);
+        for (int i = 0; i < N; i++) {
+            const double v = x[i], s = 1.0 / (1.0 + exp(-v)), cdf = 0.5 * (1.0 + erf(v / sqrt(2.0)));
+            const double ref = a ? v * s : v * cdf;
+            const double dref = a ? s + v * s * (1.0 - s) : cdf + v * exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+            TU_NEAR(y[i], ref, 4e-7 * (fabs(ref) > 1.0 ? fabs(ref) : 1.0));
+            TU_NEAR(dx[i], dref, 1e-6 * (fabs(dref) > 1.0 ? fabs(dref) : 1.0));
+        }
+    }
+}
+
 static void test_activation_layer_alpha(void **state)
 {
     (void)state;
@@ -329,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_depthwise_matches_reference),
         cmocka_unit_test(test_global_pooling_values),
         cmocka_unit_test(test_activation_values),
+        cmocka_unit_test(test_gelu_swish_sweep),
         cmocka_unit_test(test_activation_layer_alpha),
         cmocka_unit_test(test_config_errors),
     };
