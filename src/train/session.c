@@ -238,6 +238,7 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
 
 void cnn_session_close(session *S)
 {
+    cnn_session_writer_free(S);
     if (S->hist)
         fclose(S->hist);
     batch_free(&S->eb);
