@@ -154,6 +154,11 @@ cnn_status cnn_checkpoint_write(const char *path, const cnn_model *m, const cnn_
                                 const char *config_text, const char *const *class_names,
                                 int nclasses, cnn_error *err);
 
+/* 1 when the HDF5 library is thread-safe, so cnn_checkpoint_write may run
+ * on a thread of its own while other threads use HDF5 (each call of it on
+ * its own arguments), else 0. */
+int cnn_checkpoint_write_threadsafe(void);
+
 /* Loads the tensors of path into m (parameters and buffers; and o, s, h
  * when not NULL; o == NULL reads the weights only, for prediction). o's
  * type must match the file's; its hyperparameters stay as the caller

@@ -298,3 +298,9 @@ cnn_status cnn_checkpoint_write(const char *path, const cnn_model *m, const cnn_
     free(image);
     return st;
 }
+
+int cnn_checkpoint_write_threadsafe(void)
+{
+    hbool_t safe = 0;
+    return H5is_library_threadsafe(&safe) >= 0 && safe;
+}

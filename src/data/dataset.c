@@ -401,8 +401,105 @@ static cnn_status check_alike(const cnn_dataset *a, const cnn_dataset *b, cnn_er
     return CNN_OK;
 }
 
+int cnn_data_listing_put(cnn_data_listing *l, const void *p, size_t n)
+{
+    if (l->cap - l->len < n) {
+        size_t cap = l->cap ? l->cap : 4096;
+        while (cap - l->len < n)
+            cap *= 2;
+        char *b = realloc(l->bytes, cap);
+        if (!b)
+            return -1;
+        l->bytes = b;
+        l->cap = cap;
+    }
+    memcpy(l->bytes + l->len, p, n);
+    l->len += n;
+    return 0;
+}
+
+void cnn_data_listing_free(cnn_data_listing *l)
+{
+    if (!l)
+        return;
+    free(l->bytes);
+    *l = (cnn_data_listing){0};
+}
+
+/* A listing holds, for each set in the order cnn_data_load reads them
+ * (train, test, validation), the length of its section in decimal and a
+ * NUL, then the section (0 bytes for a set the load does not read). */
+static const int listing_order[] = {CNN_SET_TRAIN, CNN_SET_TEST, CNN_SET_VAL};
+
+static int is_read(const cnn_data_config *dc, int set)
+{
+    return set != CNN_SET_VAL || dc->validation == CNN_VAL_SEPARATE;
+}
+
+cnn_status cnn_data_list(const cnn_data_config *dc, cnn_data_listing *out, cnn_error *err)
+{
+    const cnn_data_format *fs = dc->format;
+    cnn_status st = CNN_OK;
+    for (int k = 0; k < 3 && fs->list && !st; k++) {
+        const int set = listing_order[k];
+        cnn_data_listing one = {0};
+        char len[32];
+        if (is_read(dc, set))
+            st = fs->list(dc, set, &one, err);
+        int n = snprintf(len, sizeof len, "%zu", one.len);
+        if (!st && (cnn_data_listing_put(out, len, (size_t)n + 1) ||
+                    (one.len && cnn_data_listing_put(out, one.bytes, one.len))))
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory listing %s", dc->paths[set]);
+        cnn_data_listing_free(&one);
+    }
+    if (st)
+        cnn_data_listing_free(out);
+    return st;
+}
+
+/* Section `set` of l: *at, *n. */
+static cnn_status section(const cnn_data_listing *l, int set, const char **at, size_t *n,
+                          cnn_error *err)
+{
+    size_t pos = 0;
+    for (int k = 0; k < 3 && (k == 0 || listing_order[k - 1] != set); k++) {
+        const char *nul = pos < l->len ? memchr(l->bytes + pos, 0, l->len - pos) : NULL;
+        char *end;
+        unsigned long long len = nul ? strtoull(l->bytes + pos, &end, 10) : 0;
+        if (!nul || end != nul || len > l->len - (size_t)(nul + 1 - l->bytes))
+            return cnn_error_set(err, CNN_ERR_FORMAT, "a listing of the data folders that "
+                                                      "does not parse (%zu bytes)",
+                                 l->len);
+        *at = nul + 1;
+        *n = (size_t)len;
+        pos = (size_t)(nul + 1 - l->bytes) + (size_t)len;
+    }
+    return CNN_OK;
+}
+
+/* fs->load, or fs->load_listed on l's section of the set. */
+static cnn_status load_set(const cnn_data_config *dc, const cnn_data_listing *l, int set,
+                           int64_t limit, double split, cnn_dataset **out, cnn_dataset **val,
+                           cnn_error *err)
+{
+    const cnn_data_format *fs = dc->format;
+    if (!l || !fs->load_listed)
+        return fs->load(dc, set, limit, split, out, val, err);
+    const char *at = NULL;
+    size_t n = 0;
+    cnn_status st = section(l, set, &at, &n, err);
+    return st ? st : fs->load_listed(dc, set, at, n, limit, split, out, val, err);
+}
+
 cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dataset **train,
                          cnn_dataset **val, cnn_dataset **test, cnn_error *err)
+{
+    return cnn_data_load_listed(dc, rank, world, NULL, train, val, test, err);
+}
+
+cnn_status cnn_data_load_listed(const cnn_data_config *dc, int rank, int world,
+                                const cnn_data_listing *l, cnn_dataset **train,
+                                cnn_dataset **val, cnn_dataset **test, cnn_error *err)
 {
     /* Every rank holds all labels and reads the pixels of its batches;
      * rank and world would matter to a format that must be read in pieces. */
@@ -411,18 +508,18 @@ cnn_status cnn_data_load(const cnn_data_config *dc, int rank, int world, cnn_dat
     *train = *val = *test = NULL;
     const cnn_data_format *fs = dc->format;
     const int folder_split = fs->splits_itself && dc->validation == CNN_VAL_SPLIT;
-    cnn_status st = fs->load(dc, CNN_SET_TRAIN, dc->train_limit,
+    cnn_status st = load_set(dc, l, CNN_SET_TRAIN, dc->train_limit,
                              folder_split ? dc->validation_split : 0, train, val, err);
     if (st)
         return st;
-    if ((st = fs->load(dc, CNN_SET_TEST, dc->test_limit, 0, test, NULL, err)) ||
+    if ((st = load_set(dc, l, CNN_SET_TEST, dc->test_limit, 0, test, NULL, err)) ||
         (st = check_alike(*train, *test, err)))
         goto fail;
     if (dc->validation == CNN_VAL_SPLIT && !folder_split &&
         (st = cnn_dataset_split_tail(*train, dc->validation_split, val, err)))
         goto fail;
     if (dc->validation == CNN_VAL_SEPARATE &&
-        ((st = fs->load(dc, CNN_SET_VAL, 0, 0, val, NULL, err)) ||
+        ((st = load_set(dc, l, CNN_SET_VAL, 0, 0, val, NULL, err)) ||
          (st = check_alike(*train, *val, err))))
         goto fail;
     if (dc->validation == CNN_VAL_TEST)

@@ -31,7 +31,18 @@ struct cnn_data_format {
     cnn_status (*load)(const cnn_data_config *dc, int set, int64_t limit, double split,
                        cnn_dataset **out, cnn_dataset **val, cnn_error *err);
     int splits_itself; /* validation = split is done by load (per class) */
+    /* Optional, for formats whose sets are folders: appends to out the
+     * files of set `set` (a layout of the format's own), and load_listed
+     * is load with those bytes (len of them) in place of the file system. */
+    cnn_status (*list)(const cnn_data_config *dc, int set, cnn_data_listing *out,
+                       cnn_error *err);
+    cnn_status (*load_listed)(const cnn_data_config *dc, int set, const char *listing,
+                              size_t len, int64_t limit, double split, cnn_dataset **out,
+                              cnn_dataset **val, cnn_error *err);
 };
+
+/* Appends n bytes of p to l; -1 when out of memory. */
+int cnn_data_listing_put(cnn_data_listing *l, const void *p, size_t n);
 
 /* The formats, in the order of their [data] format values (the first is
  * the default). */

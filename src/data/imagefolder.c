@@ -219,43 +219,40 @@ static int64_t arrange(strlist *files, const int64_t *start, int K, int64_t limi
     return ntrain;
 }
 
-cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
-                                int64_t limit, double split, cnn_dataset **val, cnn_error *err)
+/* The data set of dir from its listing (scan's, or a listing's); takes
+ * the file names out of files. */
+static cnn_status build(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
+                        const strlist *classes, strlist *files, const int64_t *start,
+                        int64_t limit, double split, cnn_dataset **val, cnn_error *err)
 {
-    *out = NULL;
-    if (val)
-        *val = NULL;
-    strlist classes = {0}, files = {0};
-    int64_t *start = NULL, ntrain = 0, nval = 0;
+    int64_t ntrain = 0, nval = 0;
     cnn_dataset *d = NULL;
     cnn_store *store = NULL;
     folder_store *f = NULL;
-    cnn_status st = scan(dir, &classes, &files, &start, err);
-    const int K = (int)classes.n;
-    if (!st && dc->class_mode == CNN_CLASS_BINARY && K != 2)
-        st = cnn_error_set(err, CNN_ERR_FORMAT,
-                           "%s: class_mode = binary needs 2 class directories, found %d (%s%s)",
-                           dir, K, classes.v[0], K > 1 ? ", ..." : "");
-    if (st)
-        goto done;
-    if (!(f = calloc(1, sizeof *f)) || !(f->paths = calloc(files.n, sizeof *f->paths))) {
+    cnn_status st = CNN_OK;
+    const int K = (int)classes->n;
+    if (dc->class_mode == CNN_CLASS_BINARY && K != 2)
+        return cnn_error_set(err, CNN_ERR_FORMAT,
+                             "%s: class_mode = binary needs 2 class directories, found %d (%s%s)",
+                             dir, K, classes->v[0], K > 1 ? ", ..." : "");
+    if (!(f = calloc(1, sizeof *f)) || !(f->paths = calloc(files->n, sizeof *f->paths))) {
         free(f);
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %zu paths", dir, files.n);
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for %zu paths", dir, files->n);
         goto done;
     }
     if (!(store = cnn_store_new(&folder_ops, f, (cnn_shape){dc->channels, dc->image_h,
                                                             dc->image_w})) ||
-        !(d = cnn_dataset_new(store, (int64_t)files.n, dir))) {
+        !(d = cnn_dataset_new(store, (int64_t)files->n, dir))) {
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((ntrain = arrange(&files, start, K, limit, split, f->paths, d->labels, &nval)) < 0) {
+    if ((ntrain = arrange(files, start, K, limit, split, f->paths, d->labels, &nval)) < 0) {
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         goto done;
     }
     f->n = d->n = ntrain + nval;
     d->skip_bad = dc->skip_bad;
-    if ((st = cnn_dataset_set_classes(d, (const char *const *)classes.v, K, err)))
+    if ((st = cnn_dataset_set_classes(d, (const char *const *)classes->v, K, err)))
         goto done;
     if (split > 0 && (nval == 0 || ntrain == 0))
         st = cnn_error_set(err, CNN_ERR_CONFIG,
@@ -265,15 +262,131 @@ cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_da
         st = cnn_dataset_split_at(d, ntrain, val, err);
 done:
     cnn_store_release(store); /* the dataset holds it now, or nobody */
-    strlist_free(&classes);
-    strlist_free(&files);
-    free(start);
     if (st) {
         cnn_dataset_free(d);
         return st;
     }
     *out = d;
     return CNN_OK;
+}
+
+cnn_status cnn_imagefolder_load(cnn_dataset **out, const char *dir, const cnn_data_config *dc,
+                                int64_t limit, double split, cnn_dataset **val, cnn_error *err)
+{
+    *out = NULL;
+    if (val)
+        *val = NULL;
+    strlist classes = {0}, files = {0};
+    int64_t *start = NULL;
+    cnn_status st = scan(dir, &classes, &files, &start, err);
+    if (!st)
+        st = build(out, dir, dc, &classes, &files, start, limit, split, val, err);
+    strlist_free(&classes);
+    strlist_free(&files);
+    free(start);
+    return st;
+}
+
+/* A set's listing (cnn_data_listing): its number of classes, then for each
+ * class its name, its number of files and their paths, each a string
+ * ended by a NUL. */
+static int put_str(cnn_data_listing *l, const char *s)
+{
+    return cnn_data_listing_put(l, s, strlen(s) + 1);
+}
+
+static int put_count(cnn_data_listing *l, int64_t n)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%lld", (long long)n);
+    return put_str(l, num);
+}
+
+static cnn_status imagefolder_list(const cnn_data_config *dc, int set, cnn_data_listing *out,
+                                   cnn_error *err)
+{
+    const char *dir = dc->paths[set];
+    strlist classes = {0}, files = {0};
+    int64_t *start = NULL;
+    cnn_status st = scan(dir, &classes, &files, &start, err);
+    int nomem = !st && put_count(out, (int64_t)classes.n);
+    for (size_t k = 0; k < classes.n && !st && !nomem; k++) {
+        nomem = put_str(out, classes.v[k]) || put_count(out, start[k + 1] - start[k]);
+        for (int64_t i = start[k]; i < start[k + 1] && !nomem; i++)
+            nomem = put_str(out, files.v[i]);
+    }
+    if (nomem)
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory listing", dir);
+    strlist_free(&classes);
+    strlist_free(&files);
+    free(start);
+    return st;
+}
+
+/* The next string of a listing at *at (before end), or NULL. */
+static const char *next_str(const char **at, const char *end)
+{
+    const char *s = *at, *nul = s < end ? memchr(s, 0, (size_t)(end - s)) : NULL;
+    if (nul)
+        *at = nul + 1;
+    return nul ? s : NULL;
+}
+
+static int next_count(const char **at, const char *end, int64_t max, int64_t *n)
+{
+    const char *s = next_str(at, end);
+    char *e;
+    long long v = s ? strtoll(s, &e, 10) : -1;
+    *n = v;
+    return !s || !*s || *e || v < 0 || v > max;
+}
+
+/* imagefolder_list's bytes back into scan's lists; 0, or -1 when they do
+ * not parse (or memory ran out). */
+static int parse_listing(const char *at, size_t len, strlist *classes, strlist *files,
+                         int64_t **start)
+{
+    const char *end = at + len;
+    int64_t K, nk;
+    if (next_count(&at, end, CNN_MAX_CLASSES, &K) || K == 0 ||
+        !(*start = malloc((size_t)(K + 1) * sizeof **start)))
+        return -1;
+    for (int64_t k = 0; k < K; k++) {
+        const char *name = next_str(&at, end);
+        if (!name || strlist_push(classes, name) || next_count(&at, end, (int64_t)len, &nk) ||
+            nk == 0) /* scan refuses a class without files */
+            return -1;
+        (*start)[k] = (int64_t)files->n;
+        for (int64_t i = 0; i < nk; i++) {
+            const char *path = next_str(&at, end);
+            if (!path || strlist_push(files, path))
+                return -1;
+        }
+    }
+    (*start)[K] = (int64_t)files->n;
+    return at == end ? 0 : -1;
+}
+
+static cnn_status imagefolder_load_listed(const cnn_data_config *dc, int set,
+                                          const char *listing, size_t len, int64_t limit,
+                                          double split, cnn_dataset **out, cnn_dataset **val,
+                                          cnn_error *err)
+{
+    *out = NULL;
+    if (val)
+        *val = NULL;
+    strlist classes = {0}, files = {0};
+    int64_t *start = NULL;
+    cnn_status st = CNN_OK;
+    if (parse_listing(listing, len, &classes, &files, &start))
+        st = cnn_error_set(err, CNN_ERR_FORMAT, "%s: a listing of %zu bytes that does not parse",
+                           dc->paths[set], len);
+    else
+        st = build(out, dc->paths[set], dc, &classes, &files, start, limit, split, val, err);
+    strlist_free(&classes);
+    strlist_free(&files);
+    free(start);
+    return st;
 }
 
 /* [data] format = imagefolder: train_dir, validation_dir, test_dir, and
@@ -311,4 +424,6 @@ const cnn_data_format cnn_format_imagefolder = {.name = "imagefolder",
                                                 .keys = imagefolder_path_keys,
                                                 .read_keys = imagefolder_keys,
                                                 .load = imagefolder_load_set,
+                                                .list = imagefolder_list,
+                                                .load_listed = imagefolder_load_listed,
                                                 .splits_itself = 1};

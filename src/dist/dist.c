@@ -161,6 +161,32 @@ void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
     bcast_on(d, buf, (int)n, MPI_BYTE, root);
 }
 
+int cnn_dist_bcast_bytes(const cnn_dist *d, char **buf, size_t *len, int root)
+{
+    if (d->world == 1)
+        return 0;
+    const int me = d->rank == root;
+    uint64_t n = me ? *len : 0;
+    bcast_on(d, &n, 1, MPI_UINT64_T, root);
+    if (!me) {
+        *buf = NULL;
+        *len = 0;
+    }
+    int failed = !me && n > 0 && !(*buf = malloc((size_t)n));
+    if (cnn_dist_agree(d, &failed) >= 0) { /* some rank cannot hold them */
+        if (!me) {
+            free(*buf);
+            *buf = NULL;
+        }
+        return -1;
+    }
+    for (size_t off = 0; off < n; off += MAX_CALL)
+        bcast_on(d, *buf + off, (int)(n - off < MAX_CALL ? n - off : MAX_CALL), MPI_BYTE, root);
+    if (!me)
+        *len = (size_t)n;
+    return 0;
+}
+
 /* In-place allreduce of n elements of `size` bytes, in calls of at most
  * MAX_CALL elements. */
 static void allreduce_pieces(const cnn_dist *d, void *buf, size_t n, size_t size,

@@ -50,6 +50,11 @@ void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n);
 void cnn_dist_allreduce_i64(const cnn_dist *d, int64_t *buf, size_t n);
 /* Rank root's n bytes of buf to every rank. */
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root);
+/* Collective: rank root's *len bytes at *buf to every rank. The others'
+ * *buf becomes a malloc'ed copy (NULL when *len is 0) that they free; on
+ * them *buf and *len are outputs only. Returns 0, or -1 on every rank when
+ * a rank cannot allocate the bytes (the others' *buf is then NULL). */
+int cnn_dist_bcast_bytes(const cnn_dist *d, char **buf, size_t *len, int root);
 
 /* In-place element-wise maximum of bytes across all ranks. */
 void cnn_dist_allreduce_max_u8(const cnn_dist *d, uint8_t *buf, size_t n);

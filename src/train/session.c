@@ -182,13 +182,30 @@ static cnn_status check_fit(const cnn_dataset *ds, const cnn_model *m, cnn_error
     return CNN_OK;
 }
 
+/* The data sets, the image folders listed by rank 0 alone: the other
+ * ranks receive its listing, so no rank but one reads the folders'
+ * directories, however many ranks there are. */
+static cnn_status load_data(session *S, cnn_error *err)
+{
+    const cnn_data_config *dc = &S->run->dc;
+    cnn_data_listing l = {0};
+    cnn_status st = S->d->rank == 0 ? cnn_data_list(dc, &l, err) : CNN_OK;
+    if (!(st = cnn_session_agree(S, st, err)) &&
+        cnn_dist_bcast_bytes(S->d, &l.bytes, &l.len, 0) != 0)
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the listing of %s", dc->dir);
+    if (!st)
+        st = cnn_data_load_listed(dc, S->d->rank, S->d->world, &l, &S->train, &S->val,
+                                  &S->test, err);
+    cnn_data_listing_free(&l);
+    return st;
+}
+
 cnn_status cnn_session_open(session *S, int training, cnn_error *err)
 {
     const cnn_run *run = S->run;
     const cnn_train_config *tc = &run->tc;
     cnn_model *m = run->model;
-    cnn_status st = cnn_data_load(&run->dc, S->d->rank, S->d->world, &S->train, &S->val,
-                                  &S->test, err);
+    cnn_status st = load_data(S, err);
     if ((st = cnn_session_agree(S, st, err)) ||
         (training && (st = check_images(S, S->train, err))) ||
         (training && S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
@@ -221,6 +238,7 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
 
 void cnn_session_close(session *S)
 {
+    cnn_session_writer_free(S);
     if (S->hist)
         fclose(S->hist);
     batch_free(&S->eb);

@@ -47,6 +47,7 @@ typedef struct session {
     double lr;            /* the learning rate of the last update (the schedule's) */
     float *best;          /* [early_stopping] restore_best_weights: (nparams + nbuffer_floats) */
     double total_imgs, total_time; /* training throughput of the whole run */
+    struct ckpt_writer *writer;    /* rank 0: the checkpoint being written (checkpoints.c) */
 } session;
 
 /* --- session.c: set-up, agreement, evaluation ------------------------- */
@@ -93,9 +94,27 @@ enum { CKPT_NONE = 0, CKPT_REGULAR = 1, CKPT_BEST = 2 };
  * run (the final state, unless already saved). Pure: no I/O. */
 int cnn_checkpoint_due(const session *S, ckpt_moment when, int stop, int minutes_due, int better);
 
-/* Rank 0 writes a checkpoint (ckpt-E-S.h5, or best.h5) and prunes old
- * ones; all ranks learn whether it worked. Collective. */
+/* A checkpoint (ckpt-E-S.h5, or best.h5), old ones pruned: the optimizer
+ * state is gathered, rank 0 copies the state into memory of its own and a
+ * thread of rank 0 writes the file while the ranks train on (HDF5 built
+ * thread-safe; otherwise it is written here). All ranks learn whether the
+ * copy worked now, and whether the file was written at the next save or
+ * cnn_session_save_wait(); the "checkpoint:" line is printed then, once
+ * the file is complete. Collective. */
 cnn_status cnn_session_save(session *S, int best, cnn_error *err);
+
+/* Waits for the checkpoint being written, if any; all ranks learn whether
+ * it was. Collective. */
+cnn_status cnn_session_save_wait(session *S, cnn_error *err);
+
+/* The end of the run's checkpoints: cnn_session_save_wait, then rank 0
+ * prints how long it wrote and how long training stopped for the saves
+ * and waited for the last file (the slowest rank's). Collective. */
+cnn_status cnn_session_save_finish(session *S, cnn_error *err);
+
+/* Waits for a checkpoint being written without reporting it (a run that
+ * ends on an error) and frees the writer. Rank-local, safe when none. */
+void cnn_session_writer_free(session *S);
 
 /* Finds the checkpoint [checkpoint] resume names (a file, or "auto": the
  * newest valid one in dir) and loads it on every rank, checking that it

@@ -263,7 +263,8 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
 static cnn_status finish(session *S, cnn_error *err)
 {
     cnn_status st;
-    if (cnn_checkpoint_due(S, CKPT_AFTER_RUN, 0, 0, 0) && (st = cnn_session_save(S, 0, err)))
+    if ((cnn_checkpoint_due(S, CKPT_AFTER_RUN, 0, 0, 0) && (st = cnn_session_save(S, 0, err))) ||
+        (st = cnn_session_save_finish(S, err)))
         return st;
     double tloss, tacc;
     long correct;
@@ -347,7 +348,8 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     }
     if (how == EPOCH_STOPPED) {
         run->stopped = 1;
-        report_stopped(&S);
+        if (!(st = cnn_session_save_finish(&S, err))) /* the last file complete */
+            report_stopped(&S);
     } else {
         st = finish(&S, err);
     }
