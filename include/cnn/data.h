@@ -46,7 +46,8 @@ typedef struct cnn_store cnn_store;
 typedef struct cnn_store_ops {
     const char *format; /* "idx", "cifar10", ... for messages */
     /* Writes images rows[0..B) of the store (uint8, B x C x H x W) into out.
-     * May be called with rows in any order. Not thread-safe. */
+     * May be called with rows in any order. Thread-safe only when
+     * parallel (below) says so. */
     cnn_status (*read)(cnn_store *s, const int64_t *rows, int B, uint8_t *out, cnn_error *err);
     void (*close)(cnn_store *s); /* frees s->impl */
     /* Optional: names row r for messages (its file, for image folders). */
@@ -54,6 +55,9 @@ typedef struct cnn_store_ops {
     /* 1 when every image is a file of its own that may fail to decode on
      * its own (image folders): cnn_dataset_verify reads those stores. */
     int per_file;
+    /* 1 when read may run on several threads at once, into different
+     * buffers (cnn/prefetch.h reads such a store on all its threads). */
+    int parallel;
 } cnn_store_ops;
 
 struct cnn_store {
@@ -187,6 +191,10 @@ typedef struct cnn_data_config {
      * validation_file) holds the set, in paths[CNN_SET_VAL] */
     enum { CNN_VAL_TEST = 0, CNN_VAL_SPLIT, CNN_VAL_NONE, CNN_VAL_SEPARATE } validation;
     double validation_split;
+    /* prefetch = true: the trainer assembles the next step's samples in
+     * the background (cnn/prefetch.h) on loader_threads threads */
+    int prefetch;
+    int loader_threads;
 } cnn_data_config;
 
 cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err);

@@ -1,4 +1,4 @@
-/* cnn/imageio.h - images and feature maps written as PNG files.
+/* cnn/imageio.h - images written as PNG or JPEG files, feature maps as PNG.
  *
  * cnn_png_write() writes a buffer of pixels. A stack of C maps of H x W floats (CHW, e.g. one image's channels or a
  * conv layer's activations) becomes one grayscale PNG: a grid of tiles,
@@ -26,6 +26,11 @@ extern "C" {
  * the reason when it cannot be written. */
 cnn_status cnn_png_write(const char *path, const unsigned char *pix, int width, int height,
                          int comp, cnn_error *err);
+
+/* The same as a JPEG of quality 1 to 100 (stb_image_write's baseline
+ * encoder; 90 looks like the source). */
+cnn_status cnn_jpeg_write(const char *path, const unsigned char *pix, int width, int height,
+                          int comp, int quality, cnn_error *err);
 
 /* Largest width or height of a grid PNG. */
 enum { CNN_PNG_MAX_SIDE = 32768 };

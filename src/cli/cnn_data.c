@@ -3,6 +3,7 @@
  *
  *   cnn-data convert CONFIG OUT_PREFIX [--set data.KEY=VALUE]... [--chunk N] [--gzip L]
  *   cnn-data info FILE.h5...
+ *   cnn-data jpegs CONFIG OUT_DIR [--set data.KEY=VALUE]... [--size HxW] [--classes K] [--quality Q]
  *
  * convert reads the sets that the [data] section of CONFIG describes (any
  * format: idx, cifar10, imagefolder, hdf5), as training sees them: limits
@@ -14,12 +15,16 @@
  * them. Other sections of CONFIG are ignored. With [data] on_bad_image =
  * skip, images that do not decode are left out and listed.
  *
+ * jpegs makes an image folder for benchmarks and tests from any set, e.g.
+ * 224x224 RGB JPEGs from Fashion-MNIST (see usage); one process.
+ *
  * Under mpirun the ranks decode in turns of a block each; rank 0 gathers
  * every block and writes it (HDF5 here is serial). This separate tool
  * includes <mpi.h> itself for those few calls, rather than going through
  * src/dist, which serves the trainer. It runs without mpirun as one
  * process.
  */
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
 #include <mpi.h>
@@ -31,16 +36,24 @@
 
 #include "cnn/config.h"
 #include "cnn/data.h"
+#include "cnn/image.h"
+#include "cnn/imageio.h"
 #include "cnn/train.h"
 #include "cli.h"
 
 static const char usage[] =
     "usage: cnn-data convert CONFIG OUT_PREFIX [--set data.KEY=VALUE]... [--chunk N] [--gzip L]\n"
     "       cnn-data info FILE.h5...\n"
+    "       cnn-data jpegs CONFIG OUT_DIR [--set data.KEY=VALUE]... [--size HxW] [--classes K]\n"
+    "                [--quality Q]\n"
     "convert writes OUT_PREFIX-train.h5, OUT_PREFIX-test.h5 (and -validation.h5) from the\n"
     "[data] section of CONFIG; --chunk: images per HDF5 chunk (default 1, the fastest for\n"
     "random batches); --gzip: deflate level 0-9 (default 0: smaller files, slower reads).\n"
-    "Under mpirun, ranks decode in parallel.\n";
+    "Under mpirun, ranks decode in parallel.\n"
+    "jpegs writes OUT_DIR/train/LABEL/*.jpg and OUT_DIR/test/LABEL/*.jpg, an image folder of\n"
+    "RGB JPEGs (default 224x224, quality 90) from the sets of CONFIG whose labels are below K\n"
+    "(default 2: a two-class folder, as the catsdogs configs read), resized and, when gray,\n"
+    "tinted; e.g. cnn-data jpegs configs/fashion_cnn.ini data/catsdogs.\n";
 
 static double now(void)
 {
@@ -226,6 +239,39 @@ static const char *absolute(const char *path, char *buf)
     return realpath(path, buf) ? buf : path;
 }
 
+/* A config's [data] sets. */
+typedef struct data_sets {
+    cnn_config *cfg;
+    cnn_data_config dc;
+    cnn_dataset *train, *val, *test;
+} data_sets;
+
+/* The [data] sets of the config at path with the --set overrides sets
+ * (freed here), agreed by all ranks. */
+static cnn_status load_sets(data_sets *ds, const char *path, const char **sets, int nsets,
+                            int rank, int world, cnn_error *err)
+{
+    memset(ds, 0, sizeof *ds);
+    cnn_status st = cnn_config_load_overrides(&ds->cfg, path, (const char *const *)sets, nsets, err);
+    free(sets);
+    if (!st && !(st = cnn_data_config_read(&ds->dc, ds->cfg, err))) {
+        ignore_other_sections(ds->cfg);
+        st = cnn_config_check_unused(ds->cfg, err);
+    }
+    if (!st)
+        st = cnn_data_load(&ds->dc, rank, world, &ds->train, &ds->val, &ds->test, err);
+    return agree(st, err, rank, world);
+}
+
+static void free_sets(data_sets *ds)
+{
+    if (ds->val != ds->test)
+        cnn_dataset_free(ds->val);
+    cnn_dataset_free(ds->train);
+    cnn_dataset_free(ds->test);
+    cnn_config_free(ds->cfg);
+}
+
 static int convert(int argc, char **argv, int rank, int world)
 {
     const char *cfg_path = NULL, *prefix = NULL;
@@ -260,18 +306,10 @@ static int convert(int argc, char **argv, int rank, int world)
         return 2;
     }
     cnn_error err = {0};
-    cnn_config *cfg = NULL;
-    cnn_data_config dc;
-    cnn_dataset *train = NULL, *val = NULL, *test = NULL;
-    cnn_status st = cnn_config_load_overrides(&cfg, cfg_path, (const char *const *)sets, nsets, &err);
-    free(sets);
-    if (!st && !(st = cnn_data_config_read(&dc, cfg, &err))) {
-        ignore_other_sections(cfg);
-        st = cnn_config_check_unused(cfg, &err);
-    }
-    if (!st)
-        st = cnn_data_load(&dc, rank, world, &train, &val, &test, &err);
-    st = agree(st, &err, rank, world);
+    data_sets ds;
+    cnn_status st = load_sets(&ds, cfg_path, sets, nsets, rank, world, &err);
+    const cnn_dataset *train = ds.train, *val = ds.val, *test = ds.test;
+    const cnn_data_config dc = ds.dc;
     const struct {
         const char *name, *key;
         const cnn_dataset *d;
@@ -301,14 +339,113 @@ static int convert(int argc, char **argv, int rank, int world)
                 printf("%s = %s\n", parts[p].key, absolute(paths[p], abs));
         if (dc.validation == CNN_VAL_NONE)
             printf("validation = none\n");
-        const cnn_kv *rescale = cnn_section_find(cnn_config_find(cfg, "data"), "rescale");
+        const cnn_kv *rescale = cnn_section_find(cnn_config_find(ds.cfg, "data"), "rescale");
         printf("rescale = %s\n", rescale ? rescale->value : "1/255");
     }
-    if (val != test)
-        cnn_dataset_free(val);
-    cnn_dataset_free(train);
-    cnn_dataset_free(test);
-    cnn_config_free(cfg);
+    free_sets(&ds);
+    return cnn_status_exit_code(st);
+}
+
+/* Image i of d as an RGB JPEG of h x w at path: each channel resized, and
+ * a grayscale image coloured by a tint that varies with i (so the three
+ * channels differ, as photographs' do). raw: C*H*W, rs: C*h*w, rgb: h*w*3. */
+static cnn_status write_jpeg(const cnn_dataset *d, int64_t i, int h, int w, int quality,
+                             const char *path, uint8_t *raw, uint8_t *rs, uint8_t *rgb,
+                             cnn_error *err)
+{
+    const cnn_shape sh = d->shape;
+    const size_t plane = (size_t)sh.h * sh.w, out = (size_t)h * w;
+    cnn_status st = cnn_dataset_read(d, &i, 1, raw, err);
+    for (int k = 0; k < sh.c && !st; k++)
+        st = cnn_image_resize(raw + k * plane, sh.h, sh.w, 1, rs + k * out, h, w, err);
+    if (st)
+        return st;
+    const unsigned t = (unsigned)(i * 37 % 256);
+    for (size_t p = 0; p < out; p++) {
+        const unsigned v = rs[p];
+        rgb[3 * p] = (uint8_t)v;
+        rgb[3 * p + 1] = sh.c == 3 ? rs[out + p] : (uint8_t)(v * t / 255);
+        rgb[3 * p + 2] = sh.c == 3 ? rs[2 * out + p] : (uint8_t)(v * (255 - t) / 255);
+    }
+    return cnn_jpeg_write(path, rgb, w, h, 3, quality, err);
+}
+
+/* d's images whose label is below classes into dir/LABEL/NNNNNN.jpg. */
+static cnn_status write_folder(const cnn_dataset *d, const char *dir, int classes, int h, int w,
+                               int quality, int64_t *written, cnn_error *err)
+{
+    const size_t img = cnn_shape_size(d->shape);
+    uint8_t *raw = malloc(img), *rs = malloc((size_t)h * w * 3), *rgb = malloc((size_t)h * w * 3);
+    cnn_status st =
+        raw && rs && rgb ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    char path[PATH_MAX + 64];
+    *written = 0;
+    for (int c = 0; c < classes && !st; c++) {
+        snprintf(path, sizeof path, "%s/%d", dir, c);
+        if (cnn_make_dirs(path) != 0)
+            st = cnn_error_set(err, CNN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    }
+    for (int64_t i = 0; i < d->n && !st; i++) {
+        if (d->labels[i] >= classes)
+            continue;
+        snprintf(path, sizeof path, "%s/%d/%06lld.jpg", dir, (int)d->labels[i], (long long)i);
+        st = write_jpeg(d, i, h, w, quality, path, raw, rs, rgb, err);
+        *written += !st;
+    }
+    free(raw);
+    free(rs);
+    free(rgb);
+    return st;
+}
+
+/* cnn-data jpegs: an image folder of JPEGs made from any [data] set. */
+static int jpegs(int argc, char **argv)
+{
+    const char *cfg_path = NULL, *out = NULL;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    int nsets = 0, h = 224, w = 224, classes = 2, quality = 90, ok = sets != NULL;
+    for (int i = 0; i < argc && ok; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--set") && v)
+            sets[nsets++] = argv[++i];
+        else if (!strcmp(a, "--size") && v)
+            ok = sscanf(argv[++i], "%dx%d", &h, &w) == 2;
+        else if (!strcmp(a, "--classes") && v)
+            classes = atoi(argv[++i]);
+        else if (!strcmp(a, "--quality") && v)
+            quality = atoi(argv[++i]);
+        else if (a[0] != '-' && !cfg_path)
+            cfg_path = a;
+        else if (a[0] != '-' && !out)
+            out = a;
+        else
+            ok = 0;
+    }
+    if (!ok || !cfg_path || !out || h < 1 || w < 1 || h > 4096 || w > 4096 || classes < 1 ||
+        quality < 1 || quality > 100) {
+        fprintf(stderr, "cnn-data: jpegs needs CONFIG and OUT_DIR, --size HxW (1-4096), "
+                        "--classes >= 1, --quality 1-100\n%s", usage);
+        free(sets);
+        return 2;
+    }
+    cnn_error err = {0};
+    data_sets ds;
+    cnn_status st = load_sets(&ds, cfg_path, sets, nsets, 0, 1, &err);
+    const struct {
+        const char *name;
+        const cnn_dataset *d;
+    } parts[] = {{"train", ds.train}, {"test", ds.test}};
+    for (int p = 0; p < 2 && !st; p++) {
+        char dir[PATH_MAX];
+        int64_t n;
+        snprintf(dir, sizeof dir, "%s/%s", out, parts[p].name);
+        if (!(st = write_folder(parts[p].d, dir, classes, h, w, quality, &n, &err)))
+            printf("%s: %lld JPEGs of %dx%dx3 in %d classes\n", dir, (long long)n, h, w,
+                   classes);
+    }
+    if (st)
+        fprintf(stderr, "cnn-data: %s\n", err.msg);
+    free_sets(&ds);
     return cnn_status_exit_code(st);
 }
 
@@ -340,6 +477,8 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (argc >= 2 && !strcmp(argv[1], "convert"))
         rc = convert(argc - 2, argv + 2, rank, world);
+    else if (argc >= 2 && !strcmp(argv[1], "jpegs"))
+        rc = rank == 0 ? jpegs(argc - 2, argv + 2) : 0;
     else if (argc >= 2 && !strcmp(argv[1], "info"))
         rc = rank == 0 ? info(argc - 2, argv + 2) : 0;
     else {

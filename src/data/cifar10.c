@@ -65,7 +65,7 @@ static void cifar_close(cnn_store *s)
 }
 
 static const cnn_store_ops cifar_ops = {.format = "cifar10", .read = cifar_read,
-                                        .close = cifar_close};
+                                        .close = cifar_close, .parallel = 1};
 
 static int exists(const char *path)
 {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cnn/data.h"
+#include "cnn/prefetch.h"
 #include "format.h"
 
 cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape)
@@ -56,7 +57,7 @@ static void memory_close(cnn_store *s)
 }
 
 static const cnn_store_ops memory_ops = {.format = "memory", .read = memory_read,
-                                          .close = memory_close};
+                                          .close = memory_close, .parallel = 1};
 
 cnn_store *cnn_memory_store_new(uint8_t *pixels, int64_t n, cnn_shape shape)
 {
@@ -357,7 +358,7 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     const char *dir;
     int format;
     double rescale;
-    long tl, vl;
+    long tl, vl, lt;
     cnn_status st;
     if ((st = cnn_cfg_enum(s, "format", 0, names, &format, err)))
         return st;
@@ -374,11 +375,14 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     if ((st = cnn_cfg_float(s, "rescale", 1.0 / 255.0, 0, 1e6, &rescale, err)) ||
         (st = cnn_cfg_int(s, "train_limit", 0, 0, (long)1 << 40, &tl, err)) ||
         (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
+        (st = cnn_cfg_bool(s, "prefetch", 1, &dc->prefetch, err)) ||
+        (st = cnn_cfg_int(s, "loader_threads", 2, 1, CNN_PREFETCH_MAX_THREADS, &lt, err)) ||
         (st = validation_keys(dc, s, cfg->path, err)))
         return st;
     dc->rescale = (float)rescale;
     dc->train_limit = tl;
     dc->test_limit = vl;
+    dc->loader_threads = (int)lt;
     return CNN_OK;
 }
 

@@ -203,6 +203,9 @@ static void h5_close(cnn_store *st)
     free(s);
 }
 
+/* Not parallel: a read uses the store's buffer (and HDF5 takes its own
+ * global lock in a thread-safe build, as Debian's, so a read on a prefetch
+ * thread may run beside the checkpoint writes of the training thread). */
 static const cnn_store_ops h5_ops = {.format = "hdf5", .read = h5_read, .close = h5_close};
 
 /* The first n labels of /labels as int32, checked to be class numbers:

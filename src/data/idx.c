@@ -95,7 +95,7 @@ static void idx_file_close(cnn_store *s)
 }
 
 static const cnn_store_ops idx_file_ops = {.format = "idx", .read = idx_file_read,
-                                            .close = idx_file_close};
+                                            .close = idx_file_close, .parallel = 1};
 
 static int is_gzip(const char *path)
 {

@@ -180,7 +180,8 @@ static const cnn_store_ops folder_ops = {.format = "imagefolder",
                                          .read = folder_read,
                                          .close = folder_close,
                                          .describe = folder_describe,
-                                         .per_file = 1};
+                                         .per_file = 1,
+                                         .parallel = 1};
 
 /* The rows of the store: for each class, which of its files are kept
  * (limit, in proportion to class sizes) and which of those go to the

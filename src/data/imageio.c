@@ -1,4 +1,4 @@
-/* imageio.c - PNG files: a buffer of pixels, and feature maps as one
+/* imageio.c - PNG and JPEG files: a buffer of pixels, and feature maps as one
  * grayscale grid (see cnn/imageio.h).
  *
  * The PNG encoder is stb_image_write from Debian's libstb, which already
@@ -77,24 +77,44 @@ static void write_bytes(void *context, void *data, int size)
         s->failed = errno ? errno : EIO;
 }
 
-cnn_status cnn_png_write(const char *path, const unsigned char *pix, int width, int height,
-                         int comp, cnn_error *err)
+/* Writes pix (height, width, comp) to path as PNG (quality 0) or JPEG. */
+static cnn_status encode(const char *path, const unsigned char *pix, int width, int height,
+                         int comp, int quality, cnn_error *err)
 {
-    if (width < 1 || height < 1 || (comp != 1 && comp != 3))
-        return cnn_error_set(err, CNN_ERR_ARG, "%s: cannot write a %dx%d PNG of %d channels", path,
-                             width, height, comp);
+    const char *kind = quality ? "JPEG" : "PNG";
+    if (width < 1 || height < 1 || (comp != 1 && comp != 3) || quality < 0 || quality > 100)
+        return cnn_error_set(err, CNN_ERR_ARG, "%s: cannot write a %dx%d %s of %d channels", path,
+                             width, height, kind, comp);
     png_sink sink = {fopen(path, "wb"), 0};
     if (!sink.f)
-        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path, strerror(errno));
-    int ok = stbi_write_png_to_func(write_bytes, &sink, width, height, comp, pix, width * comp);
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write %s: %s", path, kind,
+                             strerror(errno));
+    int ok = quality ? stbi_write_jpg_to_func(write_bytes, &sink, width, height, comp, pix, quality)
+                     : stbi_write_png_to_func(write_bytes, &sink, width, height, comp, pix,
+                                              width * comp);
     if (fclose(sink.f) != 0 && !sink.failed) /* a full disk may show only here */
         sink.failed = errno ? errno : EIO;
     if (!ok)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: PNG encoder failed (out of memory)", path);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: %s encoder failed (out of memory)", path,
+                             kind);
     if (sink.failed)
-        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write PNG: %s", path,
+        return cnn_error_set(err, CNN_ERR_IO, "%s: cannot write %s: %s", path, kind,
                              strerror(sink.failed));
     return CNN_OK;
+}
+
+cnn_status cnn_png_write(const char *path, const unsigned char *pix, int width, int height,
+                         int comp, cnn_error *err)
+{
+    return encode(path, pix, width, height, comp, 0, err);
+}
+
+cnn_status cnn_jpeg_write(const char *path, const unsigned char *pix, int width, int height,
+                          int comp, int quality, cnn_error *err)
+{
+    if (quality < 1)
+        return cnn_error_set(err, CNN_ERR_ARG, "%s: JPEG quality %d (1 to 100)", path, quality);
+    return encode(path, pix, width, height, comp, quality, err);
 }
 
 cnn_status cnn_png_write_grid(const char *path, const float *maps, int C, int H, int W,

@@ -28,6 +28,14 @@ static void my_chunks(const cnn_stepper *s, int Bg, int *first, int *end, int *c
     }
 }
 
+void cnn_stepper_share(const cnn_stepper *s, int Bg, int *lo, int *hi)
+{
+    int first, end, csize;
+    my_chunks(s, Bg, &first, &end, &csize);
+    *lo = first * csize < Bg ? first * csize : Bg;
+    *hi = end * csize < Bg ? end * csize : Bg;
+}
+
 int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg)
 {
     long units = s->c.exact ? (Bg + s->c.chunk_size - 1) / s->c.chunk_size : Bg;
@@ -364,7 +372,8 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         cnn_batch_stats bs = {0};
         if (!s->c.exact)
             cnn_model_zero_grad(m);
-        st = cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
+        st = s->prefetch ? cnn_prefetch_fetch(s->prefetch, s->ids, B, seed, epoch, s->x, s->y, err)
+                         : cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
         if (s->fault == CNN_FAULT_IO)
             st = cnn_error_set(err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",
                                train->source);
@@ -372,7 +381,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
             s->x[0] = NAN;
         if (s->fault == CNN_FAULT_EXIT)
             _exit(3);
-        if (st == CNN_OK && s->aug.enabled)
+        if (st == CNN_OK && s->aug.enabled && !s->prefetch) /* the prefetch augments */
             augment(s, B, seed, epoch);
         if (st == CNN_OK) {
             cnn_model_forward(m, s->x, B, &ctx);

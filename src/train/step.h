@@ -50,6 +50,7 @@
 #include "cnn/data.h"
 #include "cnn/model.h"
 #include "cnn/optim.h"
+#include "cnn/prefetch.h"
 #include "cnn/train.h"
 #include "dist.h"
 
@@ -81,6 +82,7 @@ typedef struct cnn_stepper {
     int32_t *y;            /* (cap) */
     int64_t *ids;          /* (cap) training-set ids of the chunk */
     uint8_t *raw;          /* (cap, input) pixels as stored */
+    cnn_prefetch *prefetch; /* the trainer's, or NULL: chunks come from it, augmented */
     float *tmp;            /* (input) one augmented image */
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
@@ -127,6 +129,10 @@ int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg);
 cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64_t *batch,
                            int Bg, float rescale, uint64_t seed, uint64_t epoch, int skip_nan,
                            double *stats, cnn_error *err);
+
+/* This rank's samples of a global batch of Bg: batch[*lo .. *hi) (the
+ * ones cnn_stepper_run reads, for a prefetch). */
+void cnn_stepper_share(const cnn_stepper *s, int Bg, int *lo, int *hi);
 
 /* The optimizer step after cnn_stepper_run(): this rank updates its shard
  * of the parameters, then every rank receives the others'. Collective. */

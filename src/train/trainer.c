@@ -206,14 +206,37 @@ static cnn_status end_epoch(session *S, long epoch, double t0, double train_time
     return CNN_OK;
 }
 
+/* The global batch size of step `step` (the last one may be short). */
+static int step_batch(const session *S, long step)
+{
+    const int64_t B = S->run->tc.batch_size, left = S->train->n - step * B;
+    return (int)(left < B ? left : B);
+}
+
+/* With [data] prefetch: starts assembling this rank's samples of step
+ * `step` of the epoch, `ahead` steps after the one about to run, unless
+ * the epoch or max_steps ends before it. Never past the epoch: evaluation
+ * then reads the stores with nothing in the background. */
+static void prefetch_step(session *S, long epoch, long step, long ahead)
+{
+    const cnn_train_config *tc = &S->run->tc;
+    if (!S->sp.prefetch || step >= S->steps_per_epoch ||
+        (tc->max_steps && S->ts.global_step + ahead >= tc->max_steps))
+        return;
+    int lo, hi, Bg = step_batch(S, step);
+    cnn_stepper_share(&S->sp, Bg, &lo, &hi);
+    cnn_prefetch_request(S->sp.prefetch, S->perm + step * tc->batch_size + lo, hi - lo, tc->seed,
+                         (uint64_t)epoch);
+}
+
 /* Epoch `epoch` from the step the position is at: its steps, then (when
  * complete) end_epoch(). *how tells how it ended. Collective. */
 static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error *err)
 {
     const cnn_train_config *tc = &S->run->tc;
     const cnn_dataset *train = S->train;
-    const long B = tc->batch_size;
     cnn_train_state *ts = &S->ts;
+    const long first = (long)ts->step; /* where the epoch starts (or resumes) */
     cnn_status st;
     cnn_rng_permutation(S->perm, train->n, tc->seed, (uint64_t)epoch);
     double t0 = cnn_dist_time(), last_draw = 0, imgs = 0;
@@ -224,8 +247,10 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
     for (step = (long)ts->step; step < S->steps_per_epoch; step++) {
         if (tc->max_steps && ts->global_step >= tc->max_steps)
             break;
-        int64_t g0 = step * B;
-        int Bg = (int)(train->n - g0 < B ? train->n - g0 : B);
+        if (step == first)
+            prefetch_step(S, epoch, step, 0);
+        prefetch_step(S, epoch, step + 1, 1); /* assembled while this one trains */
+        int Bg = step_batch(S, step);
         if ((st = train_step(S, epoch, step, Bg, &stop, &minutes_due, err)))
             return st;
         imgs += Bg;
@@ -332,6 +357,11 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
     catch_stop_signals();
     if ((st = cnn_session_open(&S, 1, err)) || (st = start(&S, from, sizeof from, err)))
         goto done;
+    if (run->dc.prefetch)
+        st = cnn_prefetch_new(&S.sp.prefetch, S.train, &run->aug, run->dc.rescale,
+                              run->dc.loader_threads, err);
+    if ((st = cnn_session_agree(&S, st, err)))
+        goto done;
     S.steps_per_epoch = (long)((S.train->n + tc->batch_size - 1) / tc->batch_size);
     cnn_lr_schedule_resolve(&run->sched, S.steps_per_epoch, tc->epochs);
     S.lr = cnn_lr_at(&run->sched, S.opt->step) * S.ts.cb.lr_scale;
@@ -354,6 +384,8 @@ cnn_status cnn_run_train(cnn_run *run, const cnn_dist *d, FILE *out, cnn_error *
         st = finish(&S, err);
     }
 done:
+    cnn_prefetch_free(S.sp.prefetch); /* stops its threads before the data goes */
+    S.sp.prefetch = NULL;
     cnn_history_free(&run->history); /* the caller's copy of the figures */
     run->history = S.h;
     S.h = (cnn_history){0};
