@@ -99,6 +99,12 @@ threads_default)
     grep -q "^threads: 1 per rank (the rank's affinity mask: 1 of the node's $cores cores)" "$work/mask" ||
       { cat "$work/mask"; fail "the affinity mask was not taken"; }
   fi
+  # more threads than a rank's chunks: the banner says how many are busy
+  "$bin" "$cfg" "${small[@]}" --set train.threads=8 >"$work/many" 2>&1 || { cat "$work/many"; fail "8 threads failed"; }
+  grep -q "^threads: 8 per rank (\[train\] threads), 4 busy: a rank gets at most 4 reduction chunks" "$work/many" ||
+    { cat "$work/many"; fail "no note of the busy threads"; }
+  # the variables count only where no mask narrower than the node binds the test
+  [ "$(nproc)" -lt "$cores" ] && { echo "PASS [$case_name] (bound to $(nproc) of $cores cores)"; exit 0; }
   env -u OPENBLAS_NUM_THREADS -u SLURM_CPUS_PER_TASK OMP_NUM_THREADS=3 "$bin" "$cfg" "${small[@]}" \
     >"$work/omp" 2>&1 || { cat "$work/omp"; fail "OMP_NUM_THREADS run failed"; }
   grep -q "^threads: 3 per rank (OMP_NUM_THREADS=3)" "$work/omp" &&
@@ -108,10 +114,6 @@ threads_default)
     >"$work/slurm" 2>&1 || { cat "$work/slurm"; fail "SLURM_CPUS_PER_TASK run failed"; }
   grep -q "^threads: 2 per rank (SLURM_CPUS_PER_TASK=2)" "$work/slurm" ||
     { cat "$work/slurm"; fail "SLURM_CPUS_PER_TASK was not taken"; }
-  # more threads than a rank's chunks: the banner says how many are busy
-  "$bin" "$cfg" "${small[@]}" --set train.threads=8 >"$work/many" 2>&1 || { cat "$work/many"; fail "8 threads failed"; }
-  grep -q "^threads: 8 per rank (\[train\] threads), 4 busy: a rank gets at most 4 reduction chunks" "$work/many" ||
-    { cat "$work/many"; fail "no note of the busy threads"; }
   ;;
 *) fail "unknown case" ;;
 esac
