@@ -52,9 +52,9 @@
  * a lock per stripe of parameters, and integer sums do not depend on their
  * order. Each chunk's loss and batch statistics go to that chunk's slot and
  * are combined in chunk order, so a run is bit-identical at any thread
- * count as at any rank count. With one thread busy (one chunk a rank) the
- * buckets start during backward as before; with several they start when
- * the last thread is done. Reading the data set (not thread-safe) is
+ * count as at any rank count. When one thread has all of the rank's chunks
+ * (one thread, or one chunk a rank) the buckets start during backward as
+ * before; with several busy they start when the last thread is done. Reading the data set (not thread-safe) is
  * serialised; augmentation is not. The float reduction runs on one thread
  * (its BLAS on [train] threads).
  */
