@@ -53,7 +53,9 @@ typedef enum {
 
 extern const char *const cnn_loss_names[]; /* NULL-terminated, by enum */
 
-typedef struct cnn_model {
+typedef struct cnn_model cnn_model;
+
+struct cnn_model {
     int nlayers;
     cnn_layer *layers;      /* (nlayers) */
     cnn_shape input;
@@ -89,12 +91,16 @@ typedef struct cnn_model {
     size_t temp_size;       /* floats a sample of the largest of them */
     float *temps;           /* (ntemps, max_batch, temp_size) */
     char **keys_json;       /* (nlayers) each layer's section keys as a JSON object */
+    void **layer_params;    /* (nlayers) each layer's parsed parameters (for workspaces) */
+    const cnn_model *owner; /* a workspace (cnn_model_workspace): whose params and buffers
+                             * these are; NULL for a model that owns its own */
     /* When set, called before (end 0) and after (end 1) each layer's
      * forward (backward 0) and backward (1): the profiler's timer
-     * (cnn_profile_attach in cnn/profile.h). NULL after cnn_model_create. */
+     * (cnn_profile_attach in cnn/profile.h). NULL after cnn_model_create;
+     * a workspace calls its owner's. */
     void (*layer_hook)(void *arg, int layer, int backward, int end);
     void *layer_hook_arg;
-} cnn_model;
+};
 
 /* Builds the network of the layer sections of cfg. The first must be
  * [input]; each layer reads the layer before it, or those its `inputs` key
@@ -115,6 +121,15 @@ void cnn_model_free(cnn_model *m);
  * registered. */
 cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_loss loss,
                                   const cnn_layer_ops *const *types, cnn_error *err);
+
+/* A workspace of m for another thread: the same layers made again (their
+ * own state, caches and scratch), its own gradient buffer (zeroed), and
+ * m's parameters and buffers, shared, not copied (it must not outlive m;
+ * m->params must not be reallocated while it lives). Forward and backward
+ * on it write only its own memory, so threads may run them on different
+ * workspaces of one model at once, each reading the shared parameters.
+ * Reserve it (cnn_model_reserve) before use; free it with cnn_model_free. */
+cnn_status cnn_model_workspace(cnn_model **out, const cnn_model *m, cnn_error *err);
 
 /* Initialises every parameter from the seed alone (element-wise counter
  * RNG), so any process builds the same weights; sets every buffer from its

@@ -54,7 +54,7 @@ typedef struct cnn_train_config {
     long batch_size;  /* global batch: split across ranks */
     long max_steps;   /* 0 = no limit */
     long eval_batch_size;
-    long threads;     /* BLAS threads per rank; 0 = auto */
+    long threads;     /* threads per rank; 0 = auto: the cores the rank may use */
     long log_every;   /* steps between plain progress lines */
     uint64_t seed;
     cnn_loss loss;
@@ -265,7 +265,10 @@ cnn_status cnn_config_load_overrides(cnn_config **out, const char *path, const c
  * directory, else -1 with errno set. */
 int cnn_make_dirs(const char *path);
 
-/* Threads of the engine's BLAS; n <= 0 leaves the library's default. */
+/* Threads of a rank ([train] threads): BLAS's threads, until a training
+ * step with the exact reduction takes them (src/train/step.h: it spreads
+ * its chunks over that many threads, BLAS on one each); n <= 0 changes
+ * nothing. cnn_get_threads: the last n set, else BLAS's. */
 void cnn_set_threads(int n);
 int cnn_get_threads(void);
 

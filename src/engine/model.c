@@ -121,28 +121,32 @@ static void where(const cnn_section *s, char *buf, size_t n)
         snprintf(buf, n, "%s:%d: ", s->cfg->path, s->line);
 }
 
-/* Parses section s into the type's parameters, then makes layer l from
- * them on its inputs (l->in_shape); make's messages get the section's
- * file:line. */
-static cnn_status build_layer(cnn_layer *l, const cnn_section *s, cnn_error *err)
+/* Makes layer l (ops, name and inputs set) from its parsed parameters. */
+static cnn_status make_layer(cnn_layer *l, const void *params, cnn_error *err)
+{
+    return l->ops->max_inputs > 1 ? l->ops->make_n(l, params, l->in_shape, l->ninputs, err)
+                                  : l->ops->make(l, params, l->in, err);
+}
+
+/* Parses section s into the type's parameters (kept in *params, for
+ * cnn_model_workspace), then makes layer l from them on its inputs
+ * (l->in_shape); make's messages get the section's file:line. */
+static cnn_status build_layer(cnn_layer *l, const cnn_section *s, void **params, cnn_error *err)
 {
     const cnn_layer_ops *ops = l->ops;
-    void *params = calloc(1, ops->params_size ? ops->params_size : 1);
     char at[400];
     where(s, at, sizeof at);
-    if (!params)
+    if (!(*params = calloc(1, ops->params_size ? ops->params_size : 1)))
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
-    cnn_status st = ops->parse ? ops->parse(s, params, err) : CNN_OK;
+    cnn_status st = ops->parse ? ops->parse(s, *params, err) : CNN_OK;
     if (st == CNN_OK) {
-        st = ops->max_inputs > 1 ? ops->make_n(l, params, l->in_shape, l->ninputs, err)
-                                 : ops->make(l, params, l->in, err);
+        st = make_layer(l, *params, err);
         if (st && err) {
             char msg[CNN_ERROR_MSG_MAX];
             snprintf(msg, sizeof msg, "%s", err->msg);
             cnn_error_set(err, st, "%s%s", at, msg);
         }
     }
-    free(params);
     /* Layers index a sample's values with int: refuse what does not fit. */
     size_t n = 0, bytes;
     if (st == CNN_OK && (!cnn_shape_size_checked(l->out, &n) || n > INT_MAX)) {
@@ -470,7 +474,10 @@ static cnn_status read_nodes(cnn_model *m, const cnn_config *cfg,
                 return cnn_error_set(err, CNN_ERR_CONFIG, "%sa second [input] section", at);
             cnn_layer in = {.ops = ops};
             snprintf(in.name, sizeof in.name, "%s", nm);
-            if ((st = build_layer(&in, s, err)))
+            void *params = NULL;
+            st = build_layer(&in, s, &params, err);
+            free(params);
+            if (st)
                 return st;
             have_input = 1;
             m->input = in.out;
@@ -602,7 +609,7 @@ static cnn_status build_layers(cnn_model *m, graph *g, const int *order, cnn_err
         m->nlayers++; /* so that destroy runs on partial state */
         if (!(m->keys_json[k] = keys_json(nd->s)))
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory building the model");
-        if ((st = build_layer(l, nd->s, err)))
+        if ((st = build_layer(l, nd->s, &m->layer_params[k], err)))
             return st;
         if (l->act == CNN_ACT_SOFTMAX && (l->out.h != 1 || l->out.w != 1))
             return cnn_error_set(err, CNN_ERR_CONFIG,
@@ -623,6 +630,7 @@ cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_lo
     if (!m || !(m->layers = calloc((size_t)nsec + 1, sizeof *m->layers)) ||
         !(m->din_add = calloc((size_t)nsec + 1, sizeof *m->din_add)) ||
         !(m->keys_json = calloc((size_t)nsec + 1, sizeof *m->keys_json)) ||
+        !(m->layer_params = calloc((size_t)nsec + 1, sizeof *m->layer_params)) ||
         !(g.nodes = calloc((size_t)nsec + 1, sizeof *g.nodes)) ||
         !(order = calloc((size_t)nsec + 1, sizeof *order))) {
         cnn_model_free(m);
@@ -682,13 +690,76 @@ void cnn_model_free(cnn_model *m)
     if (m->keys_json)
         for (int i = 0; i < m->nlayers; i++)
             free(m->keys_json[i]);
+    if (m->layer_params)
+        for (int i = 0; i < m->nlayers; i++)
+            free(m->layer_params[i]);
     free(m->keys_json);
+    free(m->layer_params);
     free(m->din_add);
     free(m->layers);
-    free(m->params);
+    if (!m->owner) { /* a workspace borrows its owner's */
+        free(m->params);
+        free(m->buffers);
+    }
     free(m->grads);
-    free(m->buffers);
     free(m);
+}
+
+cnn_status cnn_model_workspace(cnn_model **out, const cnn_model *m, cnn_error *err)
+{
+    *out = NULL;
+    if (m->owner)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "%s: a workspace of a workspace", m->name);
+    cnn_model *w = calloc(1, sizeof *w);
+    if (!w || !(w->layers = calloc((size_t)m->nlayers, sizeof *w->layers)) ||
+        !(w->din_add = calloc((size_t)m->nlayers, sizeof *w->din_add)) ||
+        !(w->grads = alloc_floats(m->nparams))) {
+        cnn_model_free(w);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory for a thread's workspace",
+                             m->name);
+    }
+    w->owner = m;
+    w->params = m->params;
+    w->buffers = m->buffers;
+    w->input = m->input;
+    w->nclasses = m->nclasses;
+    w->loss = m->loss;
+    w->label_smoothing = m->label_smoothing;
+    w->nparams = m->nparams;
+    w->nbuffer_floats = m->nbuffer_floats;
+    w->fused_loss = m->fused_loss;
+    w->functional = m->functional;
+    w->ntemps = m->ntemps;
+    w->temp_size = m->temp_size;
+    memcpy(w->din_add, m->din_add, (size_t)m->nlayers * sizeof *w->din_add);
+    snprintf(w->name, sizeof w->name, "%s", m->name);
+    snprintf(w->input_name, sizeof w->input_name, "%s", m->input_name);
+    for (int i = 0; i < m->nlayers; i++) {
+        const cnn_layer *src = &m->layers[i];
+        cnn_layer *l = &w->layers[i];
+        l->ops = src->ops;
+        l->index = src->index;
+        snprintf(l->name, sizeof l->name, "%s", src->name);
+        l->ninputs = src->ninputs;
+        memcpy(l->input, src->input, sizeof l->input);
+        memcpy(l->in_shape, src->in_shape, sizeof l->in_shape);
+        l->in = src->in;
+        w->nlayers++; /* so that destroy runs on partial state */
+        cnn_status st = make_layer(l, m->layer_params[i], err);
+        if (st) {
+            cnn_model_free(w);
+            return st;
+        }
+        /* the same make on the same parameters declares the same tensors */
+        l->param_offset = src->param_offset;
+        l->param_count = src->param_count;
+        for (int p = 0; p < l->nparams; p++)
+            l->params[p].offset = src->params[p].offset;
+        for (int b = 0; b < l->nbuffers; b++)
+            l->buffers[b].offset = src->buffers[b].offset;
+    }
+    *out = w;
+    return CNN_OK;
 }
 
 /* Bytes of the batch buffers of layer l for batches of B: its output and
@@ -844,14 +915,15 @@ static float *input_of(const cnn_model *m, const cnn_layer *l, int k, const floa
 
 const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
 {
+    const cnn_model *hook = m->owner ? m->owner : m; /* workspaces report to their model's */
     const int last = m->nlayers - 1;
     for (int i = 0; i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
         const size_t n = cnn_shape_size(l->out);
         const float *w = m->params + l->param_offset;
         float *out = m->act[i], *dst = i == last && m->fused_loss ? m->logits : out;
-        if (m->layer_hook)
-            m->layer_hook(m->layer_hook_arg, i, 0, 0);
+        if (hook->layer_hook)
+            hook->layer_hook(hook->layer_hook_arg, i, 0, 0);
         if (l->ops->max_inputs > 1) {
             const float *in[CNN_LAYER_MAX_INPUTS];
             for (int k = 0; k < l->ninputs; k++)
@@ -864,20 +936,21 @@ const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ct
             memcpy(out, m->logits, (size_t)B * n * sizeof *out);
         int rowwise = l->act == CNN_ACT_SOFTMAX; /* softmax normalises each sample */
         cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1, rowwise ? n : (size_t)B * n);
-        if (m->layer_hook)
-            m->layer_hook(m->layer_hook_arg, i, 0, 1);
+        if (hook->layer_hook)
+            hook->layer_hook(hook->layer_hook_arg, i, 0, 1);
     }
     return m->act[last];
 }
 
 void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
 {
+    const cnn_model *hook = m->owner ? m->owner : m;
     for (int i = m->nlayers - 1; i >= 0; i--) {
         cnn_layer *l = &m->layers[i];
         const size_t n = cnn_shape_size(l->out);
         int rowwise = l->act == CNN_ACT_SOFTMAX;
-        if (m->layer_hook)
-            m->layer_hook(m->layer_hook_arg, i, 1, 0);
+        if (hook->layer_hook)
+            hook->layer_hook(hook->layer_hook_arg, i, 1, 0);
         if (!(i == m->nlayers - 1 && m->fused_loss))
             cnn_activation_backward(l->act, m->act[i], m->dact[i], rowwise ? (size_t)B : 1,
                                     rowwise ? n : (size_t)B * n);
@@ -907,8 +980,8 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
                 for (size_t j = 0; j < len; j++)
                     d[j] += din[k][j];
             }
-        if (m->layer_hook)
-            m->layer_hook(m->layer_hook_arg, i, 1, 1);
+        if (hook->layer_hook)
+            hook->layer_hook(hook->layer_hook_arg, i, 1, 1);
         if (ctx->grads_ready && l->param_count)
             ctx->grads_ready(ctx->grads_ready_arg, l->param_offset);
     }

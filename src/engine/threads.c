@@ -2,6 +2,16 @@
 #include "cnn/train.h"
 #include "cnn/tensor.h"
 
-void cnn_set_threads(int n) { cnn_blas_set_threads(n); }
+/* The threads of a rank: the training step spreads its chunks over them
+ * (src/train/step.h); 0 until cnn_set_threads sets it. */
+static int rank_threads;
 
-int cnn_get_threads(void) { return cnn_blas_get_threads(); }
+void cnn_set_threads(int n)
+{
+    if (n <= 0)
+        return;
+    rank_threads = n;
+    cnn_blas_set_threads(n);
+}
+
+int cnn_get_threads(void) { return rank_threads > 0 ? rank_threads : cnn_blas_get_threads(); }

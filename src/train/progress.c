@@ -46,7 +46,7 @@ void cnn_progress_banner(const session *S, const char *from)
     FILE *out = S->out;
     fprintf(out,
             "cnn-train: %d rank%s, global batch %ld, %lld training samples, %lld validation, "
-            "%lld test, %zu parameters, %d BLAS thread%s per rank\n",
+            "%lld test, %zu parameters, %d thread%s per rank\n",
             d->world, d->world > 1 ? "s" : "", tc->batch_size, (long long)train->n,
             (long long)(S->val ? S->val->n : 0), (long long)S->test->n, run->model->nparams,
             cnn_get_threads(), cnn_get_threads() > 1 ? "s" : "");

@@ -1,7 +1,9 @@
 /* session.c - a run's set-up and tear-down, the agreement between ranks
  * and evaluation over a data set (see session.h). */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -25,22 +27,86 @@ cnn_status cnn_session_agree(const session *S, cnn_status st, cnn_error *err)
     return who >= 0 ? (cnn_status)s : CNN_OK;
 }
 
+/* The threads a rank takes when [train] threads is 0, and why (into why):
+ * its affinity mask when that is narrower than the node (mpirun's or
+ * SLURM's binding says what it may use); else OMP_NUM_THREADS,
+ * OPENBLAS_NUM_THREADS or SLURM_CPUS_PER_TASK, the first one set; else the
+ * node's cores shared by its ranks. */
+static int default_threads(const cnn_dist *d, char *why, size_t n)
+{
+    static const char *const vars[] = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                       "SLURM_CPUS_PER_TASK"};
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    const int mask = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (mask > 0 && mask < online) {
+        snprintf(why, n, "the rank's affinity mask: %d of the node's %ld cores", mask, online);
+        return mask;
+    }
+    for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
+        const char *v = getenv(vars[k]);
+        long c = v ? atol(v) : 0;
+        if (c > 0) {
+            snprintf(why, n, "%s=%ld", vars[k], c);
+            return c > 4096 ? 4096 : (int)c;
+        }
+    }
+    const long cores = mask > 0 ? mask : online > 0 ? online : 1;
+    const int local = d->local_size > 0 ? d->local_size : 1;
+    long c = cores / local;
+    if (local > 1)
+        snprintf(why, n, "the node's %ld cores shared by its %d ranks", cores, local);
+    else
+        snprintf(why, n, "the node's %ld cores", cores);
+    return c < 1 ? 1 : (int)c;
+}
+
+/* [train] threads, or the default and why. */
+static int rank_threads(const cnn_train_config *tc, const cnn_dist *d, char *why, size_t n)
+{
+    if (tc->threads > 0) {
+        snprintf(why, n, "[train] threads");
+        return (int)tc->threads;
+    }
+    return default_threads(d, why, n);
+}
+
 void cnn_session_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *out)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = (int)tc->threads;
-    if (n == 0 && !getenv("OPENBLAS_NUM_THREADS")) {
-        n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
-        if (n < 1)
-            n = 1;
-    }
-    cnn_set_threads(n);
-    int used = cnn_get_threads();
+    char why[160];
+    int used = rank_threads(tc, d, why, sizeof why);
+    cnn_set_threads(used);
     if (d->rank == 0 && (long)used * d->local_size > cores)
         fprintf(out,
-                "warning: %d ranks x %d BLAS threads on a node with %ld cores oversubscribe it; "
-                "set [train] threads or OPENBLAS_NUM_THREADS\n",
+                "warning: %d ranks x %d threads on a node with %ld cores oversubscribe it; "
+                "set [train] threads or OMP_NUM_THREADS\n",
                 d->local_size, used, cores);
+}
+
+/* rank 0, training: how many threads the step uses and why. */
+static void threads_note(const session *S)
+{
+    const cnn_stepper *sp = &S->sp;
+    const cnn_run *run = S->run;
+    char why[160];
+    int n = rank_threads(&run->tc, S->d, why, sizeof why);
+    if (!run->dist.exact)
+        fprintf(S->out,
+                "threads: %d per rank (%s); [dist] reduction = float runs the step on one "
+                "thread, BLAS on %d\n",
+                n, why, n);
+    else if (sp->nthreads < n)
+        fprintf(S->out,
+                "threads: %d per rank (%s), %d busy: a rank gets at most %d reduction chunk%s a "
+                "step, one thread each (BLAS on one thread each, so the bits do not depend on "
+                "the threads); lower [dist] chunk_size to use more\n",
+                n, why, sp->nthreads, sp->nthreads, sp->nthreads > 1 ? "s" : "");
+    else
+        fprintf(S->out,
+                "threads: %d per rank (%s): a step's reduction chunks spread over them, BLAS on "
+                "one thread each\n",
+                n, why);
 }
 
 /* Evaluation buffers for batches of cap samples and sets of up to nmax. */
@@ -213,7 +279,8 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
         return st;
     st = check_fit(training ? S->train : S->test, m, err);
     if (!st && training) /* local: failures are agreed on below */
-        st = cnn_stepper_init(&S->sp, m, S->d, &run->dist, &run->aug, tc->batch_size, err);
+        st = cnn_stepper_init(&S->sp, m, S->d, &run->dist, &run->aug, tc->batch_size,
+                              cnn_get_threads(), err);
     if (!st)
         st = cnn_model_reserve(
             m, S->sp.cap > tc->eval_batch_size ? S->sp.cap : (int)tc->eval_batch_size, err);
@@ -225,6 +292,8 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
                          err);
     if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the permutation");
+    if (!st && training && S->root)
+        threads_note(S);
     if (!st && training && run->cbc.es.restore_best_weights &&
         !(S->best = malloc((m->nparams + m->nbuffer_floats + 1) * sizeof *S->best)))
         st = cnn_error_set(err, CNN_ERR_NOMEM,

@@ -59,8 +59,11 @@ void cnn_session_quiet(cnn_error *err, cnn_status st);
  * rank keeps a message. Collective. */
 cnn_status cnn_session_agree(const session *S, cnn_status st, cnn_error *err);
 
-/* Sets BLAS threads from [train] threads, OPENBLAS_NUM_THREADS or the
- * node's cores shared among its ranks; rank 0 warns of oversubscription. */
+/* Sets the rank's threads (cnn_set_threads) from [train] threads or, when
+ * it is 0, the cores the rank may use: its affinity mask when narrower
+ * than the node, else OMP_NUM_THREADS, OPENBLAS_NUM_THREADS or
+ * SLURM_CPUS_PER_TASK, else the node's cores shared among its ranks; rank
+ * 0 warns of oversubscription. cnn_session_open prints the choice. */
 void cnn_session_threads(const cnn_train_config *tc, const cnn_dist *d, FILE *out);
 
 /* Every rank loads data and allocates; then all agree. For training

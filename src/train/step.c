@@ -58,26 +58,53 @@ static int add_fixed(int64_t *restrict acc, float *restrict g, size_t n, double 
     return bad;
 }
 
+/* Stripes of the fixed-point buffer: each has its lock when several
+ * threads add chunks into it (128 KiB of int64). */
+#define STRIPE 16384
+
+/* Several threads: grads[lo, hi) of w's chunk into acc, a stripe at a time
+ * under its lock; the step's first chunk to reach a stripe clears it. */
+static void add_shared(cnn_stepper *s, cnn_step_worker *w, size_t lo, size_t hi)
+{
+    const size_t n = s->m->nparams;
+    while (lo < hi) {
+        const size_t k = lo / STRIPE, a = k * STRIPE, b = a + STRIPE < n ? a + STRIPE : n;
+        const size_t end = b < hi ? b : hi;
+        pthread_mutex_lock(&s->stripe_mu[k]);
+        if (s->stripe_step[k] != s->step_no) {
+            memset(s->acc + a, 0, (b - a) * sizeof *s->acc);
+            s->stripe_step[k] = s->step_no;
+        }
+        w->bad |= add_fixed(s->acc + lo, w->m->grads + lo, end - lo, s->limit, 0);
+        pthread_mutex_unlock(&s->stripe_mu[k]);
+        lo = end;
+    }
+}
+
 /* Called by backward after each layer: grads[offset ..) are final. */
 static void grads_ready(void *arg, size_t offset)
 {
-    cnn_stepper *s = arg;
-    if (s->c.exact) {
-        s->bad |= add_fixed(s->acc + offset, s->m->grads + offset, s->done_from - offset,
-                            s->limit, s->first);
-        s->done_from = offset;
-        if (s->last)
+    cnn_step_worker *w = arg;
+    cnn_stepper *s = w->s;
+    if (s->c.exact && s->job.T > 1) {
+        add_shared(s, w, offset, w->done_from);
+        w->done_from = offset;
+    } else if (s->c.exact) {
+        w->bad |= add_fixed(s->acc + offset, w->m->grads + offset, w->done_from - offset,
+                            s->limit, w->first);
+        w->done_from = offset;
+        if (w->last)
             cnn_dist_reducer_ready(s->red, offset);
-    } else if (s->last) {
+    } else if (w->last) {
         cnn_dist_reducer_ready(s->red, offset);
     }
 }
 
 static void poll(void *arg)
 {
-    cnn_stepper *s = arg;
-    if (s->last)
-        cnn_dist_reducer_poll(s->red);
+    cnn_step_worker *w = arg;
+    if (w->last)
+        cnn_dist_reducer_poll(w->s->red);
 }
 
 /* ---- Moving statistics (step.h) --------------------------------------- */
@@ -117,13 +144,14 @@ static void stats_free(cnn_stepper *s)
     free(s->stat_mean);
 }
 
-/* After a training forward of B samples: keeps the layers' statistics. */
-static void stats_record(cnn_stepper *s, int B)
+/* After a training forward of the rank's chunk k (B samples) on model m:
+ * keeps the layers' statistics in the chunk's slot. */
+static void stats_record(cnn_stepper *s, const cnn_model *m, int k, int B)
 {
-    if (!s->nstats || s->nrec >= s->max_chunks)
+    if (!s->nstats || k >= s->max_chunks)
         return;
-    cnn_model_stats_get(s->m, s->chunk_stats + (size_t)s->nrec * s->nstats);
-    s->chunk_n[s->nrec++] = B;
+    cnn_model_stats_get(m, s->chunk_stats + (size_t)k * s->nstats);
+    s->chunk_n[k] = B;
 }
 
 static uint8_t exponent_code(float v)
@@ -249,9 +277,127 @@ cnn_status cnn_dist_config_read(cnn_dist_config *c, const cnn_config *cfg, cnn_e
     return CNN_OK;
 }
 
+/* A thread's chunk buffers for chunks of up to cap samples. */
+static int worker_alloc(cnn_step_worker *w, int cap, size_t in)
+{
+    w->x = malloc((size_t)cap * in * sizeof *w->x);
+    w->y = malloc((size_t)cap * sizeof *w->y);
+    w->ids = malloc((size_t)cap * sizeof *w->ids);
+    w->raw = malloc((size_t)cap * in);
+    w->tmp = malloc(in * sizeof *w->tmp);
+    return w->x && w->y && w->ids && w->raw && w->tmp;
+}
+
+static void worker_free(cnn_step_worker *w)
+{
+    free(w->x);
+    free(w->y);
+    free(w->ids);
+    free(w->raw);
+    free(w->tmp);
+}
+
+static void run_chunks(cnn_step_worker *w);
+
+/* A thread other than the caller's: waits for a step, runs its chunks. */
+static void *worker_main(void *arg)
+{
+    cnn_step_worker *w = arg;
+    cnn_stepper *s = w->s;
+    const int index = (int)(w - s->w);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->gen == seen && !s->quit)
+            pthread_cond_wait(&s->go, &s->mu);
+        if (s->quit)
+            break;
+        seen = s->gen;
+        const int mine = index < s->job.T;
+        pthread_mutex_unlock(&s->mu);
+        if (mine)
+            run_chunks(w);
+        pthread_mutex_lock(&s->mu);
+        if (mine && --s->pending == 0)
+            pthread_cond_signal(&s->done);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Threads 1 .. nthreads-1: a workspace each, their buffers, their thread;
+ * and the locks they share. */
+static cnn_status threads_init(cnn_stepper *s, cnn_error *err)
+{
+    if (pthread_mutex_init(&s->mu, NULL) || pthread_cond_init(&s->go, NULL) ||
+        pthread_cond_init(&s->done, NULL) || pthread_mutex_init(&s->data_mu, NULL))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "cannot create the step's thread locks");
+    s->sync_ok = 1;
+    if (s->nthreads < 2)
+        return CNN_OK;
+    const size_t n = s->m->nparams, in = cnn_shape_size(s->m->input);
+    s->nstripes = (n + STRIPE - 1) / STRIPE;
+    s->stripe_mu = malloc((s->nstripes ? s->nstripes : 1) * sizeof *s->stripe_mu);
+    s->stripe_step = calloc(s->nstripes ? s->nstripes : 1, sizeof *s->stripe_step);
+    if (!s->stripe_mu || !s->stripe_step)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the step's %d threads",
+                             s->nthreads);
+    for (size_t k = 0; k < s->nstripes; k++)
+        pthread_mutex_init(&s->stripe_mu[k], NULL);
+    for (int t = 1; t < s->nthreads; t++) {
+        cnn_step_worker *w = &s->w[t];
+        cnn_status st = cnn_model_workspace(&w->m, s->m, err);
+        if (!st)
+            st = cnn_model_reserve(w->m, s->cap, err);
+        if (!st && !worker_alloc(w, s->cap, in))
+            st = cnn_error_set(err, CNN_ERR_NOMEM,
+                               "out of memory for thread %d's buffers (chunks of %d images)", t,
+                               s->cap);
+        if (st)
+            return st;
+        if (pthread_create(&w->tid, NULL, worker_main, w) != 0)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "cannot start thread %d of %d of the step",
+                                 t, s->nthreads);
+        w->started = 1;
+    }
+    return CNN_OK;
+}
+
+static void threads_free(cnn_stepper *s)
+{
+    if (!s->w)
+        return;
+    if (s->sync_ok) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = 1;
+        pthread_cond_broadcast(&s->go);
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (int t = 0; t < s->nthreads; t++) {
+        cnn_step_worker *w = &s->w[t];
+        if (w->started)
+            pthread_join(w->tid, NULL);
+        if (t > 0)
+            cnn_model_free(w->m);
+        worker_free(w);
+    }
+    if (s->stripe_mu)
+        for (size_t k = 0; k < s->nstripes; k++)
+            pthread_mutex_destroy(&s->stripe_mu[k]);
+    free(s->stripe_mu);
+    free(s->stripe_step);
+    if (s->sync_ok) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->go);
+        pthread_cond_destroy(&s->done);
+        pthread_mutex_destroy(&s->data_mu);
+    }
+    free(s->w);
+}
+
 cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
                             const cnn_dist_config *c, const cnn_augment_config *aug,
-                            long max_batch, cnn_error *err)
+                            long max_batch, int threads, cnn_error *err)
 {
     memset(s, 0, sizeof *s);
     s->m = m;
@@ -263,20 +409,27 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
         s->cap = (int)max_batch;
     /* the chunks of a step together stay inside the int64 range */
     s->limit = 9.2e18 / (double)((max_batch + c->chunk_size - 1) / c->chunk_size + 1);
+    /* exact: no more threads than the chunks a rank may get, BLAS on one
+     * thread each (its bits would depend on its threads); float: BLAS's */
+    const long K = (max_batch + c->chunk_size - 1) / c->chunk_size;
+    const long per_rank = (K + d->world - 1) / d->world;
+    s->nthreads = !c->exact || threads < 1 ? 1 : threads < per_rank ? threads : (int)per_rank;
+    if (s->nthreads < 1)
+        s->nthreads = 1;
+    cnn_blas_set_threads(c->exact ? 1 : threads);
     const size_t in = cnn_shape_size(m->input);
-    s->x = malloc((size_t)s->cap * in * sizeof *s->x);
-    s->y = malloc((size_t)s->cap * sizeof *s->y);
-    s->ids = malloc((size_t)s->cap * sizeof *s->ids);
-    s->raw = malloc((size_t)s->cap * in);
-    s->tmp = malloc(in * sizeof *s->tmp);
+    s->w = calloc((size_t)s->nthreads, sizeof *s->w);
     s->nsums = STAT_N + (c->exact ? (int)((max_batch + c->chunk_size - 1) / c->chunk_size) : 0);
     s->sums = malloc((size_t)s->nsums * sizeof *s->sums);
     size_t *cuts = malloc((size_t)(m->nlayers + 1) * sizeof *cuts);
-    if (!s->x || !s->y || !s->ids || !s->raw || !s->tmp || !s->sums || !cuts) {
+    if (!s->w || !worker_alloc(&s->w[0], s->cap, in) || !s->sums || !cuts) {
         free(cuts);
         return cnn_error_set(err, CNN_ERR_NOMEM,
                              "out of memory for the step's buffers (a batch of %d images)", s->cap);
     }
+    for (int t = 0; t < s->nthreads; t++)
+        s->w[t].s = s;
+    s->w[0].m = m;
     int n = 0;
     for (int i = 0; i < m->nlayers; i++)
         if (m->layers[i].param_count)
@@ -297,31 +450,29 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     if (c->exact)
         s->acc = cnn_dist_reducer_data(s->red);
     cnn_dist_shard(m->nparams, d->rank, d->world, &s->lo, &s->hi);
-    return stats_init(s, max_batch, err);
+    cnn_status st = stats_init(s, max_batch, err);
+    return st ? st : threads_init(s, err);
 }
 
 void cnn_stepper_free(cnn_stepper *s)
 {
+    threads_free(s);
     cnn_dist_reducer_free(s->red); /* and acc with it */
-    free(s->x);
-    free(s->y);
-    free(s->ids);
-    free(s->raw);
-    free(s->tmp);
     free(s->sums);
     stats_free(s);
     memset(s, 0, sizeof *s);
 }
 
-/* Each image of the chunk through [augment], keyed by its training-set id. */
-static void augment(cnn_stepper *s, int B, uint64_t seed, uint64_t epoch)
+/* Each image of w's chunk (B) through [augment], keyed by its training-set id. */
+static void augment(const cnn_stepper *s, cnn_step_worker *w, int B)
 {
     const cnn_shape sh = s->m->input;
     const size_t in = cnn_shape_size(sh);
     for (int b = 0; b < B; b++) {
-        float *x = s->x + (size_t)b * in;
-        cnn_augment_image(&s->aug, seed, epoch, s->ids[b], x, s->tmp, sh.c, sh.h, sh.w);
-        memcpy(x, s->tmp, in * sizeof *x);
+        float *x = w->x + (size_t)b * in;
+        cnn_augment_image(&s->aug, s->job.seed, s->job.epoch, w->ids[b], x, w->tmp, sh.c, sh.h,
+                          sh.w);
+        memcpy(x, w->tmp, in * sizeof *x);
     }
 }
 
@@ -331,6 +482,122 @@ static int all_finite(const float *v, size_t n)
     for (size_t i = 0; i < n; i++)
         acc += v[i] * 0.0f;
     return acc == 0.0f;
+}
+
+/* The images of chunk k's samples (or the float slice) into w's buffers. */
+static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
+{
+    const cnn_step_job *j = &s->job;
+    cnn_status st;
+    if (s->prefetch) { /* thread-safe; its samples come augmented */
+        st = cnn_prefetch_fetch(s->prefetch, w->ids, B, j->seed, j->epoch, w->x, w->y, &w->err);
+    } else {
+        if (j->T > 1)
+            pthread_mutex_lock(&s->data_mu);
+        st = cnn_dataset_gather(j->train, w->ids, B, j->rescale, w->raw, w->x, w->y, &w->err);
+        if (j->T > 1)
+            pthread_mutex_unlock(&s->data_mu);
+    }
+    if (s->fault == CNN_FAULT_IO)
+        st = cnn_error_set(&w->err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",
+                           j->train->source);
+    if (s->fault == CNN_FAULT_NAN)
+        w->x[0] = NAN;
+    if (s->fault == CNN_FAULT_EXIT)
+        _exit(3);
+    if (st == CNN_OK && s->aug.enabled && !s->prefetch)
+        augment(s, w, B);
+    return st;
+}
+
+/* w's chunks [k0, k1) of the step: forward, loss, backward; each chunk's
+ * loss and statistics into its slot, the gradient into acc (exact). Stops
+ * at the first chunk that fails. */
+static void run_chunks(cnn_step_worker *w)
+{
+    cnn_stepper *s = w->s;
+    const cnn_step_job *j = &s->job;
+    cnn_model *m = w->m;
+    double *chunk_loss = s->sums + STAT_N;
+    cnn_ctx ctx = cnn_model_ctx(m, 1, j->seed, j->epoch, w->ids);
+    ctx.grads_ready = grads_ready;
+    ctx.poll = j->T > 1 ? NULL : poll; /* nothing is in flight before the threads are done */
+    ctx.grads_ready_arg = w;
+    w->st = CNN_OK;
+    w->bad = 0;
+    w->loss = w->correct = w->count = 0;
+    for (int k = w->k0; k < w->k1 && w->st == CNN_OK; k++) {
+        int lo = s->c.exact ? (j->first + k) * j->csize : j->first;
+        int hi = s->c.exact ? lo + j->csize : j->first + j->csize;
+        if (hi > j->Bg)
+            hi = j->Bg;
+        int B = hi - lo;
+        memcpy(w->ids, j->batch + lo, (size_t)B * sizeof *w->ids);
+        cnn_batch_stats bs = {0};
+        if (!s->c.exact)
+            cnn_model_zero_grad(m);
+        cnn_status st = gather(s, w, B);
+        if (st == CNN_OK) {
+            cnn_model_forward(m, w->x, B, &ctx);
+            stats_record(s, m, k, B);
+            st = cnn_model_loss(m, w->y, B, 1.0f / (float)j->Bg, 1, &bs, &w->err);
+        }
+        if (s->c.exact)
+            chunk_loss[j->first + k] = bs.loss_sum;
+        else
+            w->loss += bs.loss_sum;
+        w->correct += (double)bs.correct;
+        w->count += (double)bs.count;
+        if (st == CNN_OK) {
+            w->last = k == j->nblocks - 1;
+            w->first = k == 0;
+            w->done_from = m->nparams;
+            cnn_model_backward(m, w->x, B, &ctx);
+        }
+        w->st = st;
+    }
+}
+
+/* The rank's chunks on its threads; returns the status of the first chunk
+ * that failed (its message in err) and the figures of all of them in
+ * stats. */
+static cnn_status run_threads(cnn_stepper *s, double *stats, cnn_error *err)
+{
+    cnn_step_job *j = &s->job;
+    const int T = j->T;
+    s->step_no++;
+    for (int t = 0; t < s->nthreads; t++) {
+        s->w[t].k0 = t < T ? (int)((int64_t)j->nblocks * t / T) : 0;
+        s->w[t].k1 = t < T ? (int)((int64_t)j->nblocks * (t + 1) / T) : 0;
+    }
+    if (T > 1) {
+        pthread_mutex_lock(&s->mu);
+        s->pending = T - 1;
+        s->gen++;
+        pthread_cond_broadcast(&s->go);
+        pthread_mutex_unlock(&s->mu);
+    }
+    run_chunks(&s->w[0]);
+    if (T > 1) {
+        pthread_mutex_lock(&s->mu);
+        while (s->pending > 0)
+            pthread_cond_wait(&s->done, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+    }
+    cnn_status st = CNN_OK;
+    for (int t = 0; t < T; t++) { /* in chunk order: the first failure is the lowest chunk's */
+        const cnn_step_worker *w = &s->w[t];
+        stats[STAT_LOSS] += w->loss;
+        stats[STAT_CORRECT] += w->correct;
+        stats[STAT_COUNT] += w->count;
+        s->bad |= w->bad;
+        if (w->st && !st) {
+            st = w->st;
+            if (err)
+                *err = w->err;
+        }
+    }
+    return st;
 }
 
 cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64_t *batch,
@@ -346,7 +613,6 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
      * slots, added in chunk order after the sum across ranks: the loss is
      * np 1's, bit for bit, on any rank count (as the gradient) */
     const int nsums = s->c.exact ? STAT_N + (Bg + csize - 1) / csize : STAT_N;
-    double *chunk_loss = s->sums + STAT_N;
     memset(s->sums, 0, (size_t)nsums * sizeof *s->sums);
     memset(stats, 0, STAT_N * sizeof *stats);
     stats[STAT_STOP] = s->stop != 0;
@@ -357,50 +623,13 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
      * rank's shard, which held the last step's summed gradient, needs it */
     if (s->c.exact)
         memset(m->grads + s->lo, 0, (s->hi - s->lo) * sizeof *m->grads);
-    cnn_status st = CNN_OK;
-    cnn_ctx ctx = cnn_model_ctx(m, 1, seed, epoch, s->ids);
-    ctx.grads_ready = grads_ready;
-    ctx.poll = poll;
-    ctx.grads_ready_arg = s;
-    for (int k = 0; k < nblocks && st == CNN_OK; k++) {
-        int lo = s->c.exact ? (first + k) * csize : first;
-        int hi = s->c.exact ? lo + csize : end;
-        if (hi > Bg)
-            hi = Bg;
-        int B = hi - lo;
-        memcpy(s->ids, batch + lo, (size_t)B * sizeof *s->ids);
-        cnn_batch_stats bs = {0};
-        if (!s->c.exact)
-            cnn_model_zero_grad(m);
-        st = s->prefetch ? cnn_prefetch_fetch(s->prefetch, s->ids, B, seed, epoch, s->x, s->y, err)
-                         : cnn_dataset_gather(train, s->ids, B, rescale, s->raw, s->x, s->y, err);
-        if (s->fault == CNN_FAULT_IO)
-            st = cnn_error_set(err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",
-                               train->source);
-        if (s->fault == CNN_FAULT_NAN)
-            s->x[0] = NAN;
-        if (s->fault == CNN_FAULT_EXIT)
-            _exit(3);
-        if (st == CNN_OK && s->aug.enabled && !s->prefetch) /* the prefetch augments */
-            augment(s, B, seed, epoch);
-        if (st == CNN_OK) {
-            cnn_model_forward(m, s->x, B, &ctx);
-            stats_record(s, B);
-            st = cnn_model_loss(m, s->y, B, 1.0f / (float)Bg, 1, &bs, err);
-        }
-        if (s->c.exact)
-            chunk_loss[first + k] = bs.loss_sum;
-        else
-            stats[STAT_LOSS] += bs.loss_sum;
-        stats[STAT_CORRECT] += (double)bs.correct;
-        stats[STAT_COUNT] += (double)bs.count;
-        if (st == CNN_OK) {
-            s->last = k == nblocks - 1;
-            s->first = k == 0;
-            s->done_from = m->nparams;
-            cnn_model_backward(m, s->x, B, &ctx);
-        }
-    }
+    s->job = (cnn_step_job){.train = train, .batch = batch, .Bg = Bg, .first = first,
+                            .csize = s->c.exact ? csize : end - first, .nblocks = nblocks,
+                            .T = nblocks < s->nthreads ? nblocks : s->nthreads,
+                            .rescale = rescale, .seed = seed, .epoch = epoch};
+    cnn_status st = run_threads(s, stats, err);
+    if (st == CNN_OK)
+        s->nrec = s->nstats ? nblocks : 0;
     if (st != CNN_OK || nblocks == 0) {
         if (st == CNN_ERR_NUMERIC && skip_nan) {
             stats[STAT_NONFINITE] = 1;

@@ -40,10 +40,28 @@
  * statistics: moving = momentum * moving + (1 - momentum) * average. A
  * skipped step (nan_policy = skip_step) leaves them alone. This costs two
  * small collectives a step, not one per layer as SyncBatchNorm's.
+ *
+ * Threads ([train] threads; exact reduction). A rank's chunks of a step
+ * are spread over its threads, each chunk whole on one thread: thread t
+ * takes the chunks [n*t/T, n*(t+1)/T) of the rank's n (T = the threads
+ * that get one). Each thread runs its own workspace of the model
+ * (cnn_model_workspace: activations, layer caches and scratch, gradient
+ * buffer; the parameters and moving statistics are the model's own,
+ * shared) with BLAS on one thread, so a chunk's gradient is the same
+ * floats on any thread; it is added into the one fixed-point buffer under
+ * a lock per stripe of parameters, and integer sums do not depend on their
+ * order. Each chunk's loss and batch statistics go to that chunk's slot and
+ * are combined in chunk order, so a run is bit-identical at any thread
+ * count as at any rank count. When one thread has all of the rank's chunks
+ * (one thread, or one chunk a rank) the buckets start during backward as
+ * before; with several busy they start when the last thread is done. Reading the data set (not thread-safe) is
+ * serialised; augmentation is not. The float reduction runs on one thread
+ * (its BLAS on [train] threads).
  */
 #ifndef CNN_TRAIN_STEP_H
 #define CNN_TRAIN_STEP_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "cnn/augment.h"
@@ -67,28 +85,69 @@ enum {
     STAT_N
 };
 
-typedef struct cnn_stepper {
-    cnn_model *m;
-    const cnn_dist *d;
-    cnn_dist_config c;     /* [dist] */
-    cnn_augment_config aug; /* [augment], training images only */
-    int64_t *acc;          /* (nparams) fixed-point gradient sum (exact); red's buffer */
-    cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
-    char exchange_why[192]; /* the exchange used and why ([dist] exchange) */
-    size_t lo, hi;         /* this rank's shard of the parameters */
-    int cap;               /* samples a forward pass may hold */
-    double limit;          /* largest |gradient| * 2^44 a chunk may add (exact) */
+typedef struct cnn_stepper cnn_stepper;
+
+/* One thread of a step: a workspace of the model and one chunk's buffers. */
+typedef struct cnn_step_worker {
+    cnn_stepper *s;
+    cnn_model *m;          /* thread 0: the stepper's model; the others: workspaces of it */
     float *x;              /* (cap, input) */
     int32_t *y;            /* (cap) */
     int64_t *ids;          /* (cap) training-set ids of the chunk */
     uint8_t *raw;          /* (cap, input) pixels as stored */
-    cnn_prefetch *prefetch; /* the trainer's, or NULL: chunks come from it, augmented */
     float *tmp;            /* (input) one augmented image */
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
     int last;              /* the rank's last chunk of the step: buckets may start */
     int first;             /* the rank's first chunk of the step: sets acc */
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
+    /* this step */
+    int k0, k1;            /* its chunks: [k0, k1) of the rank's */
+    cnn_status st;         /* of its first failing chunk */
+    cnn_error err;
+    double loss, correct, count; /* loss: float reduction only (exact: per chunk) */
+    pthread_t tid;
+    int started;           /* tid runs worker_main */
+} cnn_step_worker;
+
+/* What the threads of a step share (cnn_stepper_run). */
+typedef struct cnn_step_job {
+    const cnn_dataset *train;
+    const int64_t *batch;
+    int Bg, first, csize, nblocks;
+    int T;                 /* threads with chunks */
+    float rescale;
+    uint64_t seed, epoch;
+} cnn_step_job;
+
+struct cnn_stepper {
+    cnn_model *m;
+    const cnn_dist *d;
+    cnn_dist_config c;     /* [dist] */
+    cnn_augment_config aug; /* [augment], training images only */
+    cnn_prefetch *prefetch; /* the trainer's, or NULL: chunks come from it, augmented */
+    int64_t *acc;          /* (nparams) fixed-point gradient sum (exact); red's buffer */
+    cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
+    char exchange_why[192]; /* the exchange used and why ([dist] exchange) */
+    size_t lo, hi;         /* this rank's shard of the parameters */
+    int cap;               /* samples a forward pass may hold */
+    double limit;          /* largest |gradient| * 2^44 a chunk may add (exact) */
+    /* threads (see "Threads" above) */
+    int nthreads;          /* threads of a step: at most the chunks a rank may get */
+    cnn_step_worker *w;    /* (nthreads) w[0] is the calling thread */
+    cnn_step_job job;      /* the step under way */
+    pthread_mutex_t mu;    /* guards gen, pending, quit */
+    pthread_cond_t go, done;
+    unsigned long gen;     /* steps handed to the threads */
+    int pending;           /* threads still running this step's chunks */
+    int quit;
+    pthread_mutex_t data_mu; /* cnn_dataset_gather is not thread-safe */
+    size_t nstripes;       /* acc in stripes of STRIPE parameters, each with a lock */
+    pthread_mutex_t *stripe_mu; /* (nstripes) */
+    uint64_t *stripe_step; /* (nstripes) step_no of the last step that cleared it */
+    uint64_t step_no;
+    int sync_ok;           /* mu, go, done, data_mu initialised */
+    int bad;               /* a thread's gradient was non-finite or beyond fixed-point range */
     double wait;           /* seconds spent waiting for communication, in total */
     cnn_fault fault;       /* test seam: make this step fail (cnn_fault_plan) */
     int stop;              /* this rank was asked to stop: sent with the stats */
@@ -106,12 +165,15 @@ typedef struct cnn_stepper {
     int64_t *stat_acc;     /* (nstats + 1) fixed-point sums of count * value; the count */
     double *stat_mean;     /* (nstats) the step's statistics, averaged */
     int stats_ready;       /* stat_mean is this step's, for cnn_stepper_update */
-} cnn_stepper;
+};
 
-/* Sizes buffers for global batches of up to max_batch. */
+/* Sizes buffers for global batches of up to max_batch, and starts the
+ * threads of the exact reduction: up to `threads` (at most the chunks a
+ * rank may get), each with a workspace of m; it then sets BLAS to one
+ * thread. The float reduction sets BLAS to `threads`. */
 cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
                             const cnn_dist_config *c, const cnn_augment_config *aug,
-                            long max_batch, cnn_error *err);
+                            long max_batch, int threads, cnn_error *err);
 void cnn_stepper_free(cnn_stepper *s);
 
 /* Ranks that receive samples of a global batch of Bg (all, unless exact

@@ -66,8 +66,8 @@ train)
   [ "$(job_field "$j" ExitCode)" = 0:0 ] && [ "$(job_field "$j" Restarts)" = 0 ] || fail "exit code or restarts"
   j=$(submit --ntasks=1 --cpus-per-task=2 -- --set train.epochs=1 --set checkpoint.dir=H)
   finished "$j" 120 COMPLETED
-  grep -q "ranks x threads = 1 x 2 on" "cnn-train-$j.out" && grep -q "^cnn-train: 1 rank, .* 2 BLAS threads per rank" "cnn-train-$j.out" ||
-    { cat "cnn-train-$j.out"; fail "--cpus-per-task=2 did not give 2 BLAS threads"; }
+  grep -q "ranks x threads = 1 x 2 on" "cnn-train-$j.out" && grep -q "^cnn-train: 1 rank, .* 2 threads per rank" "cnn-train-$j.out" ||
+    { cat "cnn-train-$j.out"; fail "--cpus-per-task=2 did not give 2 threads"; }
   ;;
 cpu_bind)
   # with task/affinity the script binds each rank to its cores
