@@ -7,11 +7,14 @@
  * (10-40%), as do our own shifted/im2col GEMMs through OpenBLAS (8-60%).
  */
 #include <oneapi/dnnl/dnnl.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dnn.h"
+
+/* libgomp's, the OpenMP runtime of Debian's oneDNN (not through <omp.h>,
+ * which under clang would be LLVM's): the calling thread's team size. */
+void omp_set_num_threads(int n);
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS, NPASS };
 /* What an operand holds, so a pass's pointers come by role:
