@@ -123,10 +123,10 @@ static void test_conv_dnn_stride2_same(void **state)
     check_case("filters = 3\nkernel = 3\nstride = 2\npadding = same", 8, 8, 3, 2);
 }
 
-static void test_conv_dnn_valid_one_channel(void **state)
+static void test_conv_dnn_valid_two_channels(void **state)
 {
     (void)state;
-    check_case("filters = 4\nkernel = 3", 7, 7, 1, 1);
+    check_case("filters = 4\nkernel = 3", 7, 7, 2, 1); /* 1 channel: GEMM paths */
 }
 
 int main(void)
@@ -134,7 +134,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_dnn_stride1_same),
         cmocka_unit_test(test_conv_dnn_stride2_same),
-        cmocka_unit_test(test_conv_dnn_valid_one_channel),
+        cmocka_unit_test(test_conv_dnn_valid_two_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
