@@ -5,13 +5,15 @@
  *     alone or at any place of a batch with a padded tail, and
  *   - the weight and bias gradients of a batch of a full sub-batch plus a
  *     tail match a naive double-precision reference (the padding adds
- *     nothing). */
+ *     nothing);
+ * and two models convolve on two threads at once with the bits of one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "testutil.h"
 
@@ -129,12 +131,69 @@ static void test_conv_dnn_valid_two_channels(void **state)
     check_case("filters = 4\nkernel = 3", 7, 7, 2, 1); /* 1 channel: GEMM paths */
 }
 
+/* Two models' convolutions on two threads at once give the bits each gives
+ * alone: the primitives are shared read-only, all working memory is the
+ * model's scratch, and oneDNN runs on the calling thread. */
+typedef struct job {
+    cnn_model *m;
+    const float *x;
+    float *dx;
+} job;
+
+static void *run_job(void *arg)
+{
+    job *j = arg;
+    cnn_ctx ctx = cnn_model_ctx(j->m, 0, 1, 0, NULL);
+    for (int r = 0; r < 20; r++) {
+        cnn_model_forward(j->m, j->x, NB, &ctx);
+        layer0_backward(j->m, j->x, j->m->act[0], j->dx, NB);
+    }
+    return NULL;
+}
+
+static void test_conv_dnn_two_threads(void **state)
+{
+    (void)state;
+    const char *ini = "[input]\nshape = 12x12x8\n[conv2d]\nfilters = 16\nkernel = 3\n"
+                      "padding = same\n[flatten]\n";
+    const size_t in_sz = 12 * 12 * 8, out_sz = 12 * 12 * 16;
+    cnn_model *m[2] = {tu_model(ini, CNN_LOSS_MSE, NB), tu_model(ini, CNN_LOSS_MSE, NB)};
+    float *x = malloc(NB * in_sz * sizeof *x), *want_y = malloc(NB * out_sz * sizeof *want_y);
+    float *want_dx = malloc(NB * in_sz * sizeof *want_dx), *dx[2];
+    assert_true(x && want_y && want_dx);
+    tu_fill(x, NB * in_sz, 9, -1, 1);
+    job jobs[2];
+    for (int t = 0; t < 2; t++) {
+        tu_fill(m[t]->params, m[t]->nparams, 8, -1, 1);
+        dx[t] = malloc(NB * in_sz * sizeof *dx[t]);
+        assert_non_null(dx[t]);
+        jobs[t] = (job){m[t], x, dx[t]};
+    }
+    run_job(&jobs[0]); /* alone */
+    memcpy(want_y, m[0]->act[0], NB * out_sz * sizeof *want_y);
+    memcpy(want_dx, dx[0], NB * in_sz * sizeof *want_dx);
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, run_job, &jobs[t]), 0);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+        assert_memory_equal(m[t]->act[0], want_y, NB * out_sz * sizeof *want_y);
+        assert_memory_equal(dx[t], want_dx, NB * in_sz * sizeof *want_dx);
+        free(dx[t]);
+        cnn_model_free(m[t]);
+    }
+    free(x);
+    free(want_y);
+    free(want_dx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_dnn_stride1_same),
         cmocka_unit_test(test_conv_dnn_stride2_same),
         cmocka_unit_test(test_conv_dnn_valid_two_channels),
+        cmocka_unit_test(test_conv_dnn_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
