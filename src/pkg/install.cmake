@@ -35,7 +35,8 @@ target_include_directories(cnn_shared PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_
                            $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated>
                            $<INSTALL_INTERFACE:include>)
 target_link_libraries(cnn_shared PRIVATE PkgConfig::OPENBLAS PkgConfig::INIH PkgConfig::STB
-                      PkgConfig::PLPLOT ZLIB::ZLIB MPI::MPI_C ${HDF5_LIBRARIES} m)
+                      PkgConfig::PLPLOT ZLIB::ZLIB MPI::MPI_C ${HDF5_LIBRARIES} m
+                      ${CNN_DNNL_LIBRARY} ${CNN_GOMP_LIBRARY})
 
 install(TARGETS cnn-train cnn-tune cnn-bench cnn-layer-bench cnn-predict cnn-data cnn-plot
         cnn-bench-exchange

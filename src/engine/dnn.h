@@ -1,0 +1,51 @@
+/* dnn.h - 2-D convolution through oneDNN (src/engine/dnn.c, the only file
+ * that includes <dnnl.h>); used by conv2d.c.
+ *
+ * Our tensors stay NCHW: x (B, C, H, W), y (B, F, oh, ow), the kernel
+ * (F, C, kh, kw), the bias (F). Each pass reorders its operands into the
+ * blocked layouts oneDNN's AVX-512 kernels choose (nChw16c, OIhw16i16o...),
+ * runs, and reorders its result back, all inside the caller's scratch.
+ *
+ * Images go through in sub-batches of a fixed size S chosen from the shape
+ * alone (enough images that a sub-batch's tensors fill about 2 MB, at most
+ * 16); a last, shorter sub-batch is zero-padded to S. So every image is
+ * computed by the same primitive whatever the batch size, and the primitives
+ * are all made once, in cnn_dnn_conv_create.
+ *
+ * Single-threaded and re-entrant: oneDNN is Debian's OpenMP build; each call
+ * sets the calling thread's OpenMP thread count to 1 (omp_set_num_threads
+ * is per thread), so oneDNN runs inline in the caller, starts no threads,
+ * and calls from several threads at once are independent. The primitives
+ * are made with a user scratchpad: all working memory of a call is the
+ * scratch it is given; the object itself is read-only after create.
+ */
+#ifndef CNN_ENGINE_DNN_H
+#define CNN_ENGINE_DNN_H
+
+#include <stddef.h>
+
+#include "cnn/error.h"
+#include "cnn/tensor.h"
+
+typedef struct cnn_dnn_conv cnn_dnn_conv;
+
+/* A convolution of window g with `filters` outputs (and a bias if
+ * use_bias); *scratch_floats is set to the workspace a call needs.
+ * Errors name `layer`; *out is NULL on failure. */
+cnn_status cnn_dnn_conv_create(cnn_dnn_conv **out, const cnn_window *g, int filters, int use_bias,
+                               const char *layer, size_t *scratch_floats, cnn_error *err);
+void cnn_dnn_conv_free(cnn_dnn_conv *c);
+
+/* y = conv(x, w) + bias, for B images. */
+void cnn_dnn_conv_forward(const cnn_dnn_conv *c, const float *w, const float *bias,
+                          const float *x, float *y, int B, float *scratch);
+
+/* dw += dL/dw, dx = dL/dx (if dx) from dy, for B images; poll(arg) after
+ * each sub-batch (if poll). The bias gradient (the sums of dy) is the
+ * caller's: conv2d.c keeps its own summation order for it, which PyTorch's
+ * check needs where a batch normalisation follows and the sums cancel. */
+void cnn_dnn_conv_backward(const cnn_dnn_conv *c, const float *w, const float *x,
+                           const float *dy, float *dw, float *dx, int B, float *scratch,
+                           void (*poll)(void *), void *arg);
+
+#endif
