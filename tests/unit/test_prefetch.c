@@ -215,8 +215,20 @@ static void test_serial_store(void **state)
         float x[7 * IMG], xe[7 * IMG];
         int32_t y[7], ye[7];
         TU_STATUS(cnn_prefetch_fetch(p, ids + 90, 7, 3, 0, x, y, &err), CNN_OK, err);
-        check_fetch(p, d, &aug, ids + 48, 48, 3, 0); /* waits for both requests */
-        check_fetch(p, d, &aug, ids, 48, 3, 0);
+        /* both requests fetched (so finished) before this thread reads the
+         * store itself for the expected values: expected() takes no lock */
+        static float xr[2][48 * IMG];
+        static int32_t yr[2][48];
+        for (int r = 0; r < 2; r++)
+            TU_STATUS(cnn_prefetch_fetch(p, ids + 48 * r, 48, 3, 0, xr[r], yr[r], &err), CNN_OK,
+                      err);
+        for (int r = 0; r < 2; r++) {
+            static float xre[48 * IMG];
+            int32_t yre[48];
+            expected(d, &aug, ids + 48 * r, 48, 3, 0, xre, yre);
+            assert_memory_equal(xr[r], xre, sizeof xre);
+            assert_memory_equal(yr[r], yre, sizeof yre);
+        }
         expected(d, &aug, ids + 90, 7, 3, 0, xe, ye);
         assert_memory_equal(x, xe, sizeof x);
         assert_memory_equal(y, ye, sizeof y);
