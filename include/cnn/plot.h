@@ -1,4 +1,5 @@
-/* cnn/plot.h - the two training graphs of every Keras tutorial, as PNG.
+/* cnn/plot.h - the two training graphs of every Keras tutorial, as PNG
+ * (and any graph of lines or points: cnn_plot_lines).
  *
  *     cnn_error err = {0};
  *     if (cnn_plot_history("run/history.csv", "run/history", &err) != CNN_OK)
@@ -62,6 +63,22 @@ void cnn_history_csv_free(cnn_history_csv *h);
  * cnn_png_write, and CNN_ERR_IO if PLplot's memcairo driver is not
  * installed (Debian: plplot-driver-cairo). */
 cnn_status cnn_plot_history(const char *csv_path, const char *out_prefix, cnn_error *err);
+
+/* One curve of cnn_plot_lines: the points (x[i], y[i]); a point with a
+ * NaN or infinite coordinate is left out. */
+typedef struct cnn_plot_series {
+    const char *label;   /* in the legend (the first 12 labelled); NULL: not */
+    int n;
+    const double *x, *y; /* (n) */
+    int markers;         /* 1: a mark at each point and no line */
+} cnn_plot_series;
+
+/* Writes a CNN_PLOT_WIDTH x CNN_PLOT_HEIGHT PNG at path: the ns series
+ * against whole-number x ticks (trials, epochs), coloured in turn with
+ * matplotlib's ten colours, with title, axis labels and a legend. Errors
+ * name path: out of memory, no memcairo driver, cnn_png_write's. */
+cnn_status cnn_plot_lines(const char *path, const char *title, const char *xlabel,
+                          const char *ylabel, const cnn_plot_series *s, int ns, cnn_error *err);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,7 @@
  *     direction = auto            ; max | min; auto: max for the accuracies
  *     algorithm = random          ; random | grid | hyperband
  *     max_trials = 10             ; random: required; grid: a cap (default: all)
- *     executions_per_trial = 1    ; trainings per trial (seeds seed, seed+1, ...)
+ *     executions_per_trial = 1    ; trainings per trial (cnn_tune_execution_seed)
  *     ranks_per_trial = 1         ; the world is cut into groups of this many ranks
  *     seed = 1                    ; of the sampler
  *     dir = tune/NAME             ; trials, trials.csv, best.ini, best.h5
@@ -53,7 +53,12 @@
 extern "C" {
 #endif
 
-enum { CNN_TUNE_MAX_HP = 64, CNN_TUNE_MAX_CHOICES = 64, CNN_TUNE_VALUE_LEN = 64 };
+enum {
+    CNN_TUNE_MAX_HP = 64,
+    CNN_TUNE_MAX_CHOICES = 64,
+    CNN_TUNE_VALUE_LEN = 64,
+    CNN_TUNE_MAX_EXECUTIONS = 100 /* of executions_per_trial */
+};
 
 typedef enum { CNN_HP_FLOAT = 0, CNN_HP_INT, CNN_HP_CHOICE, CNN_HP_BOOLEAN, CNN_HP_FIXED } cnn_hp_kind;
 
@@ -91,6 +96,14 @@ cnn_status cnn_tune_space_read(cnn_tune_space *sp, const cnn_config *cfg, cnn_er
  * its range (log-uniform with sampling = log), on the step grid if any. */
 void cnn_tune_sample(const cnn_tune_space *sp, uint64_t seed, uint64_t sample, uint64_t attempt,
                      cnn_tune_point *p);
+
+/* The [train] seed of execution k of a trial: execution 0 trains with the
+ * trial's own [train] seed (train_seed: best.ini reruns it as it is), and
+ * execution k > 0 with a seed drawn from (tune_seed, root, k), where root
+ * is the id of the trial's first trial (a Hyperband promotion: the trial
+ * of round 0 it descends from, so every round of an execution continues
+ * with its seed), below 2^30. */
+uint64_t cnn_tune_execution_seed(uint64_t tune_seed, uint64_t train_seed, int root, int k);
 
 /* Grid search: the number of points (0 when a float has no step; capped at
  * INT64_MAX), and point number i, the last hyper-parameter varying fastest. */
@@ -143,6 +156,10 @@ typedef struct cnn_tune_trial {
     long epochs_run;    /* epochs in the history (early stopping may end sooner) */
     double seconds;
     int ranks;
+    int executions;     /* run so far; of each, its [train] seed and objective
+                         * (the objective above is their mean) */
+    uint64_t exec_seed[CNN_TUNE_MAX_EXECUTIONS];
+    double exec_objective[CNN_TUNE_MAX_EXECUTIONS];
     char message[256];  /* why it failed */
 } cnn_tune_trial;
 
@@ -160,7 +177,8 @@ cnn_status cnn_tune_result_read(const char *dir, const cnn_tune_space *sp, cnn_t
 
 /* DIR/trials.csv, written atomically: trial_id, every hyper-parameter,
  * epochs, (hyperband: initial_epoch, bracket, round, parent), objective
- * (%.17g), status, seconds, ranks, message; the trials in id order. */
+ * (%.17g), status, seconds, ranks, seeds and execution_objectives (one
+ * per execution, separated by spaces), message; the trials in id order. */
 cnn_status cnn_tune_csv_write(const char *dir, const cnn_tune_space *sp, int hyperband,
                               const cnn_tune_trial *t, int n, cnn_error *err);
 
@@ -176,21 +194,39 @@ cnn_status cnn_tune_trial_config(const cnn_config *search, const cnn_tune_space 
                                  const cnn_tune_trial *t, const char *const *extra, int nextra,
                                  char **out, cnn_error *err);
 
+/* The graphs of the search in DIR (its search.ini and trials.csv), as
+ * PNG files (cnn_plot_lines): DIR/objective.png, the objective of each
+ * completed trial against its id and the best so far (failed trials are
+ * left out, and the title says how many); with Hyperband also
+ * DIR/objective-bracket-B.png for each bracket B, the objective per epoch
+ * of its trials (the mean over executions of their history.csv), a line
+ * per trial of the bracket that was not promoted further (its history
+ * holds its parents' epochs). paths (np bytes) receives the files'
+ * names, each after a space. */
+cnn_status cnn_tune_plot(const char *dir, char *paths, size_t np, cnn_error *err);
+
 /* `cnn-tune --summary DIR`: the trials of DIR/trials.csv, best first, as
- * Keras Tuner's results_summary() prints them. */
+ * Keras Tuner's results_summary() prints them; then the budget (the epochs
+ * trained in all, less those a Hyperband promotion inherited, times the
+ * executions; and after how many of them, in the order of the trials, the
+ * best objective was first reached) and the graphs, redrawn
+ * (cnn_tune_plot; a failure to draw is a warning line, not an error). */
 cnn_status cnn_tune_summary(const char *dir, FILE *out, cnn_error *err);
 
 typedef struct cnn_dist cnn_dist;
 
-/* Runs the search of config file `path` on the ranks of d: parses it (a
+/* Runs the search of config file `path`, with the nsets "section.key=value"
+ * overrides of sets applied (cnn_config_override: tune.max_trials=3,
+ * train.epochs=1; sets may be NULL when nsets is 0), on the ranks of d:
+ * parses it (a
  * bad space or [tune] is CNN_ERR_CONFIG, one line naming the file and line,
  * before any training), cuts d into groups of ranks_per_trial ranks, runs
  * the trials a group at a time each, resuming what DIR already holds, and
  * writes DIR/trials.csv, DIR/best.ini and DIR/best.h5 as trials finish.
  * Rank 0 prints a line per finished trial to out. *stopped is set when a
  * signal stopped the search (resume by running it again). Collective. */
-cnn_status cnn_tune_search(const char *path, const cnn_dist *d, FILE *out, int *stopped,
-                           cnn_error *err);
+cnn_status cnn_tune_search(const char *path, const char *const *sets, int nsets,
+                           const cnn_dist *d, FILE *out, int *stopped, cnn_error *err);
 
 #ifdef __cplusplus
 }

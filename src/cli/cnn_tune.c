@@ -1,12 +1,14 @@
 /* cnn_tune.c - the cnn-tune program: hyper-parameter search (cnn/tune.h).
  *
- *   mpirun -np N cnn-tune CONFIG     run (or resume) the search of CONFIG
- *   cnn-tune --summary DIR           the trials of a search, best first
+ *   mpirun -np N cnn-tune CONFIG [--set S.K=V]...   run (or resume) the search
+ *   cnn-tune --summary DIR     the trials of a search, best first; redraws
+ *                              DIR/objective.png (and Hyperband's brackets)
  *
  * Exit codes: 0 done, 2 bad config or usage, 1 other failures, 75 stopped
  * by SIGTERM/SIGUSR1 (run the same command again to continue).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cnn/train.h"
@@ -17,13 +19,17 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cnn-tune CONFIG\n"
+            "usage: cnn-tune CONFIG [--set section.key=value]...\n"
             "       cnn-tune --summary DIR\n"
             "  CONFIG          a cnn-train config with a [tune] and a [search] section\n"
             "                  (see configs/fashion_tuner.ini); run under MPI, the ranks\n"
             "                  are cut into groups of [tune] ranks_per_trial that run\n"
             "                  trials side by side; run it again to resume\n"
-            "  --summary DIR   print the trials of the search in DIR, best first\n"
+            "  --set S.K=V     override key K of section S of CONFIG, [tune] included\n"
+            "                  (tune.ranks_per_trial=2, train.epochs=1); a resumed search\n"
+            "                  needs the same overrides\n"
+            "  --summary DIR   print the trials of the search in DIR, best first, and\n"
+            "                  redraw DIR/objective.png (Hyperband: objective-bracket-B.png)\n"
             "  -h, --help      this text\n"
             "  --version       print the version and exit\n"
             "Exit codes: 0 done, 2 bad config or usage, 1 other errors, 75 stopped by a\n"
@@ -33,6 +39,12 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *config = NULL, *summary = NULL;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    int nsets = 0;
+    if (!sets) {
+        fprintf(stderr, "cnn-tune: out of memory\n");
+        return 1;
+    }
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
@@ -46,6 +58,13 @@ int main(int argc, char **argv)
                 return 2;
             }
             summary = argv[++i];
+        } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
+            const char *v = s[5] == '=' ? s + 6 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "cnn-tune: --set needs section.key=value\n");
+                return 2;
+            }
+            sets[nsets++] = v;
         } else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "cnn-tune: unknown option '%s' (see --help)\n", s);
             return 2;
@@ -56,12 +75,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!!config == !!summary) {
+    if (!!config == !!summary || (summary && nsets)) {
         usage(stderr);
         return 2;
     }
     cnn_error err = {0};
     if (summary) { /* no MPI needed to read a table */
+        free(sets);
         cnn_status st = cnn_tune_summary(summary, stdout, &err);
         if (st)
             fprintf(stderr, "cnn-tune: %s\n", err.msg);
@@ -73,7 +93,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int stopped = 0;
-    cnn_status st = cnn_tune_search(config, &d, stdout, &stopped, &err);
+    cnn_status st = cnn_tune_search(config, sets, nsets, &d, stdout, &stopped, &err);
+    free(sets);
     if (st != CNN_OK && err.msg[0])
         fprintf(stderr, "cnn-tune: %s\n", err.msg);
     fflush(stdout);

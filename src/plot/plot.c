@@ -17,8 +17,13 @@
 
 #define DRIVER "memcairo"
 
-/* Colour map 0 entries: matplotlib's first two colours for the curves. */
-enum { COL_BLACK = 1, COL_TRAIN, COL_VAL };
+/* Colour map 0 entries: black, then matplotlib's ten colours ("tab10")
+ * for the curves, the first two for train and validation. */
+enum { COL_BLACK = 1, COL_TRAIN, COL_VAL, NCOLORS = 10, LEGEND_MAX = 12 };
+static const unsigned char tab10[NCOLORS][3] = {
+    {0x1f, 0x77, 0xb4}, {0xff, 0x7f, 0x0e}, {0x2c, 0xa0, 0x2c}, {0xd6, 0x27, 0x28},
+    {0x94, 0x67, 0xbd}, {0x8c, 0x56, 0x4b}, {0xe3, 0x77, 0xc2}, {0x7f, 0x7f, 0x7f},
+    {0xbc, 0xbd, 0x22}, {0x17, 0xbe, 0xcf}};
 
 /* plabort() messages (a recoverable PLplot error) land here instead of on
  * stderr, and fail the graph. */
@@ -42,20 +47,21 @@ static int have_driver(void)
     return found;
 }
 
-/* A curve: the finite points of one column against epoch. */
+/* A curve: the finite points of one column against epoch (or any x). */
 typedef struct curve {
-    const char *label;
+    const char *label; /* NULL: not in the legend */
     int color;
+    int markers;       /* a mark at each point, no line */
     int n;
     PLFLT *x, *y; /* (n) */
 } curve;
 
-static void collect(curve *c, const double *epoch, const double *v, int n)
+static void collect(curve *c, const double *x, const double *v, int n)
 {
     c->n = 0;
     for (int i = 0; i < n; i++)
-        if (isfinite(v[i])) {
-            c->x[c->n] = epoch[i];
+        if (isfinite(v[i]) && isfinite(x[i])) {
+            c->x[c->n] = x[i];
             c->y[c->n] = v[i];
             c->n++;
         }
@@ -161,8 +167,8 @@ static PLINT legend_corner(const curve *cs, int ncurves, int nshown, const axis 
 }
 
 /* Draws the curves on a fresh PLplot stream into rgb (H, W, 3). */
-static void draw(unsigned char *rgb, const char *title, const char *ylabel, const curve *cs,
-                 int ncurves)
+static void draw(unsigned char *rgb, const char *title, const char *xlabel, const char *ylabel,
+                 const curve *cs, int ncurves)
 {
     axis ax[2]; /* x, y */
     axis_fit(cs, ncurves, 1, &ax[0]);
@@ -174,8 +180,8 @@ static void draw(unsigned char *rgb, const char *title, const char *ylabel, cons
     plsmem(CNN_PLOT_WIDTH, CNN_PLOT_HEIGHT, rgb);
     plscolbg(255, 255, 255);
     plscol0(COL_BLACK, 0, 0, 0);
-    plscol0(COL_TRAIN, 0x1f, 0x77, 0xb4);
-    plscol0(COL_VAL, 0xff, 0x7f, 0x0e);
+    for (int c = 0; c < NCOLORS; c++)
+        plscol0(COL_TRAIN + c, tab10[c][0], tab10[c][1], tab10[c][2]);
     plinit();
     pladv(0);
     plschr(0, 1.3);
@@ -196,30 +202,36 @@ static void draw(unsigned char *rgb, const char *title, const char *ylabel, cons
     plschr(0, 1.5);
     plmtex("t", 1.2, 0.5, 0.5, title);
     plschr(0, 1.3);
-    plmtex("b", 3.0, 0.5, 0.5, "epoch");
+    plmtex("b", 3.0, 0.5, 0.5, xlabel);
     plmtex("l", ylabel_disp, 0.5, 0.5, ylabel);
 
-    PLINT opt[2], text_col[2], line_col[2], line_style[2];
-    PLFLT line_width[2];
-    const char *text[2];
+    PLINT opt[LEGEND_MAX], text_col[LEGEND_MAX], line_col[LEGEND_MAX], line_style[LEGEND_MAX],
+        sym_col[LEGEND_MAX], sym_num[LEGEND_MAX];
+    PLFLT line_width[LEGEND_MAX], sym_scale[LEGEND_MAX];
+    const char *text[LEGEND_MAX], *sym[LEGEND_MAX];
     int nshown = 0;
     for (int k = 0; k < ncurves; k++) {
         if (!cs[k].n)
             continue;
         plcol0(cs[k].color);
         plwidth(2.0);
-        if (cs[k].n > 1)
+        if (cs[k].n > 1 && !cs[k].markers)
             plline(cs[k].n, cs[k].x, cs[k].y);
         else { /* a line needs two points: mark the one */
             plschr(0, 2.0);
-            plstring(1, cs[k].x, cs[k].y, "•");
+            plstring(cs[k].n, cs[k].x, cs[k].y, "•");
             plschr(0, 1.3);
         }
-        opt[nshown] = PL_LEGEND_LINE;
+        if (!cs[k].label || nshown == LEGEND_MAX)
+            continue;
+        opt[nshown] = cs[k].markers ? PL_LEGEND_SYMBOL : PL_LEGEND_LINE;
         text_col[nshown] = COL_BLACK;
-        line_col[nshown] = cs[k].color;
+        line_col[nshown] = sym_col[nshown] = cs[k].color;
         line_style[nshown] = 1;
         line_width[nshown] = 2.0;
+        sym_scale[nshown] = 2.0;
+        sym_num[nshown] = 1;
+        sym[nshown] = "•";
         text[nshown] = cs[k].label;
         nshown++;
     }
@@ -230,12 +242,33 @@ static void draw(unsigned char *rgb, const char *title, const char *ylabel, cons
         pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX,
                  legend_corner(cs, ncurves, nshown, &ax[0], &ax[1]) | PL_POSITION_INSIDE, 0.02,
                  0.03, 0.08, 0, COL_BLACK, 1, 0, 0, nshown, opt, 1.0, 1.0, 2.0, 0.0, text_col,
-                 text, NULL, NULL, NULL, NULL, line_col, line_style, line_width, NULL, NULL,
-                 NULL, NULL);
+                 text, NULL, NULL, NULL, NULL, line_col, line_style, line_width, sym_col,
+                 sym_scale, sym_num, sym);
     }
     plslabelfunc(NULL, NULL);
     plend1(); /* memcairo copies the picture into rgb here */
     plsstrm(prev);
+}
+
+/* The graph of the curves, written as a PNG at path. */
+static cnn_status render(const char *path, const char *title, const char *xlabel,
+                         const char *ylabel, const curve *cs, int ncurves, cnn_error *err)
+{
+    unsigned char *rgb = malloc((size_t)CNN_PLOT_WIDTH * CNN_PLOT_HEIGHT * 3);
+    if (!rgb)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", path);
+    memset(rgb, 255, (size_t)CNN_PLOT_WIDTH * CNN_PLOT_HEIGHT * 3);
+    plplot_msg[0] = 0;
+    plsabort(on_plabort);
+    draw(rgb, title, xlabel, ylabel, cs, ncurves);
+    plsabort(NULL);
+    cnn_status st;
+    if (plplot_msg[0])
+        st = cnn_error_set(err, CNN_ERR_IO, "%s: PLplot: %s", path, plplot_msg);
+    else
+        st = cnn_png_write(path, rgb, CNN_PLOT_WIDTH, CNN_PLOT_HEIGHT, 3, err);
+    free(rgb);
+    return st;
 }
 
 static cnn_status graph(const char *path, const char *title, const char *ylabel,
@@ -244,27 +277,43 @@ static cnn_status graph(const char *path, const char *title, const char *ylabel,
 {
     const size_t n = (size_t)h->n;
     PLFLT *xy = malloc(4 * n * sizeof *xy);
-    unsigned char *rgb = malloc((size_t)CNN_PLOT_WIDTH * CNN_PLOT_HEIGHT * 3);
-    cnn_status st = CNN_OK;
-    if (!xy || !rgb) {
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    curve cs[2] = {{"train", COL_TRAIN, 0, xy, xy + n}, {"validation", COL_VAL, 0, xy + 2 * n, xy + 3 * n}};
+    if (!xy)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", path);
+    curve cs[2] = {{"train", COL_TRAIN, 0, 0, xy, xy + n},
+                   {"validation", COL_VAL, 0, 0, xy + 2 * n, xy + 3 * n}};
     collect(&cs[0], h->epoch, train, h->n);
     collect(&cs[1], h->epoch, val, h->n);
-    memset(rgb, 255, (size_t)CNN_PLOT_WIDTH * CNN_PLOT_HEIGHT * 3);
-    plplot_msg[0] = 0;
-    plsabort(on_plabort);
-    draw(rgb, title, ylabel, cs, 2);
-    plsabort(NULL);
-    if (plplot_msg[0])
-        st = cnn_error_set(err, CNN_ERR_IO, "%s: PLplot: %s", path, plplot_msg);
-    else
-        st = cnn_png_write(path, rgb, CNN_PLOT_WIDTH, CNN_PLOT_HEIGHT, 3, err);
-done:
+    cnn_status st = render(path, title, "epoch", ylabel, cs, 2, err);
     free(xy);
-    free(rgb);
+    return st;
+}
+
+cnn_status cnn_plot_lines(const char *path, const char *title, const char *xlabel,
+                          const char *ylabel, const cnn_plot_series *s, int ns, cnn_error *err)
+{
+    size_t total = 0;
+    for (int k = 0; k < ns; k++)
+        total += (size_t)(s[k].n > 0 ? s[k].n : 0);
+    curve *cs = calloc((size_t)(ns > 0 ? ns : 1), sizeof *cs);
+    PLFLT *xy = malloc((2 * total + 1) * sizeof *xy);
+    cnn_status st = CNN_OK;
+    if (!cs || !xy)
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory", path);
+    else if (!have_driver())
+        st = cnn_error_set(err, CNN_ERR_IO,
+                           "%s: PLplot has no '%s' driver (Debian package plplot-driver-cairo)",
+                           path, DRIVER);
+    PLFLT *p = xy;
+    for (int k = 0; k < ns && !st; k++) {
+        int n = s[k].n > 0 ? s[k].n : 0;
+        cs[k] = (curve){s[k].label, COL_TRAIN + k % NCOLORS, s[k].markers, 0, p, p + n};
+        collect(&cs[k], s[k].x, s[k].y, n);
+        p += 2 * (size_t)n;
+    }
+    if (!st)
+        st = render(path, title, xlabel, ylabel, cs, ns, err);
+    free(cs);
+    free(xy);
     return st;
 }
 

@@ -201,9 +201,19 @@ static int trial_extras(const search *S, const cnn_tune_trial *t, char (*set)[44
     return n;
 }
 
+/* The id of t's first trial: itself, or the trial of round 0 that a
+ * Hyperband promotion descends from. */
+static int root_of(const search *S, const cnn_tune_trial *t)
+{
+    while (t->parent >= 0)
+        t = &S->t[t->parent];
+    return t->id;
+}
+
 /* The overrides that make a trial's execution k a run of the search: its
- * files in the trial's directory, a checkpoint per epoch to resume from. */
-static int run_overrides(const search *S, const cnn_tune_trial *t, int k, long seed,
+ * files in the trial's directory, a checkpoint per epoch to resume from,
+ * and for k > 0 its seed. */
+static int run_overrides(const search *S, const cnn_tune_trial *t, int k, uint64_t seed,
                          const char *edir, char (*set)[4400])
 {
     int n = trial_extras(S, t, set);
@@ -215,7 +225,7 @@ static int run_overrides(const search *S, const cnn_tune_trial *t, int k, long s
     snprintf(set[n++], 4400, "train.plot=false");
     snprintf(set[n++], 4400, "train.progress=lines");
     if (k > 0)
-        snprintf(set[n++], 4400, "train.seed=%ld", seed + k);
+        snprintf(set[n++], 4400, "train.seed=%llu", (unsigned long long)seed);
     return n;
 }
 
@@ -228,11 +238,12 @@ static void share_message(const cnn_dist *g, cnn_error *err)
         cnn_dist_bcast(g, err->msg, sizeof err->msg, who);
 }
 
-/* Execution k of trial t on this group: *objective, *epochs_run; a
- * failure of the trial is its status and message; *stopped when a signal
- * stopped it. Collective over the group. */
+/* Execution k of trial t on this group: *seed (its [train] seed),
+ * *objective, *epochs_run; a failure of the trial is its status and
+ * message; *stopped when a signal stopped it. Collective over the group. */
 static cnn_status run_execution(search *S, const cnn_tune_trial *t, int k, const char *tdir,
-                                double *objective, long *epochs_run, int *stopped, cnn_error *err)
+                                uint64_t *seed, double *objective, long *epochs_run, int *stopped,
+                                cnn_error *err)
 {
     const cnn_dist *g = &S->group;
     char edir[4200], ckdir[4300], (*set)[4400] = calloc(16, sizeof *set);
@@ -251,7 +262,8 @@ static cnn_status run_execution(search *S, const cnn_tune_trial *t, int k, const
         st = cnn_train_config_read(&trc, cfg, err);
     cnn_config_free(cfg);
     cfg = NULL;
-    int nset = st ? 0 : run_overrides(S, t, k, (long)trc.seed, edir, set);
+    *seed = st ? 0 : cnn_tune_execution_seed(S->tc.seed, trc.seed, root_of(S, t), k);
+    int nset = st ? 0 : run_overrides(S, t, k, *seed, edir, set);
     for (int i = 0; i < nset; i++)
         sets[i] = set[i];
     if (!st)
@@ -323,10 +335,15 @@ static void run_trial(search *S, const cnn_tune_trial *t, slot *out)
     cnn_dist_agree(g, &s);
     share_message(g, &err);
     st = (cnn_status)s;
+    r.executions = 0;
     for (int k = 0; k < S->tc.executions && !st && !stopped; k++) {
         double obj = NAN;
-        st = run_execution(S, t, k, tdir, &obj, &r.epochs_run, &stopped, &err);
-        sum += obj;
+        uint64_t seed = 0;
+        st = run_execution(S, t, k, tdir, &seed, &obj, &r.epochs_run, &stopped, &err);
+        r.exec_seed[k] = seed;
+        r.exec_objective[k] = obj;
+        r.executions = k + 1;
+        sum += obj; /* in the order of k: the same sum in every group */
     }
     r.seconds = cnn_dist_time() - t0;
     r.ranks = g->world;
@@ -596,12 +613,27 @@ static cnn_status search_all(search *S, long base_epochs, cnn_error *err)
 /* The config of the search, its [tune] and [search], and checks that the
  * base config runs and that every hyper-parameter names a key of it: a
  * config error here names the file and line. The same on every rank. */
-static cnn_status prepare(search *S, const char *path, long *base_epochs, cnn_error *err)
+static cnn_status prepare(search *S, const char *path, const char *const *sets, int nsets,
+                          long *base_epochs, cnn_error *err)
 {
     cnn_status st = cnn_config_load(&S->cfg, path, err);
     if (st)
         return st;
     S->cfg->layer_base = cnn_layer_default_name;
+    for (int i = 0; i < nsets && !st; i++)
+        st = cnn_config_override(S->cfg, sets[i], err);
+    if (nsets && !st) {
+        /* every trial's config, and search.ini, start from this text: the
+         * file with the overrides written in (the sections keep the
+         * file's line numbers for messages) */
+        char *text;
+        if ((st = cnn_config_text(S->cfg, &text, err)))
+            return st;
+        free(S->cfg->text);
+        S->cfg->text = text;
+    }
+    if (st)
+        return st;
     if ((st = cnn_tune_config_read(&S->tc, S->cfg, err)) ||
         (st = cnn_tune_space_read(&S->sp, S->cfg, err)))
         return st;
@@ -685,13 +717,13 @@ static cnn_status prepare(search *S, const char *path, long *base_epochs, cnn_er
     return st;
 }
 
-cnn_status cnn_tune_search(const char *path, const cnn_dist *d, FILE *out, int *stopped,
-                           cnn_error *err)
+cnn_status cnn_tune_search(const char *path, const char *const *sets, int nsets,
+                           const cnn_dist *d, FILE *out, int *stopped, cnn_error *err)
 {
     search S = {.world = d, .out = out, .t0 = cnn_dist_time()};
     long base_epochs = 0;
     *stopped = 0;
-    cnn_status st = prepare(&S, path, &base_epochs, err);
+    cnn_status st = prepare(&S, path, sets, nsets, &base_epochs, err);
     if (!st && d->rank == 0) {
         char tdir[4200];
         snprintf(tdir, sizeof tdir, "%s/trials", S.tc.dir);
@@ -751,6 +783,14 @@ cnn_status cnn_tune_search(const char *path, const cnn_dist *d, FILE *out, int *
             fprintf(out, "\nwrote %s/trials.csv, %s/best.ini, %s/best.h5\n", S.tc.dir, S.tc.dir,
                     S.tc.dir);
         }
+        /* the graphs (cnn-tune --summary redraws them); a failure to draw
+         * does not fail the search */
+        char paths[8192];
+        cnn_error pe = {0};
+        if (done + failed && cnn_tune_plot(S.tc.dir, paths, sizeof paths, &pe) == CNN_OK)
+            fprintf(out, "plots:%s\n", paths);
+        else if (done + failed)
+            fprintf(out, "warning: no plots: %s\n", pe.msg);
         fflush(out);
     }
     *stopped = S.stopped;

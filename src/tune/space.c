@@ -10,8 +10,9 @@
 #include "cnn/rng.h"
 #include "cnn/tune.h"
 
-/* The random stream of the sampler, beside the trainer's (cnn/rng.h). */
-enum { TUNE_STREAM = 0x54554e45 };
+/* The random streams of the sampler and of the executions' seeds, beside
+ * the trainer's (cnn/rng.h). */
+enum { TUNE_STREAM = 0x54554e45, EXEC_STREAM = 0x45584543 }; /* "TUNE", "EXEC" */
 
 enum { MAX_ARGS = CNN_TUNE_MAX_CHOICES };
 
@@ -253,6 +254,13 @@ void cnn_tune_sample(const cnn_tune_space *sp, uint64_t seed, uint64_t sample, u
         else
             snprintf(p->v[j], CNN_TUNE_VALUE_LEN, "%.6g", v);
     }
+}
+
+uint64_t cnn_tune_execution_seed(uint64_t tune_seed, uint64_t train_seed, int root, int k)
+{
+    if (k == 0)
+        return train_seed;
+    return cnn_rng_hash(tune_seed, EXEC_STREAM, (uint64_t)root, (uint64_t)k) >> 34;
 }
 
 int64_t cnn_tune_grid_size(const cnn_tune_space *sp)

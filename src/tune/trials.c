@@ -55,25 +55,61 @@ static void trial_key(const cnn_tune_trial *t, const cnn_tune_space *sp, char *o
         k += (size_t)snprintf(out + k, n - k, " %s=%s", sp->hp[j].name, t->p.v[j]);
 }
 
+enum { LIST_LEN = CNN_TUNE_MAX_EXECUTIONS * 26 };
+
+/* The seeds and the objectives of t's executions, separated by spaces. */
+static void exec_lists(const cnn_tune_trial *t, char *seeds, char *objectives)
+{
+    size_t a = 0, b = 0;
+    seeds[0] = objectives[0] = 0;
+    for (int k = 0; k < t->executions; k++) {
+        a += (size_t)snprintf(seeds + a, LIST_LEN - a, "%s%llu", k ? " " : "",
+                              (unsigned long long)t->exec_seed[k]);
+        b += (size_t)snprintf(objectives + b, LIST_LEN - b, "%s%.17g", k ? " " : "",
+                              t->exec_objective[k]);
+    }
+}
+
+/* Reads the lists exec_lists() wrote into t; 0 when they do not agree. */
+static int exec_lists_read(cnn_tune_trial *t, const char *seeds, const char *objectives)
+{
+    char *end;
+    int n = 0, m = 0;
+    for (const char *p = seeds; *p && n < CNN_TUNE_MAX_EXECUTIONS; p = end, n++) {
+        t->exec_seed[n] = strtoull(p, &end, 10);
+        if (end == p)
+            return 0;
+    }
+    for (const char *p = objectives; *p && m < CNN_TUNE_MAX_EXECUTIONS; p = end, m++) {
+        t->exec_objective[m] = strtod(p, &end);
+        if (end == p)
+            return 0;
+    }
+    t->executions = n;
+    return n == m;
+}
+
 cnn_status cnn_tune_result_write(const char *dir, const cnn_tune_space *sp,
                                     const cnn_tune_trial *t, cnn_error *err)
 {
-    char path[4096], key[4096], text[8192];
+    char path[4096], key[4096], text[8192 + 2 * LIST_LEN], seeds[LIST_LEN], objs[LIST_LEN];
     cnn_tune_trial_dir(path, sizeof path - 8, dir, t->id);
     strcat(path, "/result");
     trial_key(t, sp, key, sizeof key);
+    exec_lists(t, seeds, objs);
     snprintf(text, sizeof text,
              "trial = %s\nstatus = %s\nobjective = %.17g\nepochs_run = %ld\nseconds = %.3f\n"
-             "ranks = %d\nmessage = %s\n",
+             "ranks = %d\nseeds = %s\nexecution_objectives = %s\nmessage = %s\n",
              key, t->status == CNN_TRIAL_COMPLETED ? "completed" : "failed", t->objective,
-             t->epochs_run, t->seconds, t->ranks, t->message);
+             t->epochs_run, t->seconds, t->ranks, seeds, objs, t->message);
     return cnn_tune_write_atomic(path, text, err);
 }
 
 cnn_status cnn_tune_result_read(const char *dir, const cnn_tune_space *sp, cnn_tune_trial *t,
                                    int *found, cnn_error *err)
 {
-    char path[4096], key[4096], line[4608];
+    char path[4096], key[4096], line[4608 + 2 * LIST_LEN], seeds[LIST_LEN] = "",
+        objs[LIST_LEN] = "";
     *found = 0;
     cnn_tune_trial_dir(path, sizeof path - 8, dir, t->id);
     strcat(path, "/result");
@@ -121,12 +157,16 @@ cnn_status cnn_tune_result_read(const char *dir, const cnn_tune_space *sp, cnn_t
         } else if (!strcmp(k, "ranks")) {
             r.ranks = (int)strtol(v, &end, 10);
             have |= end != v && !*end ? 32 : 0;
+        } else if (!strcmp(k, "seeds")) { /* not in the results of older searches */
+            snprintf(seeds, sizeof seeds, "%s", v);
+        } else if (!strcmp(k, "execution_objectives")) {
+            snprintf(objs, sizeof objs, "%s", v);
         } else if (!strcmp(k, "message")) {
             snprintf(r.message, sizeof r.message, "%s", v);
         }
     }
     fclose(f);
-    if (have != 63)
+    if (have != 63 || !exec_lists_read(&r, seeds, objs))
         return cnn_error_set(err, CNN_ERR_FORMAT, "%s: damaged result file (delete it to run the "
                              "trial again)", path);
     *t = r;
@@ -169,7 +209,7 @@ static void csv_printf(char **p, size_t *left, const char *fmt, ...)
 cnn_status cnn_tune_csv_write(const char *dir, const cnn_tune_space *sp, int hyperband,
                               const cnn_tune_trial *t, int n, cnn_error *err)
 {
-    size_t cap = (size_t)(n + 1) * (size_t)(sp->n * CNN_TUNE_VALUE_LEN + 600) + 1;
+    size_t cap = (size_t)(n + 1) * (size_t)(sp->n * CNN_TUNE_VALUE_LEN + 600 + 2 * LIST_LEN) + 1;
     char *buf = malloc(cap), *p = buf;
     size_t left = cap;
     if (!buf)
@@ -177,7 +217,8 @@ cnn_status cnn_tune_csv_write(const char *dir, const cnn_tune_space *sp, int hyp
     csv_printf(&p, &left, "trial_id");
     for (int j = 0; j < sp->n; j++)
         csv_printf(&p, &left, ",%s", sp->hp[j].name);
-    csv_printf(&p, &left, ",epochs%s,objective,status,seconds,ranks,message\n",
+    csv_printf(&p, &left, ",epochs%s,objective,status,seconds,ranks,seeds,execution_objectives,"
+               "message\n",
                hyperband ? ",initial_epoch,bracket,round,parent" : "");
     for (int i = 0; i < n; i++) {
         const cnn_tune_trial *r = &t[i];
@@ -198,10 +239,12 @@ cnn_status cnn_tune_csv_write(const char *dir, const cnn_tune_space *sp, int hyp
                    r->status == CNN_TRIAL_COMPLETED ? "completed"
                    : r->status == CNN_TRIAL_FAILED  ? "failed"
                                                     : "pending");
+        char seeds[LIST_LEN], objs[LIST_LEN];
+        exec_lists(r, seeds, objs);
         if (r->status == CNN_TRIAL_PENDING)
-            csv_printf(&p, &left, ",,,");
+            csv_printf(&p, &left, ",,,,,");
         else
-            csv_printf(&p, &left, ",%.3f,%d,", r->seconds, r->ranks);
+            csv_printf(&p, &left, ",%.3f,%d,%s,%s,", r->seconds, r->ranks, seeds, objs);
         csv_field(&p, &left, r->message);
         csv_printf(&p, &left, "\n");
     }

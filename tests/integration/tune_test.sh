@@ -18,9 +18,20 @@ make_cfg() {
     "$@" "$base" >"$out"
 }
 
-run_tune() { # run_tune NP CONFIG LOG
+run_tune() { # run_tune NP CONFIG LOG [--set S.K=V]...
+  local np=$1 cfg=$2 log=$3
+  shift 3
   # shellcheck disable=SC2046
-  timeout 300 mpirun $(mpiflags "$1") -np "$1" "$tune" "$2" >"$3" 2>&1
+  timeout 600 mpirun $(mpiflags "$np") -np "$np" "$tune" "$cfg" "$@" >"$log" 2>&1
+}
+
+# png_size FILE: "WIDTHxHEIGHT" from the IHDR chunk (bytes 16-23).
+png_size() {
+  od -An -tu1 -j16 -N8 "$1" | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'
+}
+check_png() { # check_png FILE: there, a PNG, 800x600
+  [ -f "$1" ] || fail "no $1"
+  [ "$(png_size "$1")" = 800x600 ] || fail "$1 is $(png_size "$1"), not 800x600"
 }
 
 # The columns that do not depend on who ran a trial: id, values, epochs,
@@ -61,6 +72,12 @@ groups)
   grep -q "^Best: trial ${best%,*}, val_accuracy ${best#*,}$" "$work/s" ||
     { cat "$work/s"; fail "--summary does not name trial ${best%,*} as best"; }
   awk '$1 == "1" {print $2}' "$work/s" | grep -qx "${best%,*}" || { cat "$work/s"; fail "rank 1 is not the best"; }
+  # the graph of the objective per trial, drawn at the end and by --summary
+  grep -q "^plots: $work/g1/objective.png$" "$work/l1" || { cat "$work/l1"; fail "no plots line"; }
+  grep -q "^plots: $work/g1/objective.png$" "$work/s" || { cat "$work/s"; fail "--summary: no plots line"; }
+  check_png "$work/g1/objective.png"
+  grep -q '^Budget: 12 epochs trained in 6 trials; the best val_accuracy' "$work/s" ||
+    { cat "$work/s"; fail "--summary: no budget line"; }
   echo "2 groups: $(grep '^search done' "$work/l1")"
   echo "1 group:  $(grep '^search done' "$work/l2")"
   ;;
@@ -72,7 +89,7 @@ rerun)
   run_tune 2 "$work/t.ini" "$work/l" || { cat "$work/l"; fail "search failed"; }
   [ -f "$work/t/best.ini" ] && [ -f "$work/t/best.h5" ] || fail "no best.ini / best.h5"
   ! grep -q '^\[tune\]\|^\[search\]' "$work/t/best.ini" || fail "best.ini keeps the search sections"
-  (cd "$work" && timeout 120 "$train" t/best.ini --set checkpoint.dir="$work/re" \
+  (cd "$work" && timeout 300 "$train" t/best.ini --set checkpoint.dir="$work/re" \
      --set train.history="$work/re.csv") >"$work/r" 2>&1 || { cat "$work/r"; fail "cnn-train best.ini failed"; }
   final=$(ls "$work/re"/ckpt-*.h5 | tail -1)
   h5diff "$work/t/best.h5" "$final" /model /model || fail "the rerun's weights differ"
@@ -157,13 +174,59 @@ hyperband)
   t=$(printf '%s/h/trials/%04d' "$work" "$last")
   grep -q "^resumed from $t/exec0/ckpt/ckpt-e0002-" "$t/exec0/log.txt" || { cat "$t/exec0/log.txt"; fail "trial $last did not continue its parent"; }
   grep -q '^epochs = 4$' "$t/trial.ini" || fail "trial $last: its trial.ini has not 4 epochs"
-  (cd "$work" && timeout 120 "$train" "$t/trial.ini" --set checkpoint.dir="$work/st" \
+  (cd "$work" && timeout 300 "$train" "$t/trial.ini" --set checkpoint.dir="$work/st" \
      --set train.history="$work/st.csv") >"$work/r" 2>&1 || { cat "$work/r"; fail "the straight run failed"; }
   h5diff "$t/exec0/ckpt/ckpt-e0004-s00000052.h5" "$work/st/ckpt-e0004-s00000052.h5" /model /model ||
     fail "promotions do not end with the straight run's weights"
   h5diff "$t/exec0/ckpt/ckpt-e0004-s00000052.h5" "$work/st/ckpt-e0004-s00000052.h5" /history/val_accuracy /history/val_accuracy ||
     fail "promotions do not have the straight run's val_accuracy"
+  # the graphs: the objective per trial and, per bracket, per epoch;
+  # --summary draws them again
+  for b in 0 1 2; do check_png "$work/h/objective-bracket-$b.png"; done
+  check_png "$work/h/objective.png"
+  rm "$work"/h/*.png
+  "$tune" --summary "$work/h" >"$work/s" || { cat "$work/s"; fail "--summary failed"; }
+  grep -q "^plots: $work/h/objective.png $work/h/objective-bracket-0.png $work/h/objective-bracket-1.png $work/h/objective-bracket-2.png$" "$work/s" ||
+    { cat "$work/s"; fail "--summary: no plots line"; }
+  for b in 0 1 2; do check_png "$work/h/objective-bracket-$b.png"; done
+  grep -q '^Budget: 30 epochs trained in 15 trials;' "$work/s" || { cat "$work/s"; fail "budget of the brackets"; }
   echo "trial $last (3 rounds) = a straight 4-epoch run"
+  ;;
+executions)
+  # executions_per_trial = 2 (set with --set): each trial trains twice,
+  # with seed 42 and a seed of (tune seed, trial, execution); the objective
+  # is their mean. 2 groups of 1 and 1 group of 2 give the same seeds and
+  # objectives, and cnn-train best.ini --set train.seed=SEED reproduces
+  # execution SEED's objective bit for bit.
+  make_cfg "$work/e1.ini" "$work/e1" 1
+  make_cfg "$work/e2.ini" "$work/e2" 2
+  sets=(--set tune.executions_per_trial=2 --set tune.max_trials=2)
+  run_tune 2 "$work/e1.ini" "$work/l1" "${sets[@]}" || { cat "$work/l1"; fail "2 groups of 1 failed"; }
+  run_tune 2 "$work/e2.ini" "$work/l2" "${sets[@]}" || { cat "$work/l2"; fail "1 group of 2 failed"; }
+  cat "$work/e1/trials.csv"
+  grep -q '^executions_per_trial = 2' "$work/e1/search.ini" || fail "search.ini lacks the --set"
+  [ "$(ls -d "$work"/e1/trials/*/exec1 | wc -l)" -eq 2 ] || fail "not 2 second executions"
+  # id, values, epochs, objective, status; and seeds, execution_objectives
+  diff <(results "$work/e1/trials.csv") <(results "$work/e2/trials.csv") ||
+    fail "the objectives depend on the groups"
+  diff <(cut -d, -f10,11 "$work/e1/trials.csv") <(cut -d, -f10,11 "$work/e2/trials.csv") ||
+    fail "the executions depend on the groups"
+  [ "$(tail -n +2 "$work/e1/trials.csv" | cut -d, -f10 | grep -c '^42 [0-9][0-9]*$')" -eq 2 ] ||
+    fail "not 2 seeds a trial, the first 42"
+  [ "$(tail -n +2 "$work/e1/trials.csv" | cut -d, -f10 | sort -u | wc -l)" -eq 2 ] ||
+    fail "the second executions share a seed"
+  tail -n +2 "$work/e1/trials.csv" | awk -F, '{split($11, o, " ");
+      if (sprintf("%.17g", (o[1] + o[2]) / 2) != $6) { print "trial " $1 ": " $6 " is not the mean of " $11; bad = 1 } }
+      END { exit bad }' || fail "an objective is not the mean of its executions"
+  best=$(tail -n +2 "$work/e1/trials.csv" | sort -t, -k6 -g -r | head -1)
+  seed=$(echo "$best" | cut -d, -f10 | cut -d' ' -f2)
+  want=$(echo "$best" | cut -d, -f11 | cut -d' ' -f2)
+  (cd "$work" && timeout 300 "$train" e1/best.ini --set train.seed="$seed" --set checkpoint.dir="$work/re" \
+     --set train.history="$work/re.csv") >"$work/r" 2>&1 || { cat "$work/r"; fail "cnn-train best.ini failed"; }
+  final=$(ls "$work/re"/ckpt-*.h5 | tail -1)
+  got=$(h5dump -m %.17g -d /history/val_accuracy "$final" | grep -o '[0-9.e-]*$' | grep -v '^$' | sort -g | tail -1)
+  [ "$got" = "$want" ] || fail "execution 1 rerun with seed $seed: $got, the search's $want"
+  echo "best trial ${best%%,*}: executions $(echo "$best" | cut -d, -f11), mean $(echo "$best" | cut -d, -f6); seed $seed reran to $got"
   ;;
 space_errors)
   # A search space or [tune] that cannot be used: one line naming the file
@@ -193,6 +256,15 @@ space_errors)
   check 's/^max_trials = 6$/max_trial = 6/' '26: \[tune\] max_trial: unknown key'
   check 's/^ranks_per_trial = 1$/ranks_per_trial = 3/' '[0-9]+: \[tune\] ranks_per_trial = 3 does not divide'
   check 's/^objective = val_accuracy$/objective = val_f1/' '24: \[tune\] objective'
+  # a --set that names nothing in the config
+  make_cfg "$work/e.ini" "$work/e" 1
+  # shellcheck disable=SC2046
+  timeout 60 mpirun $(mpiflags 2) -np 2 "$tune" "$work/e.ini" --set bogus.x=1 >"$work/o" 2>"$work/err"
+  rc=$?
+  [ $rc -eq 2 ] && [ "$(grep -c '^cnn-tune: ' "$work/err")" -eq 1 ] &&
+    grep -q "^cnn-tune: --set bogus.x=1: no section or layer named 'bogus' in $work/e.ini" "$work/err" ||
+    { cat "$work/err"; fail "--set bogus.x=1: exit $rc"; }
+  [ ! -e "$work/e/trials" ] || fail "--set bogus.x=1: trials started"
   ;;
 cli)
   "$tune" --version | grep -q '^cnn-tune (cnn-train) ' || fail "--version"
@@ -200,6 +272,8 @@ cli)
   "$tune" --bogus x >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown option: not exit 2"
   "$tune" a.ini b.ini >/dev/null 2>&1; [ $? -eq 2 ] || fail "two configs: not exit 2"
   "$tune" --summary >/dev/null 2>&1; [ $? -eq 2 ] || fail "--summary without DIR: not exit 2"
+  "$tune" --summary d --set train.epochs=1 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--summary with --set: not exit 2"
+  "$tune" a.ini --set >/dev/null 2>&1; [ $? -eq 2 ] || fail "--set without a value: not exit 2"
   "$tune" --summary "$work/none" 2>"$work/err"; rc=$?
   [ $rc -ne 0 ] && grep -q "$work/none/search.ini" "$work/err" || fail "--summary of no search"
   ;;

@@ -1,15 +1,18 @@
 /* test_tune.c - cnn-tune's plain parts: the [search] syntax and its
  * errors, random points (ranges, steps, log sampling, determinism), the
  * grid's order, Keras Tuner's Hyperband arithmetic against the Hyperband
- * paper's table, and the result files that resuming reads. */
+ * paper's table, the result files that resuming reads, the executions'
+ * seeds, and the graphs and budget of --summary. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <stb_image.h>
 #include <unistd.h>
 
+#include "cnn/plot.h"
 #include "cnn/tune.h"
 #include "testutil.h"
 
@@ -212,6 +215,18 @@ static void test_results(void **state)
     assert_int_equal(r.status, CNN_TRIAL_COMPLETED);
     assert_true(r.objective == 0.1 + 0.2); /* every bit */
     assert_int_equal(r.ranks, 2);
+    assert_int_equal(r.executions, 0);
+    /* two executions: their seeds and objectives come back, every bit */
+    t.executions = 2;
+    t.exec_seed[0] = 42;
+    t.exec_seed[1] = cnn_tune_execution_seed(7, 42, 3, 1);
+    t.exec_objective[0] = 0.1 + 0.2;
+    t.exec_objective[1] = 1.0 / 3;
+    assert_int_equal(cnn_tune_result_write(dir, &sp, &t, &err), CNN_OK);
+    assert_int_equal(cnn_tune_result_read(dir, &sp, &r, &found, &err), CNN_OK);
+    assert_int_equal(r.executions, 2);
+    assert_true(r.exec_seed[0] == 42 && r.exec_seed[1] == t.exec_seed[1]);
+    assert_true(r.exec_objective[0] == 0.1 + 0.2 && r.exec_objective[1] == 1.0 / 3);
     /* a result of another point is refused */
     cnn_tune_trial o = t;
     strcpy(o.p.v[1], "a");
@@ -237,12 +252,173 @@ static void test_results(void **state)
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     assert_non_null(fgets(line, sizeof line, f));
-    assert_string_equal(line, "trial_id,s.k0,s.k1,epochs,objective,status,seconds,ranks,message\n");
+    assert_string_equal(line, "trial_id,s.k0,s.k1,epochs,objective,status,seconds,ranks,seeds,"
+                              "execution_objectives,message\n");
     assert_non_null(fgets(line, sizeof line, f));
-    assert_string_equal(line, "3,0.25,b,2,,failed,1.500,2,\"a, b\"\n");
+    snprintf(path, sizeof path, "3,0.25,b,2,,failed,1.500,2,42 %llu,"
+             "0.30000000000000004 0.33333333333333331,\"a, b\"\n",
+             (unsigned long long)t.exec_seed[1]);
+    assert_string_equal(line, path);
     fclose(f);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
+}
+
+/* Execution 0 trains with the trial's [train] seed; the others with seeds
+ * of (tune seed, root trial, execution): all different, below 2^30, and
+ * the same on every call. */
+static void test_execution_seeds(void **state)
+{
+    (void)state;
+    assert_true(cnn_tune_execution_seed(7, 42, 0, 0) == 42);
+    assert_true(cnn_tune_execution_seed(8, 43, 5, 0) == 43);
+    uint64_t s[3][3];
+    for (int root = 0; root < 3; root++)
+        for (int k = 1; k < 4; k++) {
+            s[root][k - 1] = cnn_tune_execution_seed(7, 42, root, k);
+            assert_true(s[root][k - 1] < (1u << 30));
+            assert_true(s[root][k - 1] == cnn_tune_execution_seed(7, 42, root, k));
+            assert_true(s[root][k - 1] == cnn_tune_execution_seed(7, 99, root, k));
+            assert_true(s[root][k - 1] != cnn_tune_execution_seed(8, 42, root, k));
+        }
+    for (int i = 0; i < 9; i++)
+        for (int j = i + 1; j < 9; j++)
+            assert_true(s[i / 3][i % 3] != s[j / 3][j % 3]);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A history.csv of trial id's execution k: val_accuracy v[0..n). */
+static void write_history(const char *dir, int id, int k, const double *v, int n)
+{
+    char path[512], text[1024];
+    cnn_tune_trial_dir(path, sizeof path - 40, dir, id);
+    snprintf(path + strlen(path), 40, "/exec%d", k);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", path);
+    assert_int_equal(system(cmd), 0);
+    size_t len = (size_t)snprintf(text, sizeof text,
+                                  "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,"
+                                  "images_per_sec\n");
+    for (int e = 0; e < n; e++)
+        len += (size_t)snprintf(text + len, sizeof text - len, "%d,1.0,0.5,1.0,%.4f,0.001,1,1\n",
+                                e, v[e]);
+    strcat(path, "/history.csv");
+    write_text(path, text);
+}
+
+/* The pixels of a graph near colour (r, g, b); checks that the PNG
+ * decodes at the promised size on the way. */
+static long graph_pixels(const char *path, int r0, int g0, int b0)
+{
+    int w, h, n;
+    if (!stbi_info(path, &w, &h, &n))
+        fail_msg("%s: does not decode: %s", path, stbi_failure_reason());
+    assert_int_equal(w, CNN_PLOT_WIDTH);
+    assert_int_equal(h, CNN_PLOT_HEIGHT);
+    unsigned char *px = stbi_load(path, &w, &h, &n, 3);
+    assert_non_null(px);
+    long count = 0;
+    for (long i = 0; i < (long)w * h; i++)
+        count += abs(px[3 * i] - r0) < 40 && abs(px[3 * i + 1] - g0) < 40 &&
+                 abs(px[3 * i + 2] - b0) < 40;
+    stbi_image_free(px);
+    return count;
+}
+
+#define BLUE 0x1f, 0x77, 0xb4
+#define ORANGE 0xff, 0x7f, 0x0e
+
+/* A Hyperband search of 4 trials on disk as cnn-tune leaves it: bracket 1
+ * with trial 0 (1 epoch) promoted to trial 2 (epochs 2, 1 inherited) and
+ * trial 1 failed; bracket 0 with trial 3 (2 epochs, 2 executions).
+ * cnn_tune_plot draws objective.png and one graph per bracket, and
+ * --summary prints the budget and draws them again. */
+static void test_plots(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_tune_XXXXXX", path[512], paths[2048];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/search.ini", dir);
+    write_text(path, "[tune]\nobjective = val_accuracy\nalgorithm = hyperband\nmax_epochs = 2\n"
+                     "factor = 2\n[search]\ns.k0 = choice(a, b, c, d)\n");
+    const char *v[] = {"choice(a, b, c, d)"};
+    cnn_tune_space sp = space_of(1, v);
+    cnn_tune_trial t[4];
+    memset(t, 0, sizeof t);
+    for (int i = 0; i < 4; i++) {
+        t[i].id = i;
+        t[i].parent = -1;
+        t[i].bracket = i < 3;
+        t[i].epochs = t[i].epochs_run = 1 + (i >= 2);
+        t[i].status = CNN_TRIAL_COMPLETED;
+        t[i].ranks = 1;
+        t[i].executions = 1;
+        t[i].exec_seed[0] = 42;
+        snprintf(t[i].p.v[0], sizeof t[i].p.v[0], "%c", "abac"[i]);
+    }
+    t[0].objective = 0.5;
+    t[1].status = CNN_TRIAL_FAILED;
+    t[1].objective = NAN;
+    t[2].parent = 0;
+    t[2].initial_epoch = 1;
+    t[2].round = 1;
+    t[2].objective = 0.6;
+    t[3].executions = 2;
+    t[3].exec_seed[1] = cnn_tune_execution_seed(1, 42, 3, 1);
+    t[3].objective = 0.55;
+    cnn_error err = {0};
+    assert_int_equal(cnn_tune_csv_write(dir, &sp, 1, t, 4, &err), CNN_OK);
+    write_history(dir, 0, 0, (double[]){0.5}, 1);
+    write_history(dir, 2, 0, (double[]){0.5, 0.6}, 2);
+    write_history(dir, 3, 0, (double[]){0.4, 0.5}, 2);
+    write_history(dir, 3, 1, (double[]){0.5, 0.6}, 2);
+    if (cnn_tune_plot(dir, paths, sizeof paths, &err) != CNN_OK)
+        fail_msg("cnn_tune_plot: %s", err.msg);
+    char want[4096];
+    snprintf(want, sizeof want, " %s/objective.png %s/objective-bracket-0.png "
+             "%s/objective-bracket-1.png", dir, dir, dir);
+    assert_string_equal(paths, want);
+    /* objective.png: the trials' marks (blue) and the best so far (orange) */
+    snprintf(path, sizeof path, "%s/objective.png", dir);
+    assert_true(graph_pixels(path, BLUE) > 100);
+    assert_true(graph_pixels(path, ORANGE) > 100);
+    /* bracket 1: one line, trial 2's (its history holds trial 0's epoch):
+     * blue, and nothing in the second colour */
+    snprintf(path, sizeof path, "%s/objective-bracket-1.png", dir);
+    assert_true(graph_pixels(path, BLUE) > 100);
+    assert_true(graph_pixels(path, ORANGE) < 10);
+    snprintf(path, sizeof path, "%s/objective-bracket-0.png", dir);
+    assert_true(graph_pixels(path, BLUE) > 100);
+    /* --summary: the budget (trial 1 failed: its epoch counts; trial 2
+     * trained 1 epoch of its 2; trial 3 2 epochs twice) and the graphs,
+     * redrawn */
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/summary.txt", dir);
+    FILE *out = fopen(path, "w+");
+    assert_non_null(out);
+    if (cnn_tune_summary(dir, out, &err) != CNN_OK)
+        fail_msg("cnn_tune_summary: %s", err.msg);
+    rewind(out);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, out);
+    text[n] = 0;
+    fclose(out);
+    if (!strstr(text, "Budget: 7 epochs trained in 4 trials; the best val_accuracy, 0.600000, "
+                      "first reached by trial 2 after 3 epochs\n"))
+        fail_msg("no budget line in:\n%s", text);
+    snprintf(want, sizeof want, "plots:%s\n", paths);
+    assert_non_null(strstr(text, want));
+    snprintf(path, sizeof path, "%s/objective-bracket-0.png", dir);
+    assert_true(graph_pixels(path, BLUE) > 100);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    assert_int_equal(system(path), 0);
 }
 
 int main(void)
@@ -251,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_parse),   cmocka_unit_test(test_space_read),
         cmocka_unit_test(test_sample),  cmocka_unit_test(test_grid),
         cmocka_unit_test(test_hyperband), cmocka_unit_test(test_results),
+        cmocka_unit_test(test_execution_seeds), cmocka_unit_test(test_plots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
