@@ -27,6 +27,7 @@ ranks=${SIM_RANKS:-2 4 8 16 32 64 128 256 512 1024}
 per_rank=${SIM_PER_RANK:-32}
 global=${SIM_GLOBAL:-1024}
 max_gb=${SIM_MAX_GB:-4}
+source "$here/smpi_flags.sh"
 command -v smpicc >/dev/null || { echo "predict.sh: smpicc not found (apt-get install libsimgrid-dev)" >&2; exit 2; }
 mkdir -p "$out/prof"
 bash "$here/build.sh" "$out"
@@ -44,9 +45,9 @@ sim() {
   shift 2
   head -n "$p" "$out/hosts-1024" >"$out/hosts-run"
   smpirun -np "$p" -platform "$out/fattree.xml" -hostfile "$out/hosts-run" \
-    --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no --cfg=smpi/test:1e-6 \
+    "${smpi_flags[@]}" \
     --cfg=smpi/shared-malloc:local --cfg=smpi/auto-shared-malloc-thresh:65536 --cfg=smpi/privatization:no \
-    --log=root.thres:critical "$out/step_sim" "$prof" --steps 2 "$@" 2>/dev/null | grep '^RESULT'
+    "$out/step_sim" "$prof" --steps 2 "$@" 2>/dev/null | grep '^RESULT'
 }
 field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
 # Bytes SMPI's own temporaries take: its non-blocking collectives receive

@@ -1,0 +1,16 @@
+# The smpirun settings of every simulated step (sourced by predict.sh and
+# tests/simgrid/simgrid_test.sh): smpi_flags=(...).
+#
+# smpi/simulate-computation:no with host-speed 1Gf: only the compute that
+# step_sim.c injects with smpi_execute() takes simulated time.
+# smpi/test:1e-7 and smpi/grow-injected-times:no: each MPI_Test or
+# MPI_Testall costs a constant 0.1 us. SimGrid 3.32's default grows the
+# injected time by one more smpi/test for every MPI_Test that fails in a
+# row, with one counter shared by all the simulated ranks; the exchange
+# polls once per sample of backward, so the simulated step grew with the
+# square of ranks x polls: resnet20_cifar10 at 32 ranks, 32 samples per
+# rank, direct, gave a 414 s step for 0.11 s of compute (0.112 s with a
+# constant cost).
+smpi_flags=(--cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no
+            --cfg=smpi/test:1e-7 --cfg=smpi/grow-injected-times:no
+            --log=root.thres:critical)
