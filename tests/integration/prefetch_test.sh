@@ -98,7 +98,7 @@ bad_image)
   wait "$pid"
   rc=$?
   [ "$rc" -eq 2 ] || { cat bad/out bad/err; fail "exit $rc, not 2 (124: it hung)"; }
-  grep -Eq "^cnn-train: epoch [0-9]+ step [0-9]+ \(global step [0-9]+\): $victim: cannot decode" bad/err ||
+  grep -Eq "^cnn-train: (rank [0-9]+: )?epoch [0-9]+ step [0-9]+ \(global step [0-9]+\): $victim: cannot decode" bad/err ||
     { cat bad/err; fail "no line naming $victim"; }
   [ "$(grep -c "cannot decode" bad/err)" -eq 1 ] || { cat bad/err; fail "not one line"; }
   grep "cannot decode" bad/err
