@@ -7,8 +7,8 @@
  * runs, and reorders its result back, all inside the caller's scratch.
  *
  * Images go through in sub-batches of a fixed size S chosen from the shape
- * alone (enough images that a sub-batch's tensors fill about 2 MB, at most
- * 16); a last, shorter sub-batch is zero-padded to S. So every image is
+ * alone (the largest power of two up to 8 whose sub-batch's tensors fit in
+ * about 2 MB); a last, shorter sub-batch is zero-padded to S. So every image is
  * computed by the same primitive whatever the batch size, and the primitives
  * are all made once, in cnn_dnn_conv_create.
  *
