@@ -34,7 +34,8 @@ typedef struct cnn_profile cnn_profile;
 /* Spans outside the layers. */
 typedef enum {
     CNN_SPAN_STEP = 0, /* a whole training step */
-    CNN_SPAN_DATA,     /* waiting for the batch (assembly, decoding) */
+    CNN_SPAN_DATA,     /* getting a chunk's samples: the prefetch's wait and copy, or
+                        * reading, decoding and augmenting them without one */
     CNN_SPAN_EXCHANGE, /* waiting for the gradient exchange */
     CNN_SPAN_OPTIMIZER,
     CNN_SPAN_COUNT
@@ -64,7 +65,8 @@ long cnn_profile_steps(const cnn_profile *p);
 double cnn_profile_span_per_image(const cnn_profile *p, cnn_span what);
 
 /* The per-layer table: forward and backward us per image, GFLOP/s and %
- * of peak_gflops (0: no % column), then the spans. */
+ * of peak_gflops (0: no % column), then the spans. Times are summed over
+ * the threads that recorded them (a rank's chunks on several threads). */
 void cnn_profile_print(const cnn_profile *p, const cnn_model *m, double peak_gflops, FILE *f);
 
 /* The traced steps as Chrome trace JSON (an array of events; pid = rank,

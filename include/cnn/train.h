@@ -225,6 +225,12 @@ typedef struct cnn_run {
     cnn_ckpt_config ck;   /* [checkpoint] */
     cnn_callbacks_config cbc; /* [early_stopping], [reduce_lr_on_plateau] */
     cnn_fault_plan fault; /* test seam; none unless a harness sets it */
+    /* --profile: after 2 warm-up steps, this many steps are profiled
+     * (cnn/profile.h): rank 0 prints the per-layer table, every rank writes
+     * profile_dir/trace.rank<R>.json of the first 5 of them and rank 0
+     * joins them into profile_dir/trace.json. 0: off. */
+    long profile_steps;
+    const char *profile_dir;
     int stopped;          /* set by cnn_run_train: stopped early by a signal */
     /* set by cnn_run_train, on every rank: every completed epoch's record,
      * those of the checkpoint it resumed from included (for a caller that

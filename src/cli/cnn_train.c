@@ -23,6 +23,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cnn-train [--summary [--json]] CONFIG [--set section.key=value]... [--resume R]\n"
+            "                 [--profile[=N]] [--profile-dir DIR]\n"
             "       cnn-train --evaluate CHECKPOINT [--out DIR] [--set ...]\n"
             "  CONFIG            INI file describing [data], [train], [optimizer] and the layers,\n"
             "                    or a checkpoint (its config; training continues from it)\n"
@@ -35,6 +36,10 @@ static void usage(FILE *f)
             "  --evaluate CKPT   test loss/accuracy, per-class precision/recall, confusion\n"
             "                    matrix; writes DIR/confusion.csv and DIR/misclassified.csv\n"
             "  --out DIR         directory for --evaluate's files (default .)\n"
+            "  --profile[=N]     after 2 warm-up steps, profile N steps (default 20): per-layer\n"
+            "                    forward/backward time per image, GFLOP/s and %% of the FMA peak,\n"
+            "                    data and exchange waits; a Chrome trace of 5 steps of every rank\n"
+            "                    in DIR/trace.json (--profile-dir DIR, default profile)\n"
             "  -h, --help        this text\n"
             "  --version         print the version and exit\n"
             "Run under MPI for data-parallel training: mpirun -np N cnn-train CONFIG\n"
@@ -49,6 +54,8 @@ typedef struct args {
     int summary;
     int json;             /* --summary --json */
     const char *resume;   /* --resume */
+    long profile;         /* --profile[=N]: steps, 0 off */
+    const char *profile_dir;
     const char *const *sets;
     int nsets;
 } args;
@@ -87,6 +94,20 @@ static int parse_args(int argc, char **argv, args *a)
             } else {
                 a->resume = v;
             }
+        } else if (!strcmp(s, "--profile") || !strncmp(s, "--profile=", 10)) {
+            char *end = NULL;
+            a->profile = s[9] == '=' ? strtol(s + 10, &end, 10) : 20;
+            if ((end && (*end || end == s + 10)) || a->profile < 1 || a->profile > 100000) {
+                fprintf(stderr, "cnn-train: --profile=N needs N from 1 to 100000, not '%s'\n",
+                        s + 10);
+                return 2;
+            }
+        } else if (!strcmp(s, "--profile-dir")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "cnn-train: %s needs a value\n", s);
+                return 2;
+            }
+            a->profile_dir = argv[++i];
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
             const char *v = s[5] == '=' ? s + 6 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
@@ -193,6 +214,8 @@ int main(int argc, char **argv)
         err.msg[0] = 0; /* the first failing rank reports */
     st = (cnn_status)s;
     run.fault = fault_from_env();
+    run.profile_steps = a.profile;
+    run.profile_dir = a.profile_dir;
     if (st == CNN_OK && a.evaluate)
         st = cnn_run_evaluate(&run, &d, a.evaluate, a.out ? a.out : ".", stdout, &err);
     else if (st == CNN_OK)

@@ -33,7 +33,7 @@ struct cnn_profile {
     double origin;                 /* trace time 0 */
 };
 
-static const char *const span_names[CNN_SPAN_COUNT] = {"step", "data wait", "exchange wait",
+static const char *const span_names[CNN_SPAN_COUNT] = {"step", "data fetch", "exchange wait",
                                                         "optimizer"};
 
 double cnn_profile_now(void)
@@ -180,7 +180,8 @@ void cnn_profile_print(const cnn_profile *p, const cnn_model *m, double peak, FI
     if (!p || !p->images)
         return;
     const double n = (double)p->images;
-    fprintf(f, "profile: %ld steps, %ld images; per image, this rank", p->steps, p->images);
+    fprintf(f, "profile: %ld steps, %ld images of this rank (under mpirun: rank 0); per image",
+            p->steps, p->images);
     if (peak > 0)
         fprintf(f, "; peak %.1f GFLOP/s (one core's FMA, measured now)", peak);
     fprintf(f, "\n%-24s %-22s %9s %9s %8s%s %8s%s\n", "layer", "type", "fwd_us", "bwd_us",
@@ -210,8 +211,9 @@ void cnn_profile_print(const cnn_profile *p, const cnn_model *m, double peak, FI
         double other = p->span[CNN_SPAN_STEP].sec - fsum - bsum;
         for (int s = CNN_SPAN_DATA; s < CNN_SPAN_COUNT; s++)
             other -= p->span[s].sec;
-        fprintf(f, "%-24s %9.2f us per image (loss, activations of fused layers, bookkeeping)\n",
-                "rest of the step", 1e6 * other / n);
+        if (other >= 0) /* spans of several threads can add up to more than the step */
+            fprintf(f, "%-24s %9.2f us per image (loss, gradient conversion, bookkeeping)\n",
+                    "rest of the step", 1e6 * other / n);
     }
 }
 

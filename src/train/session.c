@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cnn/profile.h"
 #include "session.h"
 
 void cnn_session_quiet(cnn_error *err, cnn_status st)
@@ -308,6 +309,11 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
 void cnn_session_close(session *S)
 {
     cnn_session_writer_free(S);
+    if (S->prof) { /* the run ended inside the profiled steps */
+        cnn_profile_attach(NULL, S->sp.m);
+        cnn_profile_free(S->prof);
+        S->prof = NULL;
+    }
     if (S->hist)
         fclose(S->hist);
     batch_free(&S->eb);

@@ -48,7 +48,20 @@ typedef struct session {
     float *best;          /* [early_stopping] restore_best_weights: (nparams + nbuffer_floats) */
     double total_imgs, total_time; /* training throughput of the whole run */
     struct ckpt_writer *writer;    /* rank 0: the checkpoint being written (checkpoints.c) */
+    struct cnn_profile *prof;      /* --profile: the steps being profiled, or NULL */
+    long prof_seen;                /* steps before the profile started */
+    int prof_done;                 /* the profile has been reported (or failed) */
 } session;
+
+/* --- profiling.c: --profile ------------------------------------------ */
+
+/* Before a step: starts the profile at the run's third step. Returns
+ * cnn_profile_now() when the step is profiled, else 0. */
+double cnn_profiling_step_start(session *S, cnn_error *err);
+/* After a profiled step of this rank's B samples that started at t0 (the
+ * update ran from t_upd); after the last profiled step the table, the
+ * traces and the merge (collective). */
+cnn_status cnn_profiling_step_end(session *S, double t0, double t_upd, long B, cnn_error *err);
 
 /* --- session.c: set-up, agreement, evaluation ------------------------- */
 

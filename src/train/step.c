@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "step.h"
+#include "cnn/profile.h"
 
 /* Fixed point of the exact reduction: value = int64 * 2^-44, so the
  * resolution is 5.7e-14 and a chunk may contribute up to 2^63/2^44/K. */
@@ -34,6 +35,17 @@ void cnn_stepper_share(const cnn_stepper *s, int Bg, int *lo, int *hi)
     my_chunks(s, Bg, &first, &end, &csize);
     *lo = first * csize < Bg ? first * csize : Bg;
     *hi = end * csize < Bg ? end * csize : Bg;
+}
+
+/* The exchange's wait: dt seconds that ended now; with a profile also a
+ * span of the trace. */
+static void add_wait(cnn_stepper *s, double dt)
+{
+    s->wait += dt;
+    if (s->prof) {
+        const double now = cnn_profile_now();
+        cnn_profile_span(s->prof, CNN_SPAN_EXCHANGE, now - dt, now);
+    }
 }
 
 int cnn_stepper_busy_ranks(const cnn_stepper *s, long Bg)
@@ -212,7 +224,7 @@ static void stats_reduce(cnn_stepper *s, int Bg)
         }
         cnn_dist_allreduce_i64(s->d, s->stat_acc, n + 1);
     }
-    s->wait += cnn_dist_time() - t0;
+    add_wait(s, cnn_dist_time() - t0);
     const int64_t count = s->stat_acc[n];
     if (!finite || count <= 0)
         return;
@@ -488,6 +500,7 @@ static int all_finite(const float *v, size_t n)
 static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
 {
     const cnn_step_job *j = &s->job;
+    const double t0 = s->prof ? cnn_profile_now() : 0.0;
     cnn_status st;
     if (s->prefetch) { /* thread-safe; its samples come augmented */
         st = cnn_prefetch_fetch(s->prefetch, w->ids, B, j->seed, j->epoch, w->x, w->y, &w->err);
@@ -507,6 +520,8 @@ static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
         _exit(3);
     if (st == CNN_OK && s->aug.enabled && !s->prefetch)
         augment(s, w, B);
+    if (s->prof)
+        cnn_profile_span(s->prof, CNN_SPAN_DATA, t0, cnn_profile_now());
     return st;
 }
 
@@ -646,7 +661,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
         else
             cnn_model_zero_grad(m);
     }
-    s->wait += cnn_dist_reducer_finish(s->red);
+    add_wait(s, cnn_dist_reducer_finish(s->red));
     stats_reduce(s, Bg);
     /* this rank's shard of the summed gradient, as floats */
     const size_t lo = s->lo, len = s->hi - s->lo;
@@ -664,7 +679,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     memcpy(stats, s->sums, STAT_N * sizeof *stats);
     for (int j = STAT_N; j < nsums; j++)
         stats[STAT_LOSS] += s->sums[j];
-    s->wait += cnn_dist_time() - t0;
+    add_wait(s, cnn_dist_time() - t0);
     return st;
 }
 
@@ -673,7 +688,7 @@ void cnn_stepper_update(cnn_stepper *s, cnn_optim *o)
     cnn_optim_step_range(o, s->m, s->lo, s->hi);
     double t0 = cnn_dist_time();
     cnn_dist_reducer_allgather(s->red, s->m->params);
-    s->wait += cnn_dist_time() - t0;
+    add_wait(s, cnn_dist_time() - t0);
     stats_apply(s);
 }
 

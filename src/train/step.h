@@ -126,6 +126,7 @@ struct cnn_stepper {
     cnn_dist_config c;     /* [dist] */
     cnn_augment_config aug; /* [augment], training images only */
     cnn_prefetch *prefetch; /* the trainer's, or NULL: chunks come from it, augmented */
+    struct cnn_profile *prof; /* --profile: data and exchange spans go there, or NULL */
     int64_t *acc;          /* (nparams) fixed-point gradient sum (exact); red's buffer */
     cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
     char exchange_why[192]; /* the exchange used and why ([dist] exchange) */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "callbacks.h"
+#include "cnn/profile.h"
 #include "cnn/rng.h"
 #include "report.h"
 #include "session.h"
@@ -98,6 +99,7 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
     S->sp.stop = stop_signal != 0;
     S->sp.save = S->root && ck->dir[0] && ck->every_minutes > 0 &&
                  cnn_dist_time() - S->last_save >= 60.0 * ck->every_minutes;
+    const double prof_t0 = cnn_profiling_step_start(S, err);
     cnn_status st = cnn_stepper_run(&S->sp, S->train, S->perm + step * tc->batch_size, Bg,
                                     run->dc.rescale, tc->seed, (uint64_t)epoch,
                                     tc->nan_policy == CNN_NAN_SKIP_STEP, stats, err);
@@ -131,7 +133,14 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
     } else {
         S->lr = cnn_lr_at(&run->sched, S->opt->step) * ts->cb.lr_scale;
         S->opt->hp.lr = S->lr;
+        const double t_upd = prof_t0 ? cnn_profile_now() : 0.0;
         cnn_stepper_update(&S->sp, S->opt);
+        if (prof_t0) {
+            int lo, hi;
+            cnn_stepper_share(&S->sp, Bg, &lo, &hi);
+            if ((st = cnn_profiling_step_end(S, prof_t0, t_upd, hi - lo, err)))
+                return st;
+        }
         ts->epoch_loss_sum += stats[STAT_LOSS];
         ts->epoch_correct += stats[STAT_CORRECT];
         ts->epoch_count += stats[STAT_COUNT];
