@@ -189,7 +189,7 @@ static cnn_status inherit_checkpoint(const search *S, const cnn_tune_trial *t, i
 }
 
 /* What the search sets in every trial's config beside its values: the
- * epochs of a Hyperband trial, and the BLAS threads when the config leaves
+ * epochs of a Hyperband trial, and the threads when the config leaves
  * them to the machine (see prepare()). Returns how many went to set. */
 static int trial_extras(const search *S, const cnn_tune_trial *t, char (*set)[4400])
 {
@@ -666,10 +666,12 @@ static cnn_status prepare(search *S, const char *path, const char *const *sets, 
         return st;
     }
     *base_epochs = run.tc.epochs;
-    /* The bits of a training depend on its BLAS threads per rank (not on
-     * its ranks), and [train] threads = 0 would give each trial the cores
-     * of the node shared among its group's ranks there: other bits in a
-     * group of 1 than in a group of 2. So a trial gets the job's share,
+    /* With the exact reduction the bits of a training depend neither on
+     * its ranks nor on its threads; with [dist] reduction = float they
+     * depend on its BLAS threads per rank, and [train] threads = 0 would
+     * give each trial the cores of the node shared among its group's
+     * ranks there: other bits in a group of 1 than in a group of 2. So a
+     * trial gets the job's share,
      * cores / ranks of the job on the node, the same in every group, and
      * its trial.ini says so (a rerun with cnn-train gets the same bits).
      * OPENBLAS_NUM_THREADS, when set, is the same for every group: it is
