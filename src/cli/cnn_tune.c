@@ -45,39 +45,50 @@ int main(int argc, char **argv)
         fprintf(stderr, "cnn-tune: out of memory\n");
         return 1;
     }
-    for (int i = 1; i < argc; i++) {
+    int rc = -1; /* an exit code once the command line has been dealt with */
+    for (int i = 1; i < argc && rc < 0; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
-            return 0;
+            rc = 0;
+            break;
         } else if (cnn_cli_version(s, "cnn-tune")) {
-            return 0;
+            rc = 0;
+            break;
         } else if (!strcmp(s, "--summary")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "cnn-tune: --summary needs a directory\n");
-                return 2;
+                rc = 2;
+                break;
             }
             summary = argv[++i];
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
             const char *v = s[5] == '=' ? s + 6 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
                 fprintf(stderr, "cnn-tune: --set needs section.key=value\n");
-                return 2;
+                rc = 2;
+                break;
             }
             sets[nsets++] = v;
         } else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "cnn-tune: unknown option '%s' (see --help)\n", s);
-            return 2;
+            rc = 2;
+            break;
         } else if (!config) {
             config = s;
         } else {
             fprintf(stderr, "cnn-tune: more than one config given ('%s' and '%s')\n", config, s);
-            return 2;
+            rc = 2;
+            break;
         }
     }
-    if (!!config == !!summary || (summary && nsets)) {
+    if (rc < 0 && (!!config == !!summary || (summary && nsets))) {
         usage(stderr);
-        return 2;
+        rc = 2;
+    }
+    if (rc >= 0) {
+        free(sets);
+        return rc;
     }
     cnn_error err = {0};
     if (summary) { /* no MPI needed to read a table */
@@ -90,6 +101,7 @@ int main(int argc, char **argv)
     cnn_dist d;
     if (cnn_dist_init(&d, &argc, &argv) != 0) {
         fprintf(stderr, "cnn-tune: MPI initialisation failed\n");
+        free(sets);
         return 1;
     }
     int stopped = 0;
