@@ -15,10 +15,12 @@
 #               the same IDX data (launch/torch_peer.py --real, which skips
 #               its first 20 steps; we do not). No CIFAR-10 or cats-vs-dogs
 #               images ship in Debian, so those configs train on sets made
-#               here by tests/tools/data_tool (synthetic CIFAR-10 batches;
-#               Fashion-MNIST images of 2 classes enlarged 8x into an image
-#               folder of PNG/JPEG/BMP files). The peer reads IDX only: for
-#               the other formats compare real against our synthetic row.
+#               here (synthetic CIFAR-10 batches by tests/tools/data_tool;
+#               an image folder of 224x224 RGB JPEGs by `cnn-data jpegs`
+#               from Fashion-MNIST classes 0 and 1). The peer reads IDX only:
+#               for the other formats compare real against our synthetic row
+#               (the vs_engine column: the data pipeline's cost). To compare
+#               two builds, run the script with CNN_BUILD set to each.
 # The peer network is rebuilt from `cnn-train --summary --json CONFIG`
 # (launch/torch_peer.py); for the models ../shared/bench/torch_train.py
 # also knows, its figures agree within the machine's noise.
@@ -67,9 +69,8 @@ data_args() {
     echo "--set data.dir=$tmp/cifar" ;;
   imagefolder)
     if [ ! -d "$tmp/folder" ]; then
-      "$tool" folder $fm/train-images-idx3-ubyte.gz $fm/train-labels-idx1-ubyte.gz "$tmp/folder/train" 3000 8 >/dev/null
-      "$tool" folder $fm/t10k-images-idx3-ubyte.gz $fm/t10k-labels-idx1-ubyte.gz "$tmp/folder/test" 500 8 >/dev/null
-      rm -rf "$tmp"/folder/{train,test}/[2-9]
+      printf '[data]\ndir = %s\ntrain_limit = 12000\ntest_limit = 500\n' "$fm" >"$tmp/src.ini"
+      "$build/cnn-data" jpegs "$tmp/src.ini" "$tmp/folder" >/dev/null
     fi
     echo "--set data.train_dir=$tmp/folder/train --set data.test_dir=$tmp/folder/test" ;;
   esac
