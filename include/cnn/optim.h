@@ -110,6 +110,14 @@ void cnn_optim_step(cnn_optim *o, cnn_model *m);
  * as one full update. */
 void cnn_optim_step_range(cnn_optim *o, cnn_model *m, size_t lo, size_t hi);
 
+/* cnn_optim_step_range in two halves, for several threads sharing one
+ * update: cnn_optim_count_step counts the step (once), then
+ * cnn_optim_update_part updates [lo, hi) at that step. Parts on disjoint
+ * ranges may run at the same time; together they give the numbers of one
+ * cnn_optim_step_range over their union. */
+void cnn_optim_count_step(cnn_optim *o);
+void cnn_optim_update_part(const cnn_optim *o, cnn_model *m, size_t lo, size_t hi);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,18 @@
 
 #include "cnn/optim.h"
 
+/* The updates of adam and rmsprop take a square root and a division per
+ * parameter. GCC keeps sqrtf a scalar call unless errno is off for the
+ * whole file (-fno-math-errno; a function attribute does not do it), so
+ * with AVX those two loops are written with 8-lane intrinsics: the same
+ * operations in the same order as the scalar loop that finishes the tail,
+ * and IEEE square root, division, products and sums are correctly rounded
+ * in a lane as in a scalar (no contraction: CMakeLists.txt), so the
+ * numbers are the scalar loop's, bit for bit (test_optim checks it). */
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 /* One optimizer type. */
 typedef struct optim_ops {
     const char *name; /* the [optimizer] type and the checkpoint's type attribute */
@@ -78,7 +90,23 @@ static void adam_step(const cnn_optim_hparams *hp, int64_t t, float *const *st, 
     const double tt = (double)t;
     const float alpha =
         (float)(hp->lr * sqrt(1.0 - pow(hp->beta2, tt)) / (1.0 - pow(hp->beta1, tt)));
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#ifdef __AVX__
+    const __m256 c1 = _mm256_set1_ps(1.0f - b1), c2 = _mm256_set1_ps(1.0f - b2),
+                 va = _mm256_set1_ps(alpha), ve = _mm256_set1_ps(eps);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 m = _mm256_loadu_ps(om + i), v = _mm256_loadu_ps(ov + i);
+        m = _mm256_add_ps(m, _mm256_mul_ps(_mm256_sub_ps(gi, m), c1));
+        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(gi, gi), v), c2));
+        _mm256_storeu_ps(om + i, m);
+        _mm256_storeu_ps(ov + i, v);
+        const __m256 d =
+            _mm256_div_ps(_mm256_mul_ps(va, m), _mm256_add_ps(_mm256_sqrt_ps(v), ve));
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), d));
+    }
+#endif
+    for (; i < n; i++) {
         om[i] += (g[i] - om[i]) * (1.0f - b1);
         ov[i] += (g[i] * g[i] - ov[i]) * (1.0f - b2);
         w[i] -= alpha * om[i] / (sqrtf(ov[i]) + eps);
@@ -100,7 +128,20 @@ static void rmsprop_step(const cnn_optim_hparams *hp, int64_t t, float *const *s
 {
     const float lr = (float)hp->lr, rho = (float)hp->rho, eps = (float)hp->epsilon;
     float *const om = st[0]; /* (n) mean square */
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#ifdef __AVX__
+    const __m256 vr = _mm256_set1_ps(rho), vr1 = _mm256_set1_ps(1.0f - rho),
+                 vl = _mm256_set1_ps(lr), ve = _mm256_set1_ps(eps);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        const __m256 m = _mm256_add_ps(_mm256_mul_ps(vr, _mm256_loadu_ps(om + i)),
+                                       _mm256_mul_ps(_mm256_mul_ps(vr1, gi), gi));
+        _mm256_storeu_ps(om + i, m);
+        const __m256 d = _mm256_div_ps(_mm256_mul_ps(vl, gi), _mm256_sqrt_ps(_mm256_add_ps(m, ve)));
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), d));
+    }
+#endif
+    for (; i < n; i++) {
         om[i] = rho * om[i] + (1.0f - rho) * g[i] * g[i];
         w[i] -= lr * g[i] / sqrtf(om[i] + eps);
     }
@@ -211,6 +252,14 @@ void cnn_optim_step(cnn_optim *o, cnn_model *model) { cnn_optim_step_range(o, mo
 
 void cnn_optim_step_range(cnn_optim *o, cnn_model *model, size_t lo, size_t hi)
 {
+    cnn_optim_count_step(o);
+    cnn_optim_update_part(o, model, lo, hi);
+}
+
+void cnn_optim_count_step(cnn_optim *o) { o->step++; }
+
+void cnn_optim_update_part(const cnn_optim *o, cnn_model *model, size_t lo, size_t hi)
+{
     if (hi > o->n)
         hi = o->n;
     if (lo > hi)
@@ -220,7 +269,6 @@ void cnn_optim_step_range(cnn_optim *o, cnn_model *model, size_t lo, size_t hi)
     for (int k = 0; k < o->nstate; k++)
         st[k] = o->state[k] + lo;
     cnn_model_add_weight_decay(model, (float)o->hp.weight_decay, lo, hi);
-    o->step++;
     optim_table[o->hp.type].step(&o->hp, o->step, st, model->params + lo, model->grads + lo,
                                  hi - lo);
 }

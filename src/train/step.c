@@ -309,7 +309,7 @@ static void worker_free(cnn_step_worker *w)
     free(w->tmp);
 }
 
-static void run_chunks(cnn_step_worker *w);
+static void run_job(cnn_step_worker *w);
 
 /* A thread other than the caller's: waits for a step, runs its chunks. */
 static void *worker_main(void *arg)
@@ -325,10 +325,10 @@ static void *worker_main(void *arg)
         if (s->quit)
             break;
         seen = s->gen;
-        const int mine = index < s->job.T;
+        const int mine = index < s->busy;
         pthread_mutex_unlock(&s->mu);
         if (mine)
-            run_chunks(w);
+            run_job(w);
         pthread_mutex_lock(&s->mu);
         if (mine && --s->pending == 0)
             pthread_cond_signal(&s->done);
@@ -573,6 +573,82 @@ static void run_chunks(cnn_step_worker *w)
     }
 }
 
+/* What the threads run when woken (s->kind). */
+typedef enum {
+    JOB_CHUNKS,  /* their chunks of the step: run_chunks */
+    JOB_CONVERT, /* their range of the shard from fixed point to floats */
+    JOB_UPDATE   /* the optimizer's update of their range of the shard */
+} step_job_kind;
+
+/* Threads for an element-wise pass over the shard: all of them when each
+ * gets at least PART_MIN parameters (waking a thread costs about as much
+ * as a pass over that many), else the caller alone. */
+#define PART_MIN 8192
+
+static int part_threads(const cnn_stepper *s)
+{
+    const size_t len = s->hi - s->lo;
+    return len >= (size_t)PART_MIN * (size_t)s->nthreads ? s->nthreads : 1;
+}
+
+/* Thread t's range [*a, *b) of the shard [lo, hi) split T ways, cut at
+ * multiples of 16 parameters (a 64-byte line of floats) from lo. */
+static void part_of(const cnn_stepper *s, int t, int T, size_t *a, size_t *b)
+{
+    const size_t len = s->hi - s->lo, align = ~(size_t)15;
+    *a = s->lo + (t == 0 ? 0 : (len * (size_t)t / (size_t)T) & align);
+    *b = t + 1 == T ? s->hi : s->lo + ((len * (size_t)(t + 1) / (size_t)T) & align);
+}
+
+/* The summed fixed-point gradient of acc[a, b) as floats into grads. */
+static void fixed_to_float(float *restrict g, const int64_t *restrict acc, size_t n)
+{
+    const double inv = 1.0 / FIXED_SCALE;
+    for (size_t i = 0; i < n; i++)
+        g[i] = (float)((double)acc[i] * inv);
+}
+
+static void run_job(cnn_step_worker *w)
+{
+    cnn_stepper *s = w->s;
+    size_t a, b;
+    if (s->kind == JOB_CHUNKS) {
+        run_chunks(w);
+        return;
+    }
+    part_of(s, (int)(w - s->w), s->busy, &a, &b);
+    if (s->kind == JOB_CONVERT) {
+        fixed_to_float(s->m->grads + a, s->acc + a, b - a);
+    } else {
+        cnn_optim_update_part(s->opt, s->m, a, b);
+        /* the next step's chunks add into zeros (exact) */
+        if (s->c.exact)
+            memset(s->m->grads + a, 0, (b - a) * sizeof *s->m->grads);
+    }
+}
+
+/* kind on threads 0 .. T-1 (thread 0 is the caller's); returns when all
+ * of them are done. */
+static void run_on_threads(cnn_stepper *s, step_job_kind kind, int T)
+{
+    s->kind = kind;
+    s->busy = T;
+    if (T > 1) {
+        pthread_mutex_lock(&s->mu);
+        s->pending = T - 1;
+        s->gen++;
+        pthread_cond_broadcast(&s->go);
+        pthread_mutex_unlock(&s->mu);
+    }
+    run_job(&s->w[0]);
+    if (T > 1) {
+        pthread_mutex_lock(&s->mu);
+        while (s->pending > 0)
+            pthread_cond_wait(&s->done, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 /* The rank's chunks on its threads; returns the status of the first chunk
  * that failed (its message in err) and the figures of all of them in
  * stats. */
@@ -585,20 +661,7 @@ static cnn_status run_threads(cnn_stepper *s, double *stats, cnn_error *err)
         s->w[t].k0 = t < T ? (int)((int64_t)j->nblocks * t / T) : 0;
         s->w[t].k1 = t < T ? (int)((int64_t)j->nblocks * (t + 1) / T) : 0;
     }
-    if (T > 1) {
-        pthread_mutex_lock(&s->mu);
-        s->pending = T - 1;
-        s->gen++;
-        pthread_cond_broadcast(&s->go);
-        pthread_mutex_unlock(&s->mu);
-    }
-    run_chunks(&s->w[0]);
-    if (T > 1) {
-        pthread_mutex_lock(&s->mu);
-        while (s->pending > 0)
-            pthread_cond_wait(&s->done, &s->mu);
-        pthread_mutex_unlock(&s->mu);
-    }
+    run_on_threads(s, JOB_CHUNKS, T);
     cnn_status st = CNN_OK;
     for (int t = 0; t < T; t++) { /* in chunk order: the first failure is the lowest chunk's */
         const cnn_step_worker *w = &s->w[t];
@@ -635,9 +698,11 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     s->bad = 0;
     s->nrec = 0;
     /* exact: every chunk's conversion leaves zeros behind, so only this
-     * rank's shard, which held the last step's summed gradient, needs it */
-    if (s->c.exact)
+     * rank's shard, which held the last step's summed gradient, needs it
+     * (unless the last update cleared it) */
+    if (s->c.exact && !s->grads_clear)
         memset(m->grads + s->lo, 0, (s->hi - s->lo) * sizeof *m->grads);
+    s->grads_clear = 0;
     s->job = (cnn_step_job){.train = train, .batch = batch, .Bg = Bg, .first = first,
                             .csize = s->c.exact ? csize : end - first, .nblocks = nblocks,
                             .T = nblocks < s->nthreads ? nblocks : s->nthreads,
@@ -666,9 +731,7 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
     /* this rank's shard of the summed gradient, as floats */
     const size_t lo = s->lo, len = s->hi - s->lo;
     if (s->c.exact) {
-        const double inv = 1.0 / FIXED_SCALE;
-        for (size_t i = lo; i < lo + len; i++)
-            m->grads[i] = (float)((double)s->acc[i] * inv);
+        run_on_threads(s, JOB_CONVERT, part_threads(s));
         stats[STAT_NONFINITE] += s->bad;
     } else if (!all_finite(m->grads + lo, len)) {
         stats[STAT_NONFINITE] += 1;
@@ -685,7 +748,11 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
 
 void cnn_stepper_update(cnn_stepper *s, cnn_optim *o)
 {
-    cnn_optim_step_range(o, s->m, s->lo, s->hi);
+    cnn_optim_count_step(o);
+    s->opt = o;
+    run_on_threads(s, JOB_UPDATE, part_threads(s));
+    s->opt = NULL;
+    s->grads_clear = s->c.exact;
     double t0 = cnn_dist_time();
     cnn_dist_reducer_allgather(s->red, s->m->params);
     add_wait(s, cnn_dist_time() - t0);

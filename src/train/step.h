@@ -54,9 +54,13 @@
  * are combined in chunk order, so a run is bit-identical at any thread
  * count as at any rank count. When one thread has all of the rank's chunks
  * (one thread, or one chunk a rank) the buckets start during backward as
- * before; with several busy they start when the last thread is done. Reading the data set (not thread-safe) is
- * serialised; augmentation is not. The float reduction runs on one thread
- * (its BLAS on [train] threads).
+ * before; with several busy they start when the last thread is done.
+ * Reading the data set (not thread-safe) is serialised; augmentation is
+ * not. The conversion of the rank's shard from fixed point to floats and
+ * the optimizer's update of it are element-wise: they too run on the
+ * threads, each over its own range of the shard (the same arithmetic per
+ * element, so the same bits). The float reduction runs on one thread (its
+ * BLAS on [train] threads).
  */
 #ifndef CNN_TRAIN_STEP_H
 #define CNN_TRAIN_STEP_H
@@ -137,6 +141,10 @@ struct cnn_stepper {
     int nthreads;          /* threads of a step: at most the chunks a rank may get */
     cnn_step_worker *w;    /* (nthreads) w[0] is the calling thread */
     cnn_step_job job;      /* the step under way */
+    int kind;              /* what the threads run when woken: a step_job_kind (step.c) */
+    int busy;              /* threads running it: w[0 .. busy) */
+    cnn_optim *opt;        /* the update under way (cnn_stepper_update) */
+    int grads_clear;       /* m->grads[lo, hi) is zero (the update cleared it) */
     pthread_mutex_t mu;    /* guards gen, pending, quit */
     pthread_cond_t go, done;
     unsigned long gen;     /* steps handed to the threads */

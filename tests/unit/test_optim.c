@@ -198,6 +198,85 @@ static void test_weight_decay(void **state)
     cnn_model_free(m);
 }
 
+/* dense 13 -> 7: 98 parameters, so the vector loops of optim.c (8 lanes)
+ * leave a scalar tail of 2. */
+#define WIDE "[input]\nshape = 1x1x13\n[dense]\nunits = 7\n"
+enum { WN = 98, WSTEPS = 3 };
+
+static float wide_value(int step, int i, float scale)
+{
+    return scale * (float)(((i * 37 + step * 11) % 29) - 14) / 14.0f;
+}
+
+/* Every element of an update, as the formula of cnn/optim.h written once
+ * in scalar C (the order of optim.c's scalar loop): the reference the
+ * vector loops must meet bit for bit. */
+static void reference_step(const cnn_optim_hparams *hp, int64_t t, float *m, float *v, float *w,
+                           const float *g)
+{
+    const float eps = (float)hp->epsilon;
+    for (int i = 0; i < WN; i++) {
+        if (hp->type == CNN_OPT_ADAM) {
+            const float b1 = (float)hp->beta1, b2 = (float)hp->beta2;
+            const float alpha = (float)(hp->lr * sqrt(1.0 - pow(hp->beta2, (double)t)) /
+                                        (1.0 - pow(hp->beta1, (double)t)));
+            m[i] += (g[i] - m[i]) * (1.0f - b1);
+            v[i] += (g[i] * g[i] - v[i]) * (1.0f - b2);
+            w[i] -= alpha * m[i] / (sqrtf(v[i]) + eps);
+        } else {
+            const float rho = (float)hp->rho, lr = (float)hp->lr;
+            m[i] = rho * m[i] + (1.0f - rho) * g[i] * g[i];
+            w[i] -= lr * g[i] / sqrtf(m[i] + eps);
+        }
+    }
+}
+
+/* adam and rmsprop over 98 parameters, 3 steps: the library's update (whole,
+ * and in 3 parts after one cnn_optim_count_step, as the step's threads run
+ * it) gives the scalar reference's bits. */
+static void test_update_bits_and_parts(void **state)
+{
+    (void)state;
+    const cnn_optim_type types[] = {CNN_OPT_ADAM, CNN_OPT_RMSPROP};
+    for (int k = 0; k < 2; k++) {
+        cnn_optim_hparams hp = cnn_optim_defaults(types[k]);
+        cnn_model *whole = tu_model(WIDE, CNN_LOSS_MSE, 1), *parts = tu_model(WIDE, CNN_LOSS_MSE, 1);
+        assert_int_equal(whole->nparams, WN);
+        cnn_optim *ow = make_optim(hp, WN), *op = make_optim(hp, WN);
+        float w[WN], g[WN], m[WN] = {0}, v[WN] = {0};
+        for (int i = 0; i < WN; i++)
+            w[i] = whole->params[i] = parts->params[i] = wide_value(0, i, 0.5f);
+        for (int s = 1; s <= WSTEPS; s++) {
+            for (int i = 0; i < WN; i++)
+                g[i] = whole->grads[i] = parts->grads[i] = wide_value(s, i, 1e-2f * (float)s);
+            cnn_optim_step(ow, whole);
+            cnn_optim_count_step(op);
+            const size_t cut[] = {0, 21, 60, WN}; /* uneven, not multiples of 8 */
+            for (int p = 2; p >= 0; p--)         /* in any order */
+                cnn_optim_update_part(op, parts, cut[p], cut[p + 1]);
+            reference_step(&hp, s, m, v, w, g);
+        }
+        assert_int_equal(ow->step, WSTEPS);
+        assert_int_equal(op->step, WSTEPS);
+        for (int i = 0; i < WN; i++) {
+            if (memcmp(&whole->params[i], &w[i], sizeof w[i]))
+                fail_msg("%s param %d = %.9g, the scalar formula gives %.9g",
+                         cnn_optim_type_name(types[k]), i, whole->params[i], w[i]);
+            if (memcmp(&parts->params[i], &w[i], sizeof w[i]))
+                fail_msg("%s in parts: param %d = %.9g, whole %.9g", cnn_optim_type_name(types[k]),
+                         i, parts->params[i], w[i]);
+        }
+        assert_memory_equal(ow->state[0], m, sizeof m);
+        assert_memory_equal(op->state[0], m, sizeof m);
+        if (types[k] == CNN_OPT_ADAM)
+            assert_memory_equal(ow->state[1], v, sizeof v);
+        cnn_optim_free(ow);
+        cnn_optim_free(op);
+        cnn_model_free(whole);
+        cnn_model_free(parts);
+    }
+}
+
 static void test_hparams_from_config(void **state)
 {
     (void)state;
@@ -381,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_adam_two_steps),
         cmocka_unit_test(test_rmsprop),
         cmocka_unit_test(test_weight_decay),
+        cmocka_unit_test(test_update_bits_and_parts),
         cmocka_unit_test(test_hparams_from_config),
         cmocka_unit_test(test_overfit_adam),
         cmocka_unit_test(test_each_optimizer_learns),
