@@ -115,6 +115,23 @@ threads_default)
   grep -q "^threads: 2 per rank (SLURM_CPUS_PER_TASK=2)" "$work/slurm" ||
     { cat "$work/slurm"; fail "SLURM_CPUS_PER_TASK was not taken"; }
   ;;
+threads_bench)
+  # cnn-bench times cnn-train's step: the chunks on the threads (and its
+  # ranks under mpirun), or with --whole-batch one pass over the batch
+  bench=$2/cnn-bench
+  cfg=$src/tests/mpi/resbn_cnn.ini
+  b=(--steps 2 --warmup 1 --batch 24)
+  "$bench" "$cfg" "${b[@]}" --threads 2 >"$work/b2" 2>&1 || { cat "$work/b2"; fail "cnn-bench --threads 2 failed"; }
+  grep -q "^RESULT cnn-bench .* train_img_s=[0-9.]* infer_img_s=[0-9.]* step=chunks chunk_size=8 busy_threads=2 ranks=1 " "$work/b2" ||
+    { cat "$work/b2"; fail "--threads 2: not the chunked step on 2 threads"; }
+  "$bench" "$cfg" "${b[@]}" --threads 8 >"$work/b8" 2>&1 || { cat "$work/b8"; fail "cnn-bench --threads 8 failed"; }
+  grep -q " step=chunks chunk_size=8 busy_threads=3 " "$work/b8" || { cat "$work/b8"; fail "--threads 8: not 3 busy (3 chunks)"; }
+  "$bench" "$cfg" "${b[@]}" --whole-batch >"$work/bw" 2>&1 || { cat "$work/bw"; fail "--whole-batch failed"; }
+  grep -q " step=whole-batch .* busy_threads=1 " "$work/bw" || { cat "$work/bw"; fail "--whole-batch: no such step"; }
+  # shellcheck disable=SC2046
+  timeout 120 mpirun $(mpiflags 2) -np 2 "$bench" "$cfg" "${b[@]}" >"$work/bn" 2>&1 || { cat "$work/bn"; fail "cnn-bench at np 2 failed"; }
+  [ "$(grep -c '^RESULT cnn-bench .* busy_threads=1 ranks=2 ' "$work/bn")" = 1 ] || { cat "$work/bn"; fail "np 2: not one RESULT line of 2 ranks"; }
+  ;;
 *) fail "unknown case" ;;
 esac
 echo "PASS [$case_name]"
