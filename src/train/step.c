@@ -75,21 +75,42 @@ static int add_fixed(int64_t *restrict acc, float *restrict g, size_t n, double 
 #define STRIPE 16384
 
 /* Several threads: grads[lo, hi) of w's chunk into acc, a stripe at a time
- * under its lock; the step's first chunk to reach a stripe clears it. */
+ * under its lock; the step's first chunk to reach a stripe clears it. The
+ * threads run the same layers at about the same time, so each starts at
+ * its own place in the range (thread t of T at t/T of it) and passes over
+ * a stripe another thread holds (trylock), coming back for it once it has
+ * done the free ones; only when every stripe left is held does it wait. */
 static void add_shared(cnn_stepper *s, cnn_step_worker *w, size_t lo, size_t hi)
 {
-    const size_t n = s->m->nparams;
-    while (lo < hi) {
-        const size_t k = lo / STRIPE, a = k * STRIPE, b = a + STRIPE < n ? a + STRIPE : n;
-        const size_t end = b < hi ? b : hi;
-        pthread_mutex_lock(&s->stripe_mu[k]);
-        if (s->stripe_step[k] != s->step_no) {
-            memset(s->acc + a, 0, (b - a) * sizeof *s->acc);
-            s->stripe_step[k] = s->step_no;
+    if (lo >= hi)
+        return;
+    const size_t n = s->m->nparams, k0 = lo / STRIPE, ns = (hi - 1) / STRIPE - k0 + 1;
+    const size_t start = ns * (size_t)(w - s->w) / (size_t)s->job.T;
+    uint8_t *done = w->stripe_done; /* (ns) this call's stripes added */
+    memset(done, 0, ns);
+    for (size_t left = ns, pass = 0; left > 0; pass++) {
+        for (size_t i = 0; i < ns && left > 0; i++) {
+            const size_t j = (start + i) % ns, k = k0 + j;
+            if (done[j])
+                continue;
+            /* the first pass skips held stripes; a pass that found none free
+             * waits for the first one left */
+            if (pass % 2 == 0 ? pthread_mutex_trylock(&s->stripe_mu[k]) != 0
+                              : pthread_mutex_lock(&s->stripe_mu[k]) != 0)
+                continue;
+            const size_t a = k * STRIPE, b = a + STRIPE < n ? a + STRIPE : n;
+            const size_t from = a > lo ? a : lo, to = b < hi ? b : hi;
+            if (s->stripe_step[k] != s->step_no) {
+                memset(s->acc + a, 0, (b - a) * sizeof *s->acc);
+                s->stripe_step[k] = s->step_no;
+            }
+            w->bad |= add_fixed(s->acc + from, w->m->grads + from, to - from, s->limit, 0);
+            pthread_mutex_unlock(&s->stripe_mu[k]);
+            done[j] = 1;
+            left--;
+            if (pass % 2 == 1) /* waited once: try the others again */
+                break;
         }
-        w->bad |= add_fixed(s->acc + lo, w->m->grads + lo, end - lo, s->limit, 0);
-        pthread_mutex_unlock(&s->stripe_mu[k]);
-        lo = end;
     }
 }
 
@@ -351,7 +372,8 @@ static cnn_status threads_init(cnn_stepper *s, cnn_error *err)
     s->nstripes = (n + STRIPE - 1) / STRIPE;
     s->stripe_mu = malloc((s->nstripes ? s->nstripes : 1) * sizeof *s->stripe_mu);
     s->stripe_step = calloc(s->nstripes ? s->nstripes : 1, sizeof *s->stripe_step);
-    if (!s->stripe_mu || !s->stripe_step)
+    s->w[0].stripe_done = malloc(s->nstripes ? s->nstripes : 1);
+    if (!s->stripe_mu || !s->stripe_step || !s->w[0].stripe_done)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the step's %d threads",
                              s->nthreads);
     for (size_t k = 0; k < s->nstripes; k++)
@@ -361,7 +383,8 @@ static cnn_status threads_init(cnn_stepper *s, cnn_error *err)
         cnn_status st = cnn_model_workspace(&w->m, s->m, err);
         if (!st)
             st = cnn_model_reserve(w->m, s->cap, err);
-        if (!st && !worker_alloc(w, s->cap, in))
+        if (!st && (!worker_alloc(w, s->cap, in) ||
+                    !(w->stripe_done = malloc(s->nstripes ? s->nstripes : 1))))
             st = cnn_error_set(err, CNN_ERR_NOMEM,
                                "out of memory for thread %d's buffers (chunks of %d images)", t,
                                s->cap);
@@ -392,6 +415,7 @@ static void threads_free(cnn_stepper *s)
         if (t > 0)
             cnn_model_free(w->m);
         worker_free(w);
+        free(w->stripe_done);
     }
     if (s->stripe_mu)
         for (size_t k = 0; k < s->nstripes; k++)

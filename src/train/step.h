@@ -105,6 +105,7 @@ typedef struct cnn_step_worker {
     int last;              /* the rank's last chunk of the step: buckets may start */
     int first;             /* the rank's first chunk of the step: sets acc */
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
+    uint8_t *stripe_done;  /* (nstripes) scratch of add_shared (several threads) */
     /* this step */
     int k0, k1;            /* its chunks: [k0, k1) of the rank's */
     cnn_status st;         /* of its first failing chunk */

@@ -61,6 +61,17 @@ threads_agree)
   small=(--set data.train_limit=500 --set data.test_limit=200 --set train.progress=lines)
   agree ckpt-e0002-s00000034.h5
   ;;
+threads_stripes)
+  # fashion_cnn (203,898 parameters: 13 stripes of the fixed-point sum, the
+  # dense layer's 200,768 over 13 of them), 3 chunks of its batch of 24 on
+  # up to 3 threads: the threads add their chunks stripe by stripe from
+  # different places, skipping held ones; and the update in parts
+  cfg=$src/configs/fashion_cnn.ini
+  small=(--set data.train_limit=240 --set data.test_limit=100 --set train.epochs=1
+         --set train.batch_size=24 --set train.progress=lines --set train.history=none
+         --set checkpoint.best=false)
+  agree ckpt-e0001-s00000010.h5
+  ;;
 threads_resbn)
   # residual BatchNormalization (tests/mpi/resbn_cnn.ini: add, concatenate,
   # BN on conv and flat tensors; SGD with Nesterov momentum, weight decay,
