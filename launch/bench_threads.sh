@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Threads inside a rank ([train] threads): training images/s of cnn-train
-# (real training: data, steps, exact reduction) at 1 rank x 1 thread,
-# 1 x 2 and 2 ranks x 1, alternating, best of REPS; then the peak RSS of
-# one rank at 1, 2 and 4 threads (/usr/bin/time -v). CNN_BENCH_SPEED=0 or
-# CNN_BENCH_RSS=0 leaves one part out.
+# Threads inside a rank ([train] threads): training images/s at 1 rank x 1
+# thread, 1 x 2 and 2 ranks x 1, each case in two modes: "real" (cnn-train
+# on the data: reading, steps, exact reduction) and "engine" (cnn-bench:
+# the same chunked, threaded training step on one random batch in memory).
+# The three shapes alternate, REPS times; the table gives the best and the
+# range of each, the ratios of the bests (1 -> 2 threads, 1 x 2 against
+# 2 x 1, 1 -> 2 ranks) and the load average before and after. Then the
+# peak RSS of one rank at 1, 2 and 4 threads (/usr/bin/time -v).
+# CNN_BENCH_SPEED=0 or CNN_BENCH_RSS=0 leaves one part out;
+# CNN_BENCH_MODES="real" (or "engine") times one mode only.
 #   bash launch/bench_threads.sh [REPS] [CASE...]
 # A CASE is NAME:CONFIG:MAX_STEPS[:--set ...]; without any, fashion_cnn,
 # and catsdogs_cnn and resnet20_cifar10 on the synthetic data that
 # CNN_SYNTH (default /tmp/cnn-synth) holds or that this script makes there
 # (random 224x224 BMPs in two classes; random CIFAR-10 binary records).
+# cnn-bench times MAX_STEPS steps after 2 warm-up steps.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -53,8 +59,8 @@ if [ $# -eq 0 ]; then
     "resnet20:resnet20_cifar10:30:--set data.dir=$synth/cifar --set data.test_limit=64"
 fi
 
-# run NP THREADS CONFIG STEPS [options...] -> training img/s
-run() {
+# real NP THREADS CONFIG STEPS [options...] -> training img/s of cnn-train
+real() {
   local np=$1 t=$2 cfg=$3 steps=$4
   shift 4
   # shellcheck disable=SC2046
@@ -64,24 +70,41 @@ run() {
     --set checkpoint.dir="$tmp/ck" --set checkpoint.best=false "$@" 2>&1 |
     awk '/^training:/ {print $(NF-1)}'
 }
-best() { tr ' ' '\n' | sort -g | tail -1; }
+# engine NP THREADS CONFIG STEPS [options...] -> training img/s of cnn-bench
+engine() {
+  local np=$1 t=$2 cfg=$3 steps=$4
+  shift 4
+  # shellcheck disable=SC2046
+  mpirun $(bash "$here/mpirun-flags.sh" "$np") --bind-to none -np "$np" "$build/cnn-bench" \
+    "$root/configs/$cfg.ini" --threads "$t" --steps "$steps" --warmup 2 "$@" 2>&1 |
+    sed -nE 's/^RESULT cnn-bench .* train_img_s=([0-9.]+) .*/\1/p'
+}
+# "BEST MIN-MAX" of a list of figures
+stats() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {
+  if (NR) printf "%.0f %.0f-%.0f\n", v[NR], v[1], v[NR]; else print "0 -" }'; }
+ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else printf "-" }'; }
 
 if [ "${CNN_BENCH_SPEED:-1}" = 1 ]; then
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-14s %10s %10s %10s %8s %14s\n' case 1x1 1x2 2x1 '1->2thr' '1x2 / 2x1'
+printf '%-14s %-6s %18s %18s %18s %8s %10s %8s\n' case mode '1x1 (range)' '1x2 (range)' \
+  '2x1 (range)' '1->2thr' '1x2/2x1' '1->2rk'
 for c in "$@"; do
   IFS=: read -r name cfg steps opts <<<"$c"
   read -r -a extra <<<"${opts:-}"
-  a="" b="" d=""
-  for _ in $(seq "$reps"); do
-    a="$a $(run 1 1 "$cfg" "$steps" "${extra[@]}")"
-    b="$b $(run 1 2 "$cfg" "$steps" "${extra[@]}")"
-    d="$d $(run 2 1 "$cfg" "$steps" "${extra[@]}")"
+  for mode in ${CNN_BENCH_MODES:-real engine}; do
+    a=() b=() d=()
+    for _ in $(seq "$reps"); do
+      a+=("$($mode 1 1 "$cfg" "$steps" "${extra[@]}")")
+      b+=("$($mode 1 2 "$cfg" "$steps" "${extra[@]}")")
+      d+=("$($mode 2 1 "$cfg" "$steps" "${extra[@]}")")
+    done
+    echo "$name $mode runs (img/s): 1x1: ${a[*]} | 1x2: ${b[*]} | 2x1: ${d[*]}" >&2
+    read -r ba ra <<<"$(stats "${a[@]}")"
+    read -r bb rb <<<"$(stats "${b[@]}")"
+    read -r bd rd <<<"$(stats "${d[@]}")"
+    printf '%-14s %-6s %18s %18s %18s %8s %10s %8s\n' "$name" "$mode" "$ba ($ra)" "$bb ($rb)" \
+      "$bd ($rd)" "$(ratio "$bb" "$ba")" "$(ratio "$bb" "$bd")" "$(ratio "$bd" "$ba")"
   done
-  echo "$name runs (img/s): 1x1:$a | 1x2:$b | 2x1:$d" >&2
-  ba=$(echo "$a" | best) bb=$(echo "$b" | best) bd=$(echo "$d" | best)
-  printf '%-14s %10s %10s %10s %8.2f %14.2f\n' "$name" "$ba" "$bb" "$bd" \
-    "$(echo "$bb / $ba" | bc -l)" "$(echo "$bb / $bd" | bc -l)"
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
