@@ -148,8 +148,8 @@ struct cnn_stepper {
     int grads_clear;       /* m->grads[lo, hi) is zero (the update cleared it) */
     pthread_mutex_t mu;    /* guards gen, pending, quit */
     pthread_cond_t go, done;
-    unsigned long gen;     /* steps handed to the threads */
-    int pending;           /* threads still running this step's chunks */
+    unsigned long gen;     /* jobs handed to the threads (atomic: polled unlocked) */
+    unsigned long pending; /* threads still running the job (atomic: polled unlocked) */
     int quit;
     pthread_mutex_t data_mu; /* cnn_dataset_gather is not thread-safe */
     size_t nstripes;       /* acc in stripes of STRIPE parameters, each with a lock */
