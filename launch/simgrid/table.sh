@@ -4,7 +4,7 @@
 #   bash launch/simgrid/table.sh scaling.csv
 set -euo pipefail
 awk -F, 'NR > 1 { key = $1 " " $2; if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
-                  r[$5] = 1; cell[key, $3, $5] = ($10 == "skipped" || $10 == "failed") ? $10 :
+                  r[$5] = 1; cell[key, $3, $5] = $10 !~ /^[0-9.]+$/ ? $10 :
                       sprintf("%.1f ms, %.0f%%", $7, 100 * $10) }
   END {
     nr = 0; for (p in r) rs[++nr] = p + 0
