@@ -61,9 +61,10 @@ int main(int argc, char **argv)
     plsfnam(argv[3]);
     plspage(0, 0, 800, 600, 0, 0);
     plscolbg(255, 255, 255);
+    plscol0(15, 0, 0, 0); /* the axes, labels and legend text: black (15 is white) */
     plinit();
     plcol0(15);
-    plenv(0.5, 10.5, 0, 105, 0, 0);
+    plenv(0.5, 10.5, 0, 115, 0, 0); /* above 100%: the optimizer works on a shard */
     char title[160];
     snprintf(title, sizeof title, "%s: simulated weak scaling (SimGrid, fat tree, 32 ranks/node)",
              argv[2]);

@@ -52,6 +52,33 @@ int cnn_sim_win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_un
     return MPI_ERR_WIN;
 }
 
+/* comm spans every rank: the blocking call is cheaper to simulate (smpi_shim.h). */
+static int spans_world(MPI_Comm comm)
+{
+    int same = MPI_UNEQUAL;
+    MPI_Comm_compare(comm, MPI_COMM_WORLD, &same);
+    return same == MPI_IDENT || same == MPI_CONGRUENT;
+}
+
+int cnn_sim_iallreduce(const void *in, void *out, int n, MPI_Datatype type, MPI_Op op,
+                       MPI_Comm comm, MPI_Request *request)
+{
+    if (!spans_world(comm))
+        return MPI_Iallreduce(in, out, n, type, op, comm, request);
+    *request = MPI_REQUEST_NULL;
+    return MPI_Allreduce(in, out, n, type, op, comm);
+}
+
+int cnn_sim_iallgatherv(const void *in, int n, MPI_Datatype type, void *out, const int *counts,
+                        const int *displs, MPI_Datatype rtype, MPI_Comm comm,
+                        MPI_Request *request)
+{
+    if (!spans_world(comm))
+        return MPI_Iallgatherv(in, n, type, out, counts, displs, rtype, comm, request);
+    *request = MPI_REQUEST_NULL;
+    return MPI_Allgatherv(in, n, type, out, counts, displs, rtype, comm);
+}
+
 /* Scratch of the barriers: what they carry does not matter. */
 static int barrier_in, barrier_out;
 

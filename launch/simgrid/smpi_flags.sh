@@ -11,6 +11,9 @@
 # square of ranks x polls: resnet20_cifar10 at 32 ranks, 32 samples per
 # rank, direct, gave a 414 s step for 0.11 s of compute (0.112 s with a
 # constant cost).
-smpi_flags=(--cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no
+# smpi/coll-selector:ompi: the blocking collectives take Open MPI's
+# algorithms (the step's sum of figures and gather of parameter shards,
+# run blocking by smpi_shim.h).
+smpi_flags=(--cfg=smpi/coll-selector:ompi --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no
             --cfg=smpi/test:1e-7 --cfg=smpi/grow-injected-times:no
             --log=root.thres:critical)

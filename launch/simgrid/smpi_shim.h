@@ -16,7 +16,22 @@
  * hierarchical exchange would then sum a bucket before it is in). The
  * replacement completes on a rank only once every rank of the
  * communicator has started it: a one-int MPI_Iallreduce, which SMPI runs
- * as messages from every rank to every other. */
+ * as messages from every rank to every other.
+ *
+ * SMPI's other non-blocking collectives are linear too (every rank sends
+ * to every other), and finishing each of those P (P - 1) messages costs
+ * SimGrid 3.32 time that grows with the messages in flight: the step's
+ * MPI_Iallreduce of its figures and MPI_Iallgatherv of the parameter
+ * shards took most of the simulation's CPU (perf: CommImpl::finish, from
+ * cnn_dist_reducer_sum_f64 and _allgather), which grew as P^4 (48 ranks
+ * 1.2 s, 96 ranks 14 s of CPU). dist.c waits for those two as soon as it
+ * starts them (no watchdog in the simulation), so on a communicator that
+ * spans every rank (congruent to MPI_COMM_WORLD) they run here as the
+ * blocking call, with the smpi/coll-selector's algorithm (Open MPI's, as a
+ * real cluster's Open MPI would pick: recursive doubling, ring...), and
+ * return a completed request. On the node's and the cross-node
+ * communicators (the hierarchical exchange, which overlaps them with
+ * backward) they stay non-blocking. */
 #ifndef CNN_SMPI_SHIM_H
 #define CNN_SMPI_SHIM_H
 #include <mpi.h>
@@ -26,7 +41,14 @@ int cnn_sim_win_allocate_shared(MPI_Aint size, int disp_unit, MPI_Info info, MPI
 int cnn_sim_win_shared_query(MPI_Win win, int rank, MPI_Aint *size, int *disp_unit,
                              void *baseptr);
 int cnn_sim_ibarrier(MPI_Comm comm, MPI_Request *request);
+int cnn_sim_iallreduce(const void *in, void *out, int n, MPI_Datatype type, MPI_Op op,
+                       MPI_Comm comm, MPI_Request *request);
+int cnn_sim_iallgatherv(const void *in, int n, MPI_Datatype type, void *out, const int *counts,
+                        const int *displs, MPI_Datatype rtype, MPI_Comm comm,
+                        MPI_Request *request);
 #define MPI_Ibarrier cnn_sim_ibarrier
+#define MPI_Iallreduce cnn_sim_iallreduce
+#define MPI_Iallgatherv cnn_sim_iallgatherv
 #define MPI_Win_allocate_shared cnn_sim_win_allocate_shared
 #define MPI_Win_shared_query cnn_sim_win_shared_query
 #endif
