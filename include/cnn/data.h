@@ -79,6 +79,9 @@ void cnn_store_release(cnn_store *s);
  * others (and more class names), so nclasses always fits. */
 enum { CNN_MAX_CLASSES = 65536 };
 
+/* A dataset's images kept in memory once read ([data] cache). */
+typedef struct cnn_data_cache cnn_data_cache;
+
 typedef struct cnn_dataset {
     int64_t n;            /* samples in this dataset */
     int64_t first;        /* store row of sample 0 */
@@ -92,6 +95,7 @@ typedef struct cnn_dataset {
     char source[1024];    /* file or directory it came from, for messages */
     int skip_bad;         /* [data] on_bad_image = skip: cnn_dataset_verify flags
                              images that fail to decode instead of failing */
+    cnn_data_cache *cache; /* images kept once read (cnn_dataset_cache), or NULL */
 } cnn_dataset;
 
 /* A new dataset of n samples over store (taking one reference to it), with
@@ -157,6 +161,30 @@ cnn_status cnn_dataset_drop(cnn_dataset *d, const uint8_t *bad, int64_t *dropped
  * ("data/train/cat/cat.7.jpg"), else "SOURCE sample i". Returns buf. */
 const char *cnn_dataset_describe(const cnn_dataset *d, int64_t i, char *buf, size_t n);
 
+/* [data] cache, as tf.data's Dataset.cache(): d keeps each image in memory
+ * once it has been read (decoded and resized, before rescale and
+ * augmentation), so later reads of it (cnn_dataset_read and all above it,
+ * cnn_dataset_verify included) copy those bytes instead of reading the
+ * store again: the same bytes, so nothing downstream changes. A file
+ * changed or removed after its first read is not seen. Safe from several
+ * threads at once, with one cache for all of them: the first to read an
+ * image keeps it; another that meets the image while it is being kept
+ * reads the store itself. Memory: cnn_dataset_cache_bytes(d) in one
+ * allocation whose pages are touched as images arrive, so a process grows
+ * with the images it has read. Call it before cnn_dataset_drop or after,
+ * not before a split (the tail gets no cache); freed with d. Doing it
+ * twice does nothing. CNN_ERR_NOMEM when the allocation fails. */
+cnn_status cnn_dataset_cache(cnn_dataset *d, cnn_error *err);
+
+/* Bytes d's cache takes at most: one image (C x H x W) and one byte per
+ * store row d reads. */
+uint64_t cnn_dataset_cache_bytes(const cnn_dataset *d);
+
+/* Memory this process may still take: /proc/meminfo's MemAvailable (else
+ * the free pages), or the cgroup v2 limit less its usage when smaller, as
+ * under SLURM. 0 when unknown. */
+uint64_t cnn_data_memory_available(void);
+
 /* Raw pixels of samples idx[0..B) into out (B x C x H x W uint8). */
 cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uint8_t *out,
                             cnn_error *err);
@@ -170,6 +198,8 @@ cnn_status cnn_dataset_gather(const cnn_dataset *d, const int64_t *idx, int B, f
 typedef struct cnn_data_format cnn_data_format; /* one entry of the format table */
 
 enum { CNN_CLASS_BINARY = 0, CNN_CLASS_CATEGORICAL, CNN_CLASS_SPARSE };
+
+enum { CNN_CACHE_OFF = 0, CNN_CACHE_ON, CNN_CACHE_AUTO };
 
 /* The sets, and the slots of cnn_data_config.paths: a format's file keys
  * say which slot each fills (idx: train_images 0, test_images 2,
@@ -195,9 +225,21 @@ typedef struct cnn_data_config {
      * the background (cnn/prefetch.h) on loader_threads threads */
     int prefetch;
     int loader_threads;
+    int cache; /* [data] cache: CNN_CACHE_* (cnn_data_cache_sets) */
 } cnn_data_config;
 
 cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_error *err);
+
+/* What [data] cache does for a training run, over the sets it reads every
+ * epoch (train; val when not NULL): cache = false nothing; true caches
+ * both, or fails with CNN_ERR_CONFIG (a one-line message with the sizes)
+ * when their cnn_dataset_cache_bytes exceed limit; auto caches them when
+ * they fit and the store decodes files (image folders), else nothing.
+ * *on = 1 when they are now cached. limit is the caller's: the trainer
+ * gives each rank half of cnn_data_memory_available() over the node's
+ * ranks. */
+cnn_status cnn_data_cache_sets(const cnn_data_config *dc, cnn_dataset *train, cnn_dataset *val,
+                               uint64_t limit, int *on, cnn_error *err);
 
 /* Loads train and test sets as [data] describes; *val is the validation set:
  * a split of train (validation = split), a set of its own (validation_dir,

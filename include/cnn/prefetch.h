@@ -63,7 +63,10 @@ void cnn_prefetch_free(cnn_prefetch *p);
 /* Starts assembling samples ids[0 .. n) (ids into d, copied) of epoch
  * `epoch` in the background. Waits only if the slot it reuses is still
  * being filled. Out of memory leaves the request out (fetch then
- * assembles those samples itself). */
+ * assembles those samples itself). A request the same as one held (the
+ * same ids, seed and epoch) does nothing, so a step may be asked for
+ * twice: the trainer asks for the first step of an epoch at the end of
+ * the epoch before and again when it starts. */
 void cnn_prefetch_request(cnn_prefetch *p, const int64_t *ids, int n, uint64_t seed,
                           uint64_t epoch);
 

@@ -246,6 +246,37 @@ typedef struct data_sets {
     cnn_dataset *train, *val, *test;
 } data_sets;
 
+/* ds->dc's sets; under mpirun rank 0 alone lists the image folders and
+ * sends the listing to the others in one broadcast, as cnn-train does (a
+ * folder of 25,000 files costs each lister 25,000 stat calls). Agreed by
+ * all ranks. */
+static cnn_status load_listed(data_sets *ds, int rank, int world, cnn_error *err)
+{
+    if (world == 1)
+        return agree(cnn_data_load(&ds->dc, 0, 1, &ds->train, &ds->val, &ds->test, err), err,
+                     rank, world);
+    cnn_data_listing l = {0};
+    cnn_status st = agree(rank == 0 ? cnn_data_list(&ds->dc, &l, err) : CNN_OK, err, rank, world);
+    unsigned long long len = l.len;
+    if (!st) {
+        MPI_Bcast(&len, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+        if (rank != 0 && len && !(l.bytes = malloc((size_t)len)))
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the listing of %s",
+                               ds->dc.dir);
+        st = agree(st, err, rank, world);
+    }
+    for (unsigned long long at = 0; !st && at < len; at += INT_MAX) /* int counts */
+        MPI_Bcast(l.bytes + at, (int)(len - at < INT_MAX ? len - at : INT_MAX), MPI_BYTE, 0,
+                  MPI_COMM_WORLD);
+    l.len = (size_t)len;
+    if (!st)
+        st = agree(cnn_data_load_listed(&ds->dc, rank, world, &l, &ds->train, &ds->val,
+                                        &ds->test, err),
+                   err, rank, world);
+    cnn_data_listing_free(&l);
+    return st;
+}
+
 /* The [data] sets of the config at path with the --set overrides sets
  * (freed here), agreed by all ranks. */
 static cnn_status load_sets(data_sets *ds, const char *path, const char **sets, int nsets,
@@ -258,9 +289,9 @@ static cnn_status load_sets(data_sets *ds, const char *path, const char **sets, 
         ignore_other_sections(ds->cfg);
         st = cnn_config_check_unused(ds->cfg, err);
     }
-    if (!st)
-        st = cnn_data_load(&ds->dc, rank, world, &ds->train, &ds->val, &ds->test, err);
-    return agree(st, err, rank, world);
+    if ((st = agree(st, err, rank, world)))
+        return st;
+    return load_listed(ds, rank, world, err);
 }
 
 static void free_sets(data_sets *ds)

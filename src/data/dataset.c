@@ -8,6 +8,7 @@
 #include "cnn/data.h"
 #include "cnn/prefetch.h"
 #include "format.h"
+#include "internal.h"
 
 cnn_store *cnn_store_new(const cnn_store_ops *ops, void *impl, cnn_shape shape)
 {
@@ -105,6 +106,7 @@ void cnn_dataset_free(cnn_dataset *d)
     if (!d)
         return;
     cnn_store_release(d->store);
+    cnn_data_cache_free(d->cache);
     free_names(d->class_names, d->nclasses);
     free(d->labels);
     free(d->rows);
@@ -260,7 +262,9 @@ cnn_status cnn_dataset_read(const cnn_dataset *d, const int64_t *idx, int B, uin
                                      d->source, (long long)idx[b0 + b], (long long)d->n);
             rows[b] = store_row(d, idx[b0 + b]);
         }
-        cnn_status st = d->store->ops->read(d->store, rows, nb, out + (size_t)b0 * img, err);
+        uint8_t *to = out + (size_t)b0 * img;
+        cnn_status st = d->cache ? cnn_data_cache_read(d->cache, d->store, rows, nb, to, err)
+                                 : d->store->ops->read(d->store, rows, nb, to, err);
         if (st)
             return st;
     }
@@ -359,6 +363,10 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
     int format;
     double rescale;
     long tl, vl, lt;
+    /* cnn_cfg_bool's words (odd: true), and auto */
+    static const char *const cache_values[] = {"false", "true", "no",  "yes", "0",
+                                               "1",     "off",  "on",  "auto", NULL};
+    int cache;
     cnn_status st;
     if ((st = cnn_cfg_enum(s, "format", 0, names, &format, err)))
         return st;
@@ -377,12 +385,14 @@ cnn_status cnn_data_config_read(cnn_data_config *dc, const cnn_config *cfg, cnn_
         (st = cnn_cfg_int(s, "test_limit", 0, 0, (long)1 << 40, &vl, err)) ||
         (st = cnn_cfg_bool(s, "prefetch", 1, &dc->prefetch, err)) ||
         (st = cnn_cfg_int(s, "loader_threads", 2, 1, CNN_PREFETCH_MAX_THREADS, &lt, err)) ||
+        (st = cnn_cfg_enum(s, "cache", 8, cache_values, &cache, err)) ||
         (st = validation_keys(dc, s, cfg->path, err)))
         return st;
     dc->rescale = (float)rescale;
     dc->train_limit = tl;
     dc->test_limit = vl;
     dc->loader_threads = (int)lt;
+    dc->cache = cache == 8 ? CNN_CACHE_AUTO : cache & 1 ? CNN_CACHE_ON : CNN_CACHE_OFF;
     return CNN_OK;
 }
 

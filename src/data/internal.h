@@ -8,6 +8,14 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "cnn/data.h"
+
+/* Rows rows[0..B) of store s into out through cache c (cache.c): kept
+ * bytes where there are some, else s's read, kept for next time. */
+cnn_status cnn_data_cache_read(cnn_data_cache *c, cnn_store *s, const int64_t *rows, int B,
+                               uint8_t *out, cnn_error *err);
+void cnn_data_cache_free(cnn_data_cache *c); /* NULL is ignored */
+
 /* Reads n bytes at offset at, retrying short reads and EINTR. Returns 0,
  * or -1 with errno set (0 when the file ended first). */
 static inline int cnn_pread_full(int fd, void *buf, size_t n, off_t at)

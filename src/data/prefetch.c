@@ -213,6 +213,14 @@ void cnn_prefetch_request(cnn_prefetch *p, const int64_t *ids, int n, uint64_t s
     if (n < 1)
         return;
     pthread_mutex_lock(&p->mu);
+    for (int k = 0; k < 2; k++) {
+        const slot *h = &p->slots[k];
+        if (h->seq && h->n == n && h->seed == seed && h->epoch == epoch &&
+            !memcmp(h->ids, ids, (size_t)n * sizeof *ids)) { /* held already */
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+    }
     slot *s = &p->slots[p->slots[0].seq > p->slots[1].seq]; /* the older, or an empty one */
     while (in_flight(s))
         pthread_cond_wait(&p->ready, &p->mu);

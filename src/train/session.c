@@ -267,13 +267,30 @@ static cnn_status load_data(session *S, cnn_error *err)
     return st;
 }
 
+/* [data] cache for training, before the images are checked, so that the
+ * check's decoding fills it: each rank may take half the memory available
+ * over the node's ranks; rank 0 says when auto finds too little. */
+static cnn_status cache_sets(const session *S, cnn_error *err)
+{
+    const int local = S->d->local_size > 0 ? S->d->local_size : 1;
+    const uint64_t limit = cnn_data_memory_available() / 2 / (uint64_t)local;
+    int on = 0;
+    cnn_status st = cnn_data_cache_sets(&S->run->dc, S->train, S->val, limit, &on, err);
+    if (!st && !on && S->root && S->run->dc.cache == CNN_CACHE_AUTO &&
+        S->train->store->ops->per_file)
+        fprintf(S->out, "note: [data] cache = auto left off: the decoded images need more than "
+                        "the %.0f MiB a rank may use\n",
+                (double)limit / 1048576.0);
+    return cnn_session_agree(S, st, err);
+}
+
 cnn_status cnn_session_open(session *S, int training, cnn_error *err)
 {
     const cnn_run *run = S->run;
     const cnn_train_config *tc = &run->tc;
     cnn_model *m = run->model;
     cnn_status st = load_data(S, err);
-    if ((st = cnn_session_agree(S, st, err)) ||
+    if ((st = cnn_session_agree(S, st, err)) || (training && (st = cache_sets(S, err))) ||
         (training && (st = check_images(S, S->train, err))) ||
         (training && S->val && S->val != S->test && (st = check_images(S, S->val, err))) ||
         (st = check_images(S, S->test, err)))

@@ -224,9 +224,8 @@ static int step_batch(const session *S, long step)
 
 /* With [data] prefetch: starts assembling this rank's samples of step
  * `step` of the epoch, `ahead` steps after the one about to run, unless
- * the epoch or max_steps ends before it. Never past the epoch: evaluation
- * then reads the stores with nothing in the background. */
-static void prefetch_step(session *S, long epoch, long step, long ahead)
+ * max_steps ends before it; perm is the epoch's permutation. */
+static void prefetch_step(session *S, const int64_t *perm, long epoch, long step, long ahead)
 {
     const cnn_train_config *tc = &S->run->tc;
     if (!S->sp.prefetch || step >= S->steps_per_epoch ||
@@ -234,8 +233,25 @@ static void prefetch_step(session *S, long epoch, long step, long ahead)
         return;
     int lo, hi, Bg = step_batch(S, step);
     cnn_stepper_share(&S->sp, Bg, &lo, &hi);
-    cnn_prefetch_request(S->sp.prefetch, S->perm + step * tc->batch_size + lo, hi - lo, tc->seed,
+    cnn_prefetch_request(S->sp.prefetch, perm + step * tc->batch_size + lo, hi - lo, tc->seed,
                          (uint64_t)epoch);
+}
+
+/* During the last step of epoch `epoch`: the first step of the next one,
+ * assembled while this step, the evaluation and the checkpoint run (the
+ * request when that epoch starts finds it held). Only over a store whose
+ * reads may run beside evaluation's (cnn_store_ops.parallel; not HDF5). */
+static void prefetch_next_epoch(session *S, long epoch)
+{
+    const cnn_train_config *tc = &S->run->tc;
+    if (!S->sp.prefetch || epoch + 1 >= tc->epochs || !S->train->store->ops->parallel)
+        return;
+    int64_t *next = malloc((size_t)S->train->n * sizeof *next);
+    if (!next) /* the step is then assembled when its epoch starts */
+        return;
+    cnn_rng_permutation(next, S->train->n, tc->seed, (uint64_t)epoch + 1);
+    prefetch_step(S, next, epoch + 1, 0, 1);
+    free(next);
 }
 
 /* Epoch `epoch` from the step the position is at: its steps, then (when
@@ -256,9 +272,12 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
     for (step = (long)ts->step; step < S->steps_per_epoch; step++) {
         if (tc->max_steps && ts->global_step >= tc->max_steps)
             break;
-        if (step == first)
-            prefetch_step(S, epoch, step, 0);
-        prefetch_step(S, epoch, step + 1, 1); /* assembled while this one trains */
+        if (step == first) /* held already when the epoch before asked for it */
+            prefetch_step(S, S->perm, epoch, step, 0);
+        if (step + 1 < S->steps_per_epoch) /* assembled while this one trains */
+            prefetch_step(S, S->perm, epoch, step + 1, 1);
+        else
+            prefetch_next_epoch(S, epoch);
         int Bg = step_batch(S, step);
         if ((st = train_step(S, epoch, step, Bg, &stop, &minutes_due, err)))
             return st;

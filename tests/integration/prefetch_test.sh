@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # [data] prefetch: training with the background assembler gives the same
 # checkpoints, bit for bit, as without it (Fashion-MNIST with [augment], an
-# image folder of JPEGs made by cnn-data jpegs, np 1 and 2); an image that
-# stops decoding in the middle of training ends the run at np 2 with one
-# line naming the file and exit 2, without hanging.
+# image folder of JPEGs made by cnn-data jpegs, np 1 and 2); so does
+# [data] cache (case cache: on, off, with and without the prefetch, a
+# validation split, np 1 and 2); an image that stops decoding in the
+# middle of training ends the run at np 2 with one line naming the file
+# and exit 2, without hanging (with cache = false: a cached image is not
+# read again).
 #   prefetch_test.sh CASE BUILD_DIR SOURCE_DIR
 set -uo pipefail
 case_name=$1
@@ -75,9 +78,29 @@ imagefolder)
   same off on
   same np2off np2
   ;;
+cache)
+  # JPEGs of 40x40 read at 32x32, augmented, 3 epochs: the cache's bytes
+  # are the decoder's
+  printf '[data]\ndir = %s\ntrain_limit = 900\ntest_limit = 150\n' "$fm" >src.ini
+  "$build/cnn-data" jpegs src.ini jp --size 40x40 --classes 3 >/dev/null || fail "cnn-data jpegs"
+  { tiny_model 32x32x3 3; printf '[data]\nformat = imagefolder\ndir = %s/jp\nimage_size = 32x32\n' "$work"
+    printf 'validation = split\nvalidation_split = 0.2\n'; } >f.ini
+  sed -i 's/^epochs = 2$/epochs = 3/' f.ini
+  run off 1 "$work/f.ini" --set data.cache=false
+  run on 1 "$work/f.ini" --set data.cache=true
+  run auto 1 "$work/f.ini"
+  run on_noprefetch 1 "$work/f.ini" --set data.cache=true --set data.prefetch=false
+  run np2off 2 "$work/f.ini" --set data.cache=false
+  run np2 2 "$work/f.ini" --set data.cache=true --set data.loader_threads=3
+  same off on
+  same off auto
+  same off on_noprefetch
+  same np2off np2
+  ;;
 bad_image)
   # A file that decodes when training starts and not after epoch 1: at
   # np 2, with prefetch, one line naming it, exit 2, within the timeout.
+  # With the cache the file is never read again, so it is off here.
   printf '[data]\ndir = %s\ntrain_limit = 600\ntest_limit = 60\n' "$fm" >src.ini
   "$build/cnn-data" jpegs src.ini jp --size 32x32 >/dev/null || fail "cnn-data jpegs"
   { tiny_model 32x32x3 2; printf '[data]\nformat = imagefolder\ndir = %s/jp\nimage_size = 32x32\n' "$work"; } >f.ini
@@ -86,7 +109,7 @@ bad_image)
   mkdir -p bad
   # shellcheck disable=SC2046
   (cd bad && exec timeout 120 mpirun $(mpiflags 2) -np 2 "$build/cnn-train" "$work/f.ini" \
-    --set checkpoint.dir=none >out 2>err) &
+    --set checkpoint.dir=none --set data.cache=false >out 2>err) &
   pid=$!
   epochs() { if [ -f bad/h.csv ]; then wc -l <bad/h.csv; else echo 0; fi; }
   for _ in $(seq 600); do

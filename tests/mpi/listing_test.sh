@@ -3,7 +3,7 @@
 # (strace): rank 0 alone lists the folders (getdents64 and stat on their
 # directories and files), and each rank opens only the images of its share
 # of the check of every file (cnn_dataset_verify) and of its batches, not
-# the whole folder.
+# the whole folder. The same listing by rank 0 alone for cnn-data convert.
 #   listing_test.sh BUILD_DIR DATA_TOOL SOURCE_DIR
 set -uo pipefail
 case_name=listing
@@ -59,4 +59,21 @@ for r in 0 1 2 3; do
   total_opens=$((total_opens + opens))
 done
 [ "$total_opens" -ge $((ntrain + ntest)) ] || fail "the ranks opened $total_opens files, fewer than the $((ntrain + ntest)) the check must read"
+
+# cnn-data convert at np 4: rank 0 lists, the others decode from its list
+# shellcheck disable=SC2046
+timeout 300 mpirun $(mpiflags $np) -np $np sh -c \
+  'exec strace -f -y -qq -o "conv.$OMPI_COMM_WORLD_RANK" -e trace=openat,getdents64,%stat,%lstat,%fstat "$0" "$@"' \
+  "$build/cnn-data" convert f.ini "$work/out" >conv.out 2>&1 ||
+  { cat conv.out; fail "cnn-data convert under strace failed"; }
+grep -q "out-train.h5: $ntrain images" conv.out || { cat conv.out; fail "convert wrote no $ntrain-image train file"; }
+for r in 0 1 2 3; do
+  lists=$(grep -c "^[0-9]* *getdents64([0-9]*<$work/f[/>]" "conv.$r")
+  echo "cnn-data convert rank $r: getdents64 $lists"
+  if [ "$r" -eq 0 ]; then
+    [ "$lists" -gt 0 ] || fail "convert: rank 0 did not list the folder (the trace does not see it)"
+  else
+    [ "$lists" -eq 0 ] || fail "convert: rank $r listed the folder itself ($lists getdents64)"
+  fi
+done
 echo "PASS [$case_name]"

@@ -29,6 +29,7 @@ typedef struct test_store {
     int64_t bad_row;     /* this row fails to read; -1: none */
     int sleep_us;        /* per read */
     int active, most;    /* reads running now, at most (under mu) */
+    int rows_read;       /* rows read in all (under mu) */
     pthread_mutex_t mu;
 } test_store;
 
@@ -59,6 +60,7 @@ static cnn_status ts_read(cnn_store *s, const int64_t *rows, int B, uint8_t *out
     }
     pthread_mutex_lock(&t->mu);
     t->active--;
+    t->rows_read += B;
     pthread_mutex_unlock(&t->mu);
     return st;
 }
@@ -241,6 +243,39 @@ static void test_serial_store(void **state)
     }
 }
 
+/* The trainer's epoch boundary: during the last step L of epoch 0 it asks
+ * for step 0 of epoch 1 (N), and again when epoch 1 starts, then for its
+ * step 1 (S). The second request of N is held already and reads nothing:
+ * every row is read once, and the fetches are expected()'s. */
+static void test_request_held_twice(void **state)
+{
+    (void)state;
+    test_store t = {.bad_row = -1};
+    cnn_dataset *d = make_set(&t, &parallel_ops);
+    int64_t last[16], next0[16], next1[16];
+    for (int i = 0; i < 16; i++) {
+        last[i] = 80 + i;
+        next0[i] = 3 * i;
+        next1[i] = 3 * i + 1;
+    }
+    cnn_augment_config aug = some_augment();
+    cnn_prefetch *p;
+    cnn_error err = {0};
+    TU_STATUS(cnn_prefetch_new(&p, d, &aug, 1.0f / 255.0f, 2, &err), CNN_OK, err);
+    cnn_prefetch_request(p, last, 16, 3, 0);
+    cnn_prefetch_request(p, next0, 16, 3, 1);
+    check_fetch(p, d, &aug, last, 16, 3, 0);
+    cnn_prefetch_request(p, next0, 16, 3, 1); /* held: nothing to do */
+    cnn_prefetch_request(p, next1, 16, 3, 1);
+    check_fetch(p, d, &aug, next0, 8, 3, 1);
+    check_fetch(p, d, &aug, next0 + 8, 8, 3, 1);
+    check_fetch(p, d, &aug, next1, 16, 3, 1);
+    cnn_prefetch_free(p);
+    /* 48 by the prefetcher, 48 more by check_fetch's expected() */
+    assert_int_equal(t.rows_read, 2 * 48);
+    cnn_dataset_free(d);
+}
+
 /* Freed while both requests are still being filled: returns (the threads
  * stop after the sample they are on), nothing leaks (ASan). */
 static void test_free_in_flight(void **state)
@@ -272,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_bad_sample),
         cmocka_unit_test(test_serial_store),
         cmocka_unit_test(test_free_in_flight),
+        cmocka_unit_test(test_request_held_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
