@@ -12,8 +12,9 @@
  *              dx = gamma / sqrt(var + eps) * (dy - dbeta/n - xhat*dgamma/n)
  *
  * Every pass runs over one channel's contiguous H*W floats of a sample at
- * a time; sums go into 8 double lanes, which the compiler vectorises and
- * which keep the statistics of large batches accurate. Forward reads the
+ * a time; sums go into 8 double lanes, which keep the statistics of large
+ * batches accurate (backward's two sums written as one 8-lane vector each,
+ * as the compiler does not vectorise that loop). Forward reads the
  * input twice (mean, then the squared deviations) and writes once;
  * backward reads twice (sum(dy), sum(dy*(x-mean)) in one pass) and writes once.
  * A relu that the model folds into the layer (l->fused_act) is applied in
@@ -25,6 +26,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cnn/layer.h"
 
@@ -142,26 +144,44 @@ static double lane_sqdev(const float *restrict x, int n, double shift)
     return s;
 }
 
-/* dy masked by a folded relu's output y (NULL: none), as
- * cnn_activation_backward's: y > 0 ? dy : 0. */
-#define BN_DY(dy, y, i) ((y) && !((y)[i] > 0) ? 0.0f : (dy)[i])
+/* The 8 double lanes as one vector (GCC's vector extensions, lowered to
+ * whatever the target has): lane j does exactly the scalar loop's
+ * operations on elements j, j + 8, ..., in the same order; the compiler
+ * does not vectorise that loop itself when it has two sums. */
+typedef float bn_v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef int bn_v8i __attribute__((vector_size(8 * sizeof(int))));
+typedef double bn_v8d __attribute__((vector_size(8 * sizeof(double))));
+_Static_assert(LANES == 8, "the vector type has the lanes of the scalar loops");
 
-/* *s1 += sum(g), *s2 += sum(g * (x - shift)) over [0, n), g = BN_DY. Inlined
- * into its two callers, so each has its own vectorised loop. */
-static inline __attribute__((always_inline)) void
-dsums(const float *restrict x, const float *restrict dy, const float *restrict y, int n,
-      double shift, double *s1, double *s2)
+static inline bn_v8f load8(const float *p)
 {
-    double a[LANES] = {0}, b[LANES] = {0}, t1 = 0, t2 = 0;
+    bn_v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* *s1 += sum(g), *s2 += sum(g * (x - shift)) over [0, n), where g = dy, or
+ * with a folded relu (a constant of the inlined loop) dy masked by its
+ * output y as cnn_activation_backward does: y > 0 ? dy : 0. Inlined into
+ * its two callers, so each has its own loop. */
+static inline __attribute__((always_inline)) void
+dsums(const float *restrict x, const float *restrict dy, const float *restrict y, int relu,
+      int n, double shift, double *s1, double *s2)
+{
+    const bn_v8d sh = (bn_v8d){0} + shift;
+    bn_v8d a = {0}, b = {0};
+    double t1 = 0, t2 = 0;
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double g = (double)BN_DY(dy, y, i + j);
-            a[j] += g;
-            b[j] += g * ((double)x[i + j] - shift);
-        }
+    for (; i + LANES <= n; i += LANES) {
+        bn_v8f gf = load8(dy + i);
+        if (relu) /* +0.0f where !(y > 0): the mask's bits and those of dy */
+            gf = (bn_v8f)((bn_v8i)gf & (load8(y + i) > 0));
+        const bn_v8d g = __builtin_convertvector(gf, bn_v8d);
+        a += g;
+        b += g * (__builtin_convertvector(load8(x + i), bn_v8d) - sh);
+    }
     for (; i < n; i++) {
-        double g = (double)BN_DY(dy, y, i);
+        double g = (double)(relu && !(y[i] > 0) ? 0.0f : dy[i]);
         t1 += g;
         t2 += g * ((double)x[i] - shift);
     }
@@ -176,13 +196,13 @@ dsums(const float *restrict x, const float *restrict dy, const float *restrict y
 static void lane_dsums(const float *restrict x, const float *restrict dy, int n, double shift,
                        double *s1, double *s2)
 {
-    dsums(x, dy, NULL, n, shift, s1, s2);
+    dsums(x, dy, NULL, 0, n, shift, s1, s2);
 }
 
 static void lane_dsums_relu(const float *restrict x, const float *restrict dy,
                             const float *restrict y, int n, double shift, double *s1, double *s2)
 {
-    dsums(x, dy, y, n, shift, s1, s2);
+    dsums(x, dy, y, 1, n, shift, s1, s2);
 }
 
 /* out = (x - m) * a + b over [0, n): the forward's write. */
@@ -238,25 +258,25 @@ static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out
     }
 }
 
-/* din = A*g + Bx*(x - mean) + C0, one channel segment, g = BN_DY. */
+/* din = A*g + Bx*(x - mean) + C0, one channel segment, g as in dsums. */
 static inline __attribute__((always_inline)) void
-dx_segment(const float *restrict x, const float *restrict dy, const float *restrict y,
+dx_segment(const float *restrict x, const float *restrict dy, const float *restrict y, int relu,
            float *restrict dx, int n, float mean, float A, float Bx, float C0)
 {
     for (int i = 0; i < n; i++)
-        dx[i] = A * BN_DY(dy, y, i) + Bx * (x[i] - mean) + C0;
+        dx[i] = A * (relu && !(y[i] > 0) ? 0.0f : dy[i]) + Bx * (x[i] - mean) + C0;
 }
 
 static void bn_dx(const float *restrict x, const float *restrict dy, float *restrict dx, int n,
                   float mean, float A, float Bx, float C0)
 {
-    dx_segment(x, dy, NULL, dx, n, mean, A, Bx, C0);
+    dx_segment(x, dy, NULL, 0, dx, n, mean, A, Bx, C0);
 }
 
 static void bn_dx_relu(const float *restrict x, const float *restrict dy, const float *restrict y,
                        float *restrict dx, int n, float mean, float A, float Bx, float C0)
 {
-    dx_segment(x, dy, y, dx, n, mean, A, Bx, C0);
+    dx_segment(x, dy, y, 1, dx, n, mean, A, Bx, C0);
 }
 
 /* Backward of a training forward (batch statistics in the state). With
