@@ -705,6 +705,15 @@ static void free_batch_buffers(cnn_model *m)
     m->max_batch = 0;
 }
 
+void cnn_model_unfold(cnn_model *m)
+{
+    free_batch_buffers(m); /* while it still knows which buffers are shared */
+    for (int i = 0; i < m->nlayers; i++) {
+        m->layers[i].fused_act = CNN_ACT_LINEAR;
+        m->layers[i].folded = 0;
+    }
+}
+
 void cnn_model_free(cnn_model *m)
 {
     if (!m)

@@ -2,8 +2,8 @@
  * or add it reads (cnn_model_create's fold_activations) gives the same bits
  * as the layers run one after the other: every layer's output, the batch
  * statistics and every parameter gradient, forward and backward, training
- * and inference. The unfolded twin is the same model with the folding
- * undone before its buffers are reserved. */
+ * and inference. The unfolded twin is the same model after
+ * cnn_model_unfold. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,10 +53,8 @@ static cnn_model *net(int fold)
         cnn_model_create(&m, cfg, CNN_LOSS_SPARSE_CCE, &err))
         fail_msg("model: %s", err.msg);
     cnn_config_free(cfg);
-    for (int i = 0; !fold && i < m->nlayers; i++) {
-        m->layers[i].fused_act = CNN_ACT_LINEAR;
-        m->layers[i].folded = 0;
-    }
+    if (!fold)
+        cnn_model_unfold(m);
     if (cnn_model_reserve(m, B, &err))
         fail_msg("reserve: %s", err.msg);
     cnn_model_init_params(m, 11);
@@ -164,6 +162,33 @@ static void test_same_bits_inference(void **state)
     test_same_bits(0);
 }
 
+/* Unfolded (as cnn-predict --feature-maps needs), the batch normalization's
+ * output is its own again: not the relu's, with negative values. */
+static void test_unfold(void **state)
+{
+    (void)state;
+    cnn_model *u = net(1);
+    cnn_error err = {0};
+    cnn_model_unfold(u); /* after a reserve: frees, and reserve again */
+    TU_STATUS(cnn_model_reserve(u, B, &err), CNN_OK, err);
+    const int bn = find(u, "bn0"), r = find(u, "r0");
+    assert_int_equal(u->layers[bn].fused_act, CNN_ACT_LINEAR);
+    assert_false(u->layers[r].folded);
+    assert_true(u->act[bn] != u->act[r]);
+    const size_t nx = (size_t)B * cnn_shape_size(u->input);
+    float *x = malloc(nx * sizeof *x);
+    assert_non_null(x);
+    tu_fill(x, nx, 3, -1.0f, 2.0f);
+    cnn_ctx ctx = cnn_model_ctx(u, 0, 1, 0, NULL);
+    cnn_model_forward(u, x, B, &ctx);
+    size_t neg = 0, n = (size_t)B * cnn_shape_size(u->layers[bn].out);
+    for (size_t k = 0; k < n; k++)
+        neg += u->act[bn][k] < 0;
+    assert_true(neg > 0);
+    free(x);
+    cnn_model_free(u);
+}
+
 /* A workspace folds as its model does. */
 static void test_workspace_folds(void **state)
 {
@@ -185,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_folded_where_allowed),
         cmocka_unit_test(test_same_bits_training),
         cmocka_unit_test(test_same_bits_inference),
+        cmocka_unit_test(test_unfold),
         cmocka_unit_test(test_workspace_folds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
