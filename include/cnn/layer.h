@@ -176,6 +176,14 @@ typedef struct cnn_layer_ops {
     size_t (*stats_count)(const cnn_layer *l);
     void (*stats_get)(const cnn_layer *l, float *out);
     void (*stats_update)(cnn_layer *l, float *buffers, const double *mean);
+    /* Activation folding (cnn_layer.fused_act). fusable_acts: a bit
+     * (1u << a) for each activation a that forward can apply to the layer's
+     * output itself, and backward take from that output (batch_normalization
+     * and add: relu). identity_act: the layer is an identity followed by
+     * its l->act ([activation] with a default alpha), so the model may fold
+     * it into the layer it reads. */
+    unsigned fusable_acts;
+    int identity_act;
 } cnn_layer_ops;
 
 enum {
@@ -217,6 +225,14 @@ struct cnn_layer {
     size_t cache_floats;    /* per sample: what its reserve() allocates, in floats */
     int max_batch;
     void *state;            /* private to the layer type */
+    /* Set by the model when an identity_act layer, the only reader of this
+     * layer's output, is folded into it (one of ops->fusable_acts, else
+     * CNN_ACT_LINEAR): forward writes the activated output, backward gets
+     * it as out and dout = dL/d(activated output). The folded layer has
+     * `folded` set: it shares this layer's output and gradient, and the
+     * model does not run it. */
+    cnn_activation fused_act;
+    int folded;
 };
 
 /* The registry of layer types, NULL-terminated (src/engine/layer.c). */

@@ -136,6 +136,13 @@ cnn_status cnn_model_workspace(cnn_model **out, const cnn_model *m, cnn_error *e
  * init (zeros or ones). */
 void cnn_model_init_params(cnn_model *m, uint64_t seed);
 
+/* cnn_model_create folds an [activation] into the batch_normalization or
+ * add it reads (cnn_layer.fused_act): both layers' outputs are then the
+ * activated one. This undoes that, so that every layer's output is its own
+ * (cnn-predict --feature-maps), at the cost of the extra passes; the same
+ * results. It frees the activations: reserve after it. */
+void cnn_model_unfold(cnn_model *m);
+
 /* Allocates activations for batches of up to max_batch samples. Refuses
  * (CNN_ERR_CONFIG, naming the largest layer and the bytes) before
  * allocating when the parameters and these activations would exceed the

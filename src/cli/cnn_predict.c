@@ -130,8 +130,10 @@ static cnn_status predictor_open(predictor *p, const char *path, cnn_error *err)
     if ((st = cnn_config_load_any(&p->cfg, path, err)) ||
         (st = cnn_train_config_read(&tc, p->cfg, err)) ||
         (st = cnn_data_config_read(&dc, p->cfg, err)) ||
-        (st = cnn_model_create(&p->m, p->cfg, tc.loss, err)) ||
-        (st = cnn_model_reserve(p->m, BATCH, err)) ||
+        (st = cnn_model_create(&p->m, p->cfg, tc.loss, err)))
+        return st;
+    cnn_model_unfold(p->m); /* so that --feature-maps shows each layer's own output */
+    if ((st = cnn_model_reserve(p->m, BATCH, err)) ||
         (st = cnn_checkpoint_load(path, p->m, NULL, NULL, NULL, err)) ||
         (st = cnn_checkpoint_read_classes(path, &p->names, &p->nnames, err)))
         return st;

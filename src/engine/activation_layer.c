@@ -10,6 +10,9 @@
  * a final softmax or sigmoid is still fused with the loss); backward then
  * only has to apply f'(x) for gelu and swish, which the model cannot. With
  * another alpha the layer applies the activation itself, from its input.
+ * The model folds the layer into the one it reads when that one can apply
+ * l->act (cnn_layer_ops.fusable_acts: batch_normalization, add) and has no
+ * other reader; it is then never run.
  * Output shape = input shape; softmax needs a flat input, as on dense.
  */
 #include <stdlib.h>
@@ -100,4 +103,5 @@ const cnn_layer_ops cnn_activation_ops = {
     .section = "activation", .keras_name = "Activation", .default_name = "activation",
     .params_size = sizeof(act_params), .parse = act_parse, .make = act_make,
     .forward = act_forward, .backward = act_backward, .destroy = act_destroy,
+    .identity_act = 1,
 };

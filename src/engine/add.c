@@ -2,6 +2,8 @@
  * (Keras's layers.Add; no keys).
  *   forward   out (B, C, H, W) = in[0] + in[1] + ... (summed in input order)
  *   backward  din[k] = dout for every input k
+ * A relu that the model folds into it (l->fused_act) is applied in the same
+ * pass, forward and backward.
  */
 #include <stdio.h>
 #include <string.h>
@@ -37,7 +39,15 @@ static void add_forward(cnn_layer *l, const float *w, const float *const *in, in
     (void)w;
     (void)ctx;
     const size_t n = (size_t)B * cnn_shape_size(l->out);
+    const int relu = l->fused_act == CNN_ACT_RELU;
     const float *a = in[0], *b = in[1];
+    if (relu && nin == 2) { /* the sum and the folded relu in one pass */
+        for (size_t j = 0; j < n; j++) {
+            const float v = a[j] + b[j];
+            out[j] = v < 0 ? 0 : v;
+        }
+        return;
+    }
     for (size_t j = 0; j < n; j++)
         out[j] = a[j] + b[j];
     for (int k = 2; k < nin; k++) {
@@ -45,21 +55,35 @@ static void add_forward(cnn_layer *l, const float *w, const float *const *in, in
         for (size_t j = 0; j < n; j++)
             out[j] += c[j];
     }
+    if (relu)
+        cnn_activation_apply(CNN_ACT_RELU, 0.0f, out, out, n);
 }
 
+/* With a folded relu, dL/d(sum) = out > 0 ? dout : 0 (cnn_activation_backward's),
+ * computed once and copied to the other inputs. */
 static void add_backward(cnn_layer *l, const float *w, float *g, const float *const *in,
                          int nin, const float *out, const float *dout, float *const *din, int B,
                          const cnn_ctx *ctx)
 {
-    (void)w, (void)g, (void)in, (void)out, (void)ctx;
+    (void)w, (void)g, (void)in, (void)ctx;
     const size_t n = (size_t)B * cnn_shape_size(l->out);
-    for (int k = 0; k < nin; k++)
-        if (din[k])
-            memcpy(din[k], dout, n * sizeof *dout);
+    const float *src = dout;
+    for (int k = 0; k < nin; k++) {
+        if (!din[k])
+            continue;
+        if (l->fused_act == CNN_ACT_RELU && src == dout) {
+            float *restrict d = din[k];
+            for (size_t j = 0; j < n; j++)
+                d[j] = out[j] > 0 ? dout[j] : 0;
+            src = d;
+        } else {
+            memcpy(din[k], src, n * sizeof *src);
+        }
+    }
 }
 
 const cnn_layer_ops cnn_add_ops = {
     .section = "add", .keras_name = "Add", .default_name = "add",
     .max_inputs = CNN_LAYER_MAX_INPUTS, .make_n = add_make,
-    .forward_n = add_forward, .backward_n = add_backward,
+    .forward_n = add_forward, .backward_n = add_backward, .fusable_acts = 1u << CNN_ACT_RELU,
 };

@@ -12,16 +12,21 @@
  *              dx = gamma / sqrt(var + eps) * (dy - dbeta/n - xhat*dgamma/n)
  *
  * Every pass runs over one channel's contiguous H*W floats of a sample at
- * a time; sums go into 8 double lanes, which the compiler vectorises and
- * which keep the statistics of large batches accurate. Forward reads the
+ * a time; sums go into 8 double lanes, which keep the statistics of large
+ * batches accurate (backward's two sums written as one 8-lane vector each,
+ * as the compiler does not vectorise that loop). Forward reads the
  * input twice (mean, then the squared deviations) and writes once;
  * backward reads twice (sum(dy), sum(dy*(x-mean)) in one pass) and writes once.
+ * A relu that the model folds into the layer (l->fused_act) is applied in
+ * the forward's write, and its derivative (out > 0 ? dout : 0) in both of
+ * backward's reads of dout: no passes of their own.
  *
  * Tensors: gamma (C) if scale, beta (C) if center; buffers moving_mean (C),
  * moving_variance (C); Keras's weight order and names.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cnn/layer.h"
 
@@ -139,20 +144,44 @@ static double lane_sqdev(const float *restrict x, int n, double shift)
     return s;
 }
 
-/* *s1 += sum(dy), *s2 += sum(dy * (x - shift)) over [0, n). */
-static void lane_dsums(const float *restrict x, const float *restrict dy, int n, double shift,
-                       double *s1, double *s2)
+/* The 8 double lanes as one vector (GCC's vector extensions, lowered to
+ * whatever the target has): lane j does exactly the scalar loop's
+ * operations on elements j, j + 8, ..., in the same order; the compiler
+ * does not vectorise that loop itself when it has two sums. */
+typedef float bn_v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef int bn_v8i __attribute__((vector_size(8 * sizeof(int))));
+typedef double bn_v8d __attribute__((vector_size(8 * sizeof(double))));
+_Static_assert(LANES == 8, "the vector type has the lanes of the scalar loops");
+
+static inline bn_v8f load8(const float *p)
 {
-    double a[LANES] = {0}, b[LANES] = {0}, t1 = 0, t2 = 0;
+    bn_v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* *s1 += sum(g), *s2 += sum(g * (x - shift)) over [0, n), where g = dy, or
+ * with a folded relu (a constant of the inlined loop) dy masked by its
+ * output y as cnn_activation_backward does: y > 0 ? dy : 0. Inlined into
+ * its two callers, so each has its own loop. */
+static inline __attribute__((always_inline)) void
+dsums(const float *restrict x, const float *restrict dy, const float *restrict y, int relu,
+      int n, double shift, double *s1, double *s2)
+{
+    const bn_v8d sh = (bn_v8d){0} + shift;
+    bn_v8d a = {0}, b = {0};
+    double t1 = 0, t2 = 0;
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double g = (double)dy[i + j];
-            a[j] += g;
-            b[j] += g * ((double)x[i + j] - shift);
-        }
+    for (; i + LANES <= n; i += LANES) {
+        bn_v8f gf = load8(dy + i);
+        if (relu) /* +0.0f where !(y > 0): the mask's bits and those of dy */
+            gf = (bn_v8f)((bn_v8i)gf & (load8(y + i) > 0));
+        const bn_v8d g = __builtin_convertvector(gf, bn_v8d);
+        a += g;
+        b += g * (__builtin_convertvector(load8(x + i), bn_v8d) - sh);
+    }
     for (; i < n; i++) {
-        double g = (double)dy[i];
+        double g = (double)(relu && !(y[i] > 0) ? 0.0f : dy[i]);
         t1 += g;
         t2 += g * ((double)x[i] - shift);
     }
@@ -164,11 +193,33 @@ static void lane_dsums(const float *restrict x, const float *restrict dy, int n,
     *s2 += t2;
 }
 
+static void lane_dsums(const float *restrict x, const float *restrict dy, int n, double shift,
+                       double *s1, double *s2)
+{
+    dsums(x, dy, NULL, 0, n, shift, s1, s2);
+}
+
+static void lane_dsums_relu(const float *restrict x, const float *restrict dy,
+                            const float *restrict y, int n, double shift, double *s1, double *s2)
+{
+    dsums(x, dy, y, 1, n, shift, s1, s2);
+}
+
 /* out = (x - m) * a + b over [0, n): the forward's write. */
 static void affine(const float *restrict x, float *restrict out, int n, float m, float a, float b)
 {
     for (int i = 0; i < n; i++)
         out[i] = (x[i] - m) * a + b;
+}
+
+/* The same followed by a folded relu, as cnn_activation_apply's. */
+static void affine_relu(const float *restrict x, float *restrict out, int n, float m, float a,
+                        float b)
+{
+    for (int i = 0; i < n; i++) {
+        const float v = (x[i] - m) * a + b;
+        out[i] = v < 0 ? 0 : v;
+    }
 }
 
 static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
@@ -181,6 +232,7 @@ static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out
     const float *mm = ctx->buffers + l->buffers[0].offset;
     const float *mv = ctx->buffers + l->buffers[1].offset;
     const double n = (double)B * HW;
+    const int relu = l->fused_act == CNN_ACT_RELU;
     for (int c = 0; c < C; c++) {
         float mean, inv;
         if (ctx->training) {
@@ -201,17 +253,30 @@ static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out
         const float a = gamma ? gamma[c] * inv : inv, bb = beta ? beta[c] : 0.0f;
         for (int b = 0; b < B; b++) {
             const size_t o = ((size_t)b * C + c) * HW;
-            affine(in + o, out + o, HW, mean, a, bb);
+            (relu ? affine_relu : affine)(in + o, out + o, HW, mean, a, bb);
         }
     }
 }
 
-/* din = A*dy + Bx*(x - mean) + C0, one channel segment. */
+/* din = A*g + Bx*(x - mean) + C0, one channel segment, g as in dsums. */
+static inline __attribute__((always_inline)) void
+dx_segment(const float *restrict x, const float *restrict dy, const float *restrict y, int relu,
+           float *restrict dx, int n, float mean, float A, float Bx, float C0)
+{
+    for (int i = 0; i < n; i++)
+        dx[i] = A * (relu && !(y[i] > 0) ? 0.0f : dy[i]) + Bx * (x[i] - mean) + C0;
+}
+
 static void bn_dx(const float *restrict x, const float *restrict dy, float *restrict dx, int n,
                   float mean, float A, float Bx, float C0)
 {
-    for (int i = 0; i < n; i++)
-        dx[i] = A * dy[i] + Bx * (x[i] - mean) + C0;
+    dx_segment(x, dy, NULL, 0, dx, n, mean, A, Bx, C0);
+}
+
+static void bn_dx_relu(const float *restrict x, const float *restrict dy, const float *restrict y,
+                       float *restrict dx, int n, float mean, float A, float Bx, float C0)
+{
+    dx_segment(x, dy, y, 1, dx, n, mean, A, Bx, C0);
 }
 
 /* Backward of a training forward (batch statistics in the state). With
@@ -222,8 +287,8 @@ static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
                         const float *out, const float *dout, float *din, int B,
                         const cnn_ctx *ctx)
 {
-    (void)out;
     bn_state *S = l->state;
+    const float *y = l->fused_act == CNN_ACT_RELU ? out : NULL; /* relu's output */
     const int C = S->C, HW = S->HW;
     const float *gamma = S->scale ? w : NULL;
     float *ggamma = S->scale ? g : NULL;
@@ -239,7 +304,10 @@ static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
         double s1 = 0, s2 = 0; /* sum(dy), sum(dy * (x - mean)) */
         for (int b = 0; b < B; b++) {
             const size_t o = ((size_t)b * C + c) * HW;
-            lane_dsums(in + o, dout + o, HW, mean, &s1, &s2);
+            if (y)
+                lane_dsums_relu(in + o, dout + o, y + o, HW, mean, &s1, &s2);
+            else
+                lane_dsums(in + o, dout + o, HW, mean, &s1, &s2);
         }
         if (ggamma)
             ggamma[c] += (float)(s2 * inv);
@@ -253,7 +321,11 @@ static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
         const double C0 = ctx->training ? -A * s1 / n : 0.0;
         for (int b = 0; b < B; b++) {
             const size_t o = ((size_t)b * C + c) * HW;
-            bn_dx(in + o, dout + o, din + o, HW, mean, (float)A, (float)Bx, (float)C0);
+            if (y)
+                bn_dx_relu(in + o, dout + o, y + o, din + o, HW, mean, (float)A, (float)Bx,
+                           (float)C0);
+            else
+                bn_dx(in + o, dout + o, din + o, HW, mean, (float)A, (float)Bx, (float)C0);
         }
     }
 }
@@ -293,4 +365,5 @@ const cnn_layer_ops cnn_batch_normalization_ops = {
     .default_name = "batch_normalization", .params_size = sizeof(bn_params), .parse = bn_parse,
     .make = bn_make, .forward = bn_forward, .backward = bn_backward, .destroy = bn_destroy,
     .stats_count = bn_stats_count, .stats_get = bn_stats_get, .stats_update = bn_stats_update,
+    .fusable_acts = 1u << CNN_ACT_RELU,
 };

@@ -560,6 +560,30 @@ static void plan_gradients(cnn_model *m)
     free(started);
 }
 
+/* Folds each identity_act layer (an [activation]) into the layer it reads
+ * when that layer's type can apply the activation itself (fusable_acts)
+ * and nothing else reads its output: forward and backward then pass over
+ * the tensor once instead of three times, with the same float operations.
+ * Not the last layer, whose output the loss reads. */
+static void fold_activations(cnn_model *m)
+{
+    for (int j = 0; j + 1 < m->nlayers; j++) {
+        cnn_layer *a = &m->layers[j];
+        const int i = a->input[0];
+        if (!a->ops->identity_act || a->ninputs != 1 || i == CNN_INPUT_MODEL ||
+            !(m->layers[i].ops->fusable_acts >> a->act & 1))
+            continue;
+        int readers = 0;
+        for (int k = i + 1; k < m->nlayers; k++)
+            for (int in = 0; in < m->layers[k].ninputs; in++)
+                readers += m->layers[k].input[in] == i;
+        if (readers == 1) {
+            m->layers[i].fused_act = a->act;
+            a->folded = 1;
+        }
+    }
+}
+
 /* The keys of section s but name and inputs, as a JSON object (malloc'd). */
 static char *keys_json(const cnn_section *s)
 {
@@ -648,6 +672,7 @@ cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_lo
     free(order);
     if (st == CNN_OK) {
         plan_gradients(m);
+        fold_activations(m);
         m->nclasses = (int)cnn_shape_size(m->layers[m->nlayers - 1].out);
         st = check_head(m, err);
     }
@@ -663,12 +688,13 @@ cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_lo
 
 static void free_batch_buffers(cnn_model *m)
 {
-    if (m->act)
-        for (int i = 0; i < m->nlayers; i++)
-            free(m->act[i]);
-    if (m->dact)
-        for (int i = 0; i < m->nlayers; i++)
-            free(m->dact[i]);
+    for (int i = 0; i < m->nlayers; i++)
+        if (!m->layers[i].folded) { /* a folded layer's are its input's */
+            if (m->act)
+                free(m->act[i]);
+            if (m->dact)
+                free(m->dact[i]);
+        }
     free(m->act);
     free(m->dact);
     free(m->logits);
@@ -677,6 +703,15 @@ static void free_batch_buffers(cnn_model *m)
     m->act = m->dact = NULL;
     m->logits = m->scratch = m->temps = NULL;
     m->max_batch = 0;
+}
+
+void cnn_model_unfold(cnn_model *m)
+{
+    free_batch_buffers(m); /* while it still knows which buffers are shared */
+    for (int i = 0; i < m->nlayers; i++) {
+        m->layers[i].fused_act = CNN_ACT_LINEAR;
+        m->layers[i].folded = 0;
+    }
 }
 
 void cnn_model_free(cnn_model *m)
@@ -744,6 +779,8 @@ cnn_status cnn_model_workspace(cnn_model **out, const cnn_model *m, cnn_error *e
         memcpy(l->input, src->input, sizeof l->input);
         memcpy(l->in_shape, src->in_shape, sizeof l->in_shape);
         l->in = src->in;
+        l->fused_act = src->fused_act;
+        l->folded = src->folded;
         w->nlayers++; /* so that destroy runs on partial state */
         cnn_status st = make_layer(l, m->layer_params[i], err);
         if (st) {
@@ -816,8 +853,13 @@ cnn_status cnn_model_reserve(cnn_model *m, int max_batch, cnn_error *err)
     for (int i = 0; !failed && i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
         size_t n = (size_t)max_batch * cnn_shape_size(l->out);
-        if (!(m->act[i] = malloc(n * sizeof(float))) || !(m->dact[i] = malloc(n * sizeof(float))))
+        if (l->folded) {
+            m->act[i] = m->act[l->input[0]];
+            m->dact[i] = m->dact[l->input[0]];
+        } else if (!(m->act[i] = malloc(n * sizeof(float))) ||
+                   !(m->dact[i] = malloc(n * sizeof(float)))) {
             failed = l;
+        }
     }
     if (!failed && (!(m->logits = malloc((size_t)max_batch * m->nclasses * sizeof(float))) ||
                     !(m->scratch = malloc(m->scratch_floats * sizeof(float))) ||
@@ -919,6 +961,8 @@ const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ct
     const int last = m->nlayers - 1;
     for (int i = 0; i < m->nlayers; i++) {
         cnn_layer *l = &m->layers[i];
+        if (l->folded) /* its input's layer has written its output */
+            continue;
         const size_t n = cnn_shape_size(l->out);
         const float *w = m->params + l->param_offset;
         float *out = m->act[i], *dst = i == last && m->fused_loss ? m->logits : out;
@@ -947,6 +991,8 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
     const cnn_model *hook = m->owner ? m->owner : m;
     for (int i = m->nlayers - 1; i >= 0; i--) {
         cnn_layer *l = &m->layers[i];
+        if (l->folded) /* its input's layer takes the gradient as it is */
+            continue;
         const size_t n = cnn_shape_size(l->out);
         int rowwise = l->act == CNN_ACT_SOFTMAX;
         if (hook->layer_hook)

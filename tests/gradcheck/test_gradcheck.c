@@ -450,6 +450,14 @@ static void test_batchnorm(void **state)
          CNN_LOSS_SPARSE_CCE, 7, 1},
         {"bn inference (moving)", "3x5x2", "[batch_normalization]\n" HEAD3, CNN_LOSS_SPARSE_CCE,
          3, 0},
+        /* a relu folded into the BN (and into an add): the fused backward */
+        {"conv -> bn + folded relu", "5x5x1", "[conv2d]\nfilters = 3\nkernel = 3\n"
+         "padding = same\nuse_bias = false\n[batch_normalization]\n[activation]\n"
+         "activation = relu\n" HEAD3, CNN_LOSS_SPARSE_CCE, 3, 1},
+        {"residual: add + folded relu", "4x4x2", "[conv2d]\nname = c1\nfilters = 2\n"
+         "kernel = 3\npadding = same\nuse_bias = false\n[batch_normalization]\n"
+         "name = bn1\n[add]\ninputs = identity, bn1\n[activation]\nactivation = relu\n" HEAD3,
+         CNN_LOSS_SPARSE_CCE, 2, 1},
     };
     run_cases(cases, sizeof cases / sizeof *cases);
 }
