@@ -106,8 +106,14 @@ resume)
   # was. No finished trial runs again (each log has one test: line, so a
   # trial trained once), none is lost, and the objectives are those of an
   # uninterrupted search.
-  make_cfg "$work/a.ini" "$work/a" 1
-  make_cfg "$work/k.ini" "$work/k" 1
+  # 8,000 images: an epoch of a trial lasts long enough (~0.2 s) for the
+  # poll below to see trial 4's first checkpoint before its second prunes
+  # it (keep = 1); with 2,000 a whole search took 0.5 s and the poll could
+  # miss it (CI, 2026-12-01)
+  more='s/^train_limit = 2000$/train_limit = 8000/'
+  make_cfg "$work/a.ini" "$work/a" 1 -e "$more"
+  make_cfg "$work/k.ini" "$work/k" 1 -e "$more"
+  grep -q '^train_limit = 8000$' "$work/k.ini" || fail "the test config has no train_limit = 2000"
   run_tune 2 "$work/a.ini" "$work/la" || { cat "$work/la"; fail "the straight search failed"; }
   # shellcheck disable=SC2046
   mpirun $(mpiflags 2) -np 2 "$tune" "$work/k.ini" >"$work/lk1" 2>&1 &
@@ -115,9 +121,9 @@ resume)
   # killed once trial 4 has its first epoch's checkpoint: in the middle of
   # it (unless it ended in between)
   mid=$work/k/trials/0004/exec0/ckpt
-  for _ in $(seq 1200); do
+  for _ in $(seq 6000); do
     compgen -G "$mid/ckpt-e0001-*.h5" >/dev/null && break
-    sleep 0.02
+    sleep 0.005
   done
   kill -9 $(pgrep -P "$pid") "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
