@@ -106,11 +106,7 @@ for m in $models; do
     done
   done
 done
-# auto is the exchange cnn_dist_exchange_pick chooses: direct on one node
-# (<= 32 ranks here), hierarchical on several nodes of 32 ranks
-awk -F, 'NR > 1 && $3 != "collective" && $10 ~ /^[0-9.]+$/ {
-           if (($3 == "direct" && $5 <= 32) || ($3 == "hierarchical" && $5 > 32)) {
-             $3 = "auto"; OFS = ","; print } }' "$csv" >"$out/auto.csv"
+bash "$here/auto_rows.sh" "$csv" >"$out/auto.csv"
 cat "$out/auto.csv" >>"$csv"
 bash "$here/table.sh" "$csv" >"$out/scaling.md"
 for m in $models; do

@@ -26,6 +26,12 @@ table=$(printf '%s\n' "model,scaling,exchange,picked,ranks,global_batch,step_ms,
           "m,weak,auto,,2,64,5.5,5.4,0.1,0.9" | bash "$src/launch/simgrid/table.sh" /dev/stdin)
 grep -qF '| direct | 5.5 ms, 90% | not simulated |' <<<"$table" &&
   grep -qF '| auto | 5.5 ms, 90% | - |' <<<"$table" || { echo "FAIL: table.sh: $table"; exit 1; }
+# auto_rows.sh: every auto row comma-separated (the first was not)
+rows=$(printf '%s\n' "model,scaling,exchange,picked,ranks,global_batch,step_ms,compute_ms,wait_ms,efficiency" \
+         "m,weak,direct,,2,64,5.5,5.4,0.1,0.9" "m,weak,hierarchical,,64,2048,5.6,5.4,0.2,0.8" |
+       bash "$src/launch/simgrid/auto_rows.sh" /dev/stdin)
+[ "$rows" = "m,weak,auto,,2,64,5.5,5.4,0.1,0.9
+m,weak,auto,,64,2048,5.6,5.4,0.2,0.8" ] || { echo "FAIL: auto_rows.sh: $rows"; exit 1; }
 if ! command -v smpicc >/dev/null || ! command -v smpirun >/dev/null; then
   echo "SKIP: SimGrid's smpicc/smpirun not installed (apt-get install libsimgrid-dev)"
   exit 77
