@@ -12,7 +12,11 @@
 # OUT_DIR/scaling-MODEL.png (weak-scaling efficiency against ranks, one
 # curve per exchange). Environment:
 #   SIM_MODELS  (fashion_cnn resnet20_cifar10 catsdogs_cnn)
-#   SIM_RANKS   (2 4 8 16 32 64 128 256 512 1024)
+#   SIM_RANKS   (2 4 8 16 32 64 128 256 512 1024); a hierarchical run's
+#                 CPU time grows 5-6x per doubling (resnet20_cifar10 here:
+#                 4 s at 128, 20 s at 256, 129 s at 512, unfinished after
+#                 15 min at 1,024): SIM_RANKS="2 4 8 16 32 64 128 256 512"
+#                 took 400 s of CPU for the three models
 #   SIM_PER_RANK  weak scaling: samples per rank and step (32)
 #   SIM_GLOBAL    strong scaling: the fixed global batch (1024)
 #   SIM_MAX_GB    skip a run whose SMPI message buffers would pass this (4)
@@ -106,11 +110,7 @@ for m in $models; do
     done
   done
 done
-# auto is the exchange cnn_dist_exchange_pick chooses: direct on one node
-# (<= 32 ranks here), hierarchical on several nodes of 32 ranks
-awk -F, 'NR > 1 && $3 != "collective" && $10 ~ /^[0-9.]+$/ {
-           if (($3 == "direct" && $5 <= 32) || ($3 == "hierarchical" && $5 > 32)) {
-             $3 = "auto"; OFS = ","; print } }' "$csv" >"$out/auto.csv"
+bash "$here/auto_rows.sh" "$csv" >"$out/auto.csv"
 cat "$out/auto.csv" >>"$csv"
 bash "$here/table.sh" "$csv" >"$out/scaling.md"
 for m in $models; do

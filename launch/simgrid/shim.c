@@ -1,6 +1,7 @@
 /* shim.c - the node's shared window for SMPI (see smpi_shim.h). */
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { MAX_WINDOWS = 1 << 14 };
 
@@ -60,11 +61,63 @@ static int spans_world(MPI_Comm comm)
     return same == MPI_IDENT || same == MPI_CONGRUENT;
 }
 
+/* The copies MPI_Iallreduce sends from in place of MPI_IN_PLACE
+ * (smpi_shim.h), one per (world rank, out) pair and kept for the next
+ * step's call on the same slice, which comes after this one completed. */
+typedef struct sendcopy {
+    int rank;
+    const void *out;
+    void *copy;
+    size_t bytes;
+} sendcopy;
+static sendcopy *copies;
+static size_t ncopies, maxcopies;
+
+/* A copy of out's bytes for rank's MPI_Iallreduce; NULL without memory. */
+static void *send_copy(const void *out, int n, MPI_Datatype type)
+{
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Type_size(type, &size);
+    const size_t bytes = (size_t)n * (size_t)size;
+    sendcopy *c = NULL;
+    for (size_t i = 0; i < ncopies && !c; i++)
+        if (copies[i].rank == rank && copies[i].out == out)
+            c = &copies[i];
+    if (!c) {
+        if (ncopies == maxcopies) {
+            size_t m = maxcopies ? 2 * maxcopies : 256;
+            sendcopy *g = realloc(copies, m * sizeof *g);
+            if (!g)
+                return NULL;
+            copies = g;
+            maxcopies = m;
+        }
+        c = &copies[ncopies++];
+        *c = (sendcopy){.rank = rank, .out = out};
+    }
+    if (c->bytes < bytes) {
+        free(c->copy);
+        /* malloc: smpicc's, shared above smpi/auto-shared-malloc-thresh in
+         * a prediction run (what it holds does not matter there) */
+        if (!(c->copy = malloc(bytes))) {
+            c->bytes = 0;
+            return NULL;
+        }
+        c->bytes = bytes;
+    }
+    memcpy(c->copy, out, bytes);
+    return c->copy;
+}
+
 int cnn_sim_iallreduce(const void *in, void *out, int n, MPI_Datatype type, MPI_Op op,
                        MPI_Comm comm, MPI_Request *request)
 {
-    if (!spans_world(comm))
+    if (!spans_world(comm)) {
+        if (in == MPI_IN_PLACE && n > 0 && !(in = send_copy(out, n, type)))
+            return MPI_ERR_NO_MEM;
         return MPI_Iallreduce(in, out, n, type, op, comm, request);
+    }
     *request = MPI_REQUEST_NULL;
     return MPI_Allreduce(in, out, n, type, op, comm);
 }

@@ -31,7 +31,18 @@
  * real cluster's Open MPI would pick: recursive doubling, ring...), and
  * return a completed request. On the node's and the cross-node
  * communicators (the hierarchical exchange, which overlaps them with
- * backward) they stay non-blocking. */
+ * backward) they stay non-blocking.
+ *
+ * There, an MPI_Iallreduce with MPI_IN_PLACE (the hierarchical exchange's
+ * slice across nodes) sends in SimGrid 3.32 from a copy of the buffer that
+ * its PMPI_Iallreduce frees as it returns, while the sends still read it:
+ * below smpi/send-is-detached-thresh (64 KiB) the data was already copied
+ * out; above it the receivers summed freed memory (--check failed at
+ * 2 nodes of 2 ranks, fashion_cnn's 0.8 MB slices), and once the copy was
+ * big enough for malloc to give back to the system (catsdogs_cnn's 1.4 MB
+ * slices at 2 nodes) the simulation died of SIGSEGV in
+ * smpi_comm_copy_buffer_callback. The replacement sends from a copy of
+ * its own, kept per rank and buffer for the next step. */
 #ifndef CNN_SMPI_SHIM_H
 #define CNN_SMPI_SHIM_H
 #include <mpi.h>
