@@ -317,9 +317,8 @@ static int worker_alloc(cnn_step_worker *w, int cap, size_t in)
     w->x = malloc((size_t)cap * in * sizeof *w->x);
     w->y = malloc((size_t)cap * sizeof *w->y);
     w->ids = malloc((size_t)cap * sizeof *w->ids);
-    w->raw = malloc((size_t)cap * in);
     w->tmp = malloc(in * sizeof *w->tmp);
-    return w->x && w->y && w->ids && w->raw && w->tmp;
+    return w->x && w->y && w->ids && w->tmp; /* w->raw: on first use (gather) */
 }
 
 static void worker_free(cnn_step_worker *w)
@@ -560,6 +559,10 @@ static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
     cnn_status st;
     if (s->prefetch) { /* thread-safe; its samples come augmented */
         st = cnn_prefetch_fetch(s->prefetch, w->ids, B, j->seed, j->epoch, w->x, w->y, &w->err);
+    } else if (!w->raw && !(w->raw = malloc((size_t)s->cap * cnn_shape_size(s->m->input)))) {
+        /* the undecoded bytes of a chunk: only reading without the prefetch needs them */
+        st = cnn_error_set(&w->err, CNN_ERR_NOMEM, "out of memory for a chunk of %d images",
+                           s->cap);
     } else {
         if (j->T > 1)
             pthread_mutex_lock(&s->data_mu);

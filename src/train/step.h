@@ -98,7 +98,7 @@ typedef struct cnn_step_worker {
     float *x;              /* (cap, input) */
     int32_t *y;            /* (cap) */
     int64_t *ids;          /* (cap) training-set ids of the chunk */
-    uint8_t *raw;          /* (cap, input) pixels as stored */
+    uint8_t *raw;          /* (cap, input) pixels as stored; made by the first read without the prefetch */
     float *tmp;            /* (input) one augmented image */
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
