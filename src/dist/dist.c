@@ -40,11 +40,9 @@ static void node_shape(cnn_dist *d, MPI_Comm comm)
 
 /* The watchdog (below): on while a reducer made with timeout_s > 0 lives;
  * it guards the collectives of a cnn_dist's communicator too (allreduce_on,
- * bcast_on, and the float sums from blocking_begin to _end). */
+ * bcast_on). */
 static void wd_arm(const cnn_dist *d, MPI_Comm comm, double timeout);
 static void wd_disarm(void);
-static void blocking_begin(const char *what);
-static void blocking_end(void);
 static void allreduce_on(const cnn_dist *d, const void *in, void *buf, int n, MPI_Datatype type,
                          MPI_Op op, const char *what);
 static void bcast_on(const cnn_dist *d, void *buf, int n, MPI_Datatype type, int root);
@@ -137,21 +135,18 @@ void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n)
     if (d->world == 1)
         return;
     /* MPI counts are int: reduce in pieces of at most 2^30 floats. */
-    blocking_begin("an MPI_Allreduce of floats");
     for (size_t off = 0; off < n; off += (size_t)1 << 30) {
         size_t k = n - off < ((size_t)1 << 30) ? n - off : (size_t)1 << 30;
-        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, comm_of(d));
+        allreduce_on(d, MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM,
+                     "an MPI_Allreduce of floats");
     }
-    blocking_end();
 }
 
 void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n)
 {
     if (d->world == 1)
         return;
-    blocking_begin("an MPI_Allreduce of doubles");
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, comm_of(d));
-    blocking_end();
+    allreduce_on(d, MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, "an MPI_Allreduce of doubles");
 }
 
 void cnn_dist_bcast(const cnn_dist *d, void *buf, size_t n, int root)
@@ -540,8 +535,7 @@ static struct {
     int armed;                 /* reducers watching: the watchdog is on while > 0 */
     const cnn_dist *d;
     double timeout, beat_s;    /* beat_s: between heartbeats, timeout / 4 at most */
-    MPI_Comm comm;             /* heartbeats: from the left neighbour, to the right one;
-                                * the barriers of blocking_begin */
+    MPI_Comm comm;             /* heartbeats: from the left neighbour, to the right one */
     MPI_Request in, out;
     int hb_in, hb_out;
     long long sent, got;       /* heartbeats sent to the right, received from the left */
@@ -740,8 +734,8 @@ static int request_done(void *arg, int block)
 
 /* An MPI_Allreduce on d's communicator; with the watchdog on, the
  * non-blocking one under it. Only for operations whose result does not
- * depend on the order of the ranks (max, min, integer sums), since the two
- * calls may take different orders. */
+ * depend on the order of the ranks (max, min, integer sums, float sums
+ * exact in any order), since the two calls may take different orders. */
 static void allreduce_on(const cnn_dist *d, const void *in, void *buf, int n, MPI_Datatype type,
                          MPI_Op op, const char *what)
 {
@@ -764,30 +758,6 @@ static void bcast_on(const cnn_dist *d, void *buf, int n, MPI_Datatype type, int
     MPI_Request q;
     check(wd.d, MPI_Ibcast(buf, n, type, root, comm_of(d), &q), "MPI_Ibcast");
     await(request_done, &q, "an MPI_Bcast");
-}
-
-/* Before a float sum on a dist's communicator, which keeps the blocking call (the
- * order of its additions, so its bits): with the watchdog on, the ranks
- * first meet twice in an MPI_Ibarrier under the in-loop watchdog, so a rank
- * that stalled before the sum, or while waiting for the others in the
- * first barrier, is named; the monitor thread guards the rest, until
- * blocking_end. */
-static void blocking_begin(const char *what)
-{
-    if (!wd.armed)
-        return;
-    for (int k = 0; k < 2; k++) {
-        MPI_Request q;
-        check(wd.d, MPI_Ibarrier(wd.comm, &q), "MPI_Ibarrier of the watchdog");
-        await(request_done, &q, what);
-    }
-    wd_mark(what);
-}
-
-static void blocking_end(void)
-{
-    if (wd.armed)
-        wd_mark(NULL);
 }
 
 /* r->req[0 .. nreq) have completed (block: wait for them). */

@@ -42,7 +42,11 @@ void cnn_dist_finalize(cnn_dist *d);
 int cnn_dist_split(const cnn_dist *parent, int color, cnn_dist *child);
 void cnn_dist_free_split(cnn_dist *child);
 
-/* In-place sums across all ranks. */
+/* In-place sums across all ranks, only of values whose sum is exact in any
+ * order: every element non-zero on one rank at most (each sample's figures
+ * come from the rank that holds it), or integers below 2^24 (f32) / 2^53
+ * (f64). The result then does not depend on MPI's algorithm, and the
+ * watchdog can use the non-blocking call. */
 void cnn_dist_allreduce_f32(const cnn_dist *d, float *buf, size_t n);
 void cnn_dist_allreduce_f64(const cnn_dist *d, double *buf, size_t n);
 /* In-place exact sum of int64 values across all ranks (fixed-point
@@ -135,10 +139,12 @@ cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange wa
  *
  * With timeout_s > 0 a watchdog guards every wait of the exchange (finish,
  * cnn_dist_reducer_sum_f64, cnn_dist_reducer_allgather) and, while the
- * reducer lives, the collectives above: the maxima, minima, integer sums
- * and broadcasts become their non-blocking calls under the watchdog (same
- * results in any order); the float sums keep the blocking call, and so
- * their bits, after two watched barriers. In a watched wait each rank
+ * reducer lives, the collectives above: the sums, maxima, minima and
+ * broadcasts become their non-blocking calls under the watchdog (same
+ * results in any order: the float sums are only of values exact in any
+ * order, so a rank stopped inside one is named like one stopped inside the
+ * exchange; a blocking sum there left the others stuck inside MPI, where
+ * no rank can be named). In a watched wait each rank
  * tells its right neighbour it is alive, on entry and every 0.25 s (or
  * timeout_s / 4); when a wait lasts timeout_s seconds and the left
  * neighbour has been silent as long, the rank names it as the rank that
