@@ -15,7 +15,8 @@
  * a time; sums go into 8 double lanes, which keep the statistics of large
  * batches accurate (backward's two sums written as one 8-lane vector each,
  * as the compiler does not vectorise that loop). Forward reads the
- * input twice (mean, then the squared deviations) and writes once;
+ * input once for its statistics (the sums of x - K and (x - K)^2, K the
+ * channel's first value) and writes once;
  * backward reads twice (sum(dy), sum(dy*(x-mean)) in one pass) and writes once.
  * A relu that the model folds into the layer (l->fused_act) is applied in
  * the forward's write, and its derivative (out > 0 ? dout : 0) in both of
@@ -44,6 +45,8 @@ typedef struct bn_state {
     float *mean;    /* (C) batch mean of the last training forward */
     float *var;     /* (C) its biased variance */
     float *inv_std; /* (C) 1 / sqrt(var + epsilon) */
+    double *acc;    /* (2C) scratch: a pass's two sums of every channel */
+    float *coef;    /* (3C) scratch: the write pass's coefficients of every channel */
 } bn_state;
 
 enum { LANES = 8 };
@@ -78,9 +81,11 @@ static cnn_status bn_make(cnn_layer *l, const void *params, cnn_shape in, cnn_er
         S->mean = malloc((size_t)in.c * sizeof *S->mean);
         S->var = malloc((size_t)in.c * sizeof *S->var);
         S->inv_std = malloc((size_t)in.c * sizeof *S->inv_std);
+        S->acc = malloc(2 * (size_t)in.c * sizeof *S->acc);
+        S->coef = malloc(3 * (size_t)in.c * sizeof *S->coef);
     }
     l->state = S;
-    if (!S || !S->mean || !S->var || !S->inv_std)
+    if (!S || !S->mean || !S->var || !S->inv_std || !S->acc || !S->coef)
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     S->C = in.c;
     S->HW = in.h * in.w; /* the model checked that a sample fits an int */
@@ -106,42 +111,10 @@ static void bn_destroy(cnn_layer *l)
     free(S->mean);
     free(S->var);
     free(S->inv_std);
+    free(S->acc);
+    free(S->coef);
     free(S);
     l->state = NULL;
-}
-
-/* sum of x[0..n) in double lanes, always in the same order. */
-static double lane_sum(const float *restrict x, int n)
-{
-    double a[LANES] = {0}, s = 0;
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++)
-            a[j] += (double)x[i + j];
-    for (; i < n; i++)
-        s += (double)x[i];
-    for (int j = 0; j < LANES; j++)
-        s += a[j];
-    return s;
-}
-
-/* sum of (x - shift)^2 over [0, n), likewise. */
-static double lane_sqdev(const float *restrict x, int n, double shift)
-{
-    double a[LANES] = {0}, s = 0;
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double d = (double)x[i + j] - shift;
-            a[j] += d * d;
-        }
-    for (; i < n; i++) {
-        double d = (double)x[i] - shift;
-        s += d * d;
-    }
-    for (int j = 0; j < LANES; j++)
-        s += a[j];
-    return s;
 }
 
 /* The 8 double lanes as one vector (GCC's vector extensions, lowered to
@@ -158,6 +131,32 @@ static inline bn_v8f load8(const float *p)
     bn_v8f v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* *s += sum(x - shift), *q += sum((x - shift)^2) over [0, n): the
+ * forward's one read of its input, in 8 double lanes. */
+static void lane_shifted_sums(const float *restrict x, int n, double shift, double *s, double *q)
+{
+    const bn_v8d sh = (bn_v8d){0} + shift;
+    bn_v8d a = {0}, b = {0};
+    double t1 = 0, t2 = 0;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        const bn_v8d d = __builtin_convertvector(load8(x + i), bn_v8d) - sh;
+        a += d;
+        b += d * d;
+    }
+    for (; i < n; i++) {
+        const double d = (double)x[i] - shift;
+        t1 += d;
+        t2 += d * d;
+    }
+    for (int j = 0; j < LANES; j++) {
+        t1 += a[j];
+        t2 += b[j];
+    }
+    *s += t1;
+    *q += t2;
 }
 
 /* *s1 += sum(g), *s2 += sum(g * (x - shift)) over [0, n), where g = dy, or
@@ -233,29 +232,42 @@ static void bn_forward(cnn_layer *l, const float *w, const float *in, float *out
     const float *mv = ctx->buffers + l->buffers[1].offset;
     const double n = (double)B * HW;
     const int relu = l->fused_act == CNN_ACT_RELU;
+    double *sum = S->acc, *sq = S->acc + C;
+    float *mean = S->coef, *a = S->coef + C, *bb = S->coef + 2 * C;
+    if (ctx->training) {
+        /* sums shifted by the channel's first value: in doubles, the
+         * variance from them loses nothing that float data holds. The
+         * passes go through memory in order, sample by sample; each
+         * channel's sums still add its segments in sample order. */
+        for (int c = 0; c < C; c++) {
+            mean[c] = in[(size_t)c * HW];
+            sum[c] = sq[c] = 0;
+        }
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                lane_shifted_sums(in + ((size_t)b * C + c) * HW, HW, (double)mean[c], &sum[c],
+                                  &sq[c]);
+    }
     for (int c = 0; c < C; c++) {
-        float mean, inv;
+        float inv;
         if (ctx->training) {
-            double s = 0, q = 0;
-            for (int b = 0; b < B; b++)
-                s += lane_sum(in + ((size_t)b * C + c) * HW, HW);
-            const double mu = s / n;
-            for (int b = 0; b < B; b++)
-                q += lane_sqdev(in + ((size_t)b * C + c) * HW, HW, mu);
-            const double var = q / n;
-            S->mean[c] = mean = (float)mu;
+            const double d = sum[c] / n, mu = (double)mean[c] + d;
+            const double var = sq[c] / n - d * d > 0 ? sq[c] / n - d * d : 0.0;
+            S->mean[c] = mean[c] = (float)mu;
             S->var[c] = (float)var;
             S->inv_std[c] = inv = (float)(1.0 / sqrt(var + (double)S->epsilon));
         } else {
-            mean = mm[c];
+            mean[c] = mm[c];
             inv = (float)(1.0 / sqrt((double)mv[c] + (double)S->epsilon));
         }
-        const float a = gamma ? gamma[c] * inv : inv, bb = beta ? beta[c] : 0.0f;
-        for (int b = 0; b < B; b++) {
-            const size_t o = ((size_t)b * C + c) * HW;
-            (relu ? affine_relu : affine)(in + o, out + o, HW, mean, a, bb);
-        }
+        a[c] = gamma ? gamma[c] * inv : inv;
+        bb[c] = beta ? beta[c] : 0.0f;
     }
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            (relu ? affine_relu : affine)(in + o, out + o, HW, mean[c], a[c], bb[c]);
+        }
 }
 
 /* din = A*g + Bx*(x - mean) + C0, one channel segment, g as in dsums. */
@@ -296,38 +308,48 @@ static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
     const float *mm = ctx->buffers + l->buffers[0].offset;
     const float *mv = ctx->buffers + l->buffers[1].offset;
     const double n = (double)B * HW;
+    double *s1 = S->acc, *s2 = S->acc + C; /* sum(dy), sum(dy * (x - mean)) */
+    float *mean = S->coef;
     for (int c = 0; c < C; c++) {
-        const float mean = ctx->training ? S->mean[c] : mm[c];
+        mean[c] = ctx->training ? S->mean[c] : mm[c];
+        s1[c] = s2[c] = 0;
+    }
+    /* in memory order, sample by sample (each channel's sums in sample order) */
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            const size_t o = ((size_t)b * C + c) * HW;
+            if (y)
+                lane_dsums_relu(in + o, dout + o, y + o, HW, mean[c], &s1[c], &s2[c]);
+            else
+                lane_dsums(in + o, dout + o, HW, mean[c], &s1[c], &s2[c]);
+        }
+    float *A = S->coef + C, *Bx = S->coef + 2 * C, *C0 = (float *)s1; /* s1 is read first */
+    for (int c = 0; c < C; c++) {
         const double inv = ctx->training
                                ? (double)S->inv_std[c]
                                : 1.0 / sqrt((double)mv[c] + (double)S->epsilon);
-        double s1 = 0, s2 = 0; /* sum(dy), sum(dy * (x - mean)) */
-        for (int b = 0; b < B; b++) {
-            const size_t o = ((size_t)b * C + c) * HW;
-            if (y)
-                lane_dsums_relu(in + o, dout + o, y + o, HW, mean, &s1, &s2);
-            else
-                lane_dsums(in + o, dout + o, HW, mean, &s1, &s2);
-        }
         if (ggamma)
-            ggamma[c] += (float)(s2 * inv);
+            ggamma[c] += (float)(s2[c] * inv);
         if (gbeta)
-            gbeta[c] += (float)s1;
-        if (!din)
-            continue;
-        const double A = gamma ? (double)gamma[c] * inv : inv;
+            gbeta[c] += (float)s1[c];
+        const double a = gamma ? (double)gamma[c] * inv : inv;
         /* batch statistics depend on x: the mean's and the variance's terms */
-        const double Bx = ctx->training ? -A * inv * inv * s2 / n : 0.0;
-        const double C0 = ctx->training ? -A * s1 / n : 0.0;
-        for (int b = 0; b < B; b++) {
+        const double bx = ctx->training ? -a * inv * inv * s2[c] / n : 0.0;
+        const double c0 = ctx->training ? -a * s1[c] / n : 0.0;
+        A[c] = (float)a;
+        Bx[c] = (float)bx;
+        C0[c] = (float)c0;
+    }
+    if (!din)
+        return;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
             const size_t o = ((size_t)b * C + c) * HW;
             if (y)
-                bn_dx_relu(in + o, dout + o, y + o, din + o, HW, mean, (float)A, (float)Bx,
-                           (float)C0);
+                bn_dx_relu(in + o, dout + o, y + o, din + o, HW, mean[c], A[c], Bx[c], C0[c]);
             else
-                bn_dx(in + o, dout + o, din + o, HW, mean, (float)A, (float)Bx, (float)C0);
+                bn_dx(in + o, dout + o, din + o, HW, mean[c], A[c], Bx[c], C0[c]);
         }
-    }
 }
 
 static size_t bn_stats_count(const cnn_layer *l)
