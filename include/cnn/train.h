@@ -54,6 +54,7 @@ typedef struct cnn_train_config {
     long batch_size;  /* global batch: split across ranks */
     long max_steps;   /* 0 = no limit */
     long eval_batch_size;
+    long validation_freq; /* validate after epochs 1-based multiples of it (Keras fit's) */
     long threads;     /* threads per rank; 0 = auto: the cores the rank may use */
     long log_every;   /* steps between plain progress lines */
     uint64_t seed;

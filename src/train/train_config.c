@@ -23,6 +23,7 @@ cnn_status cnn_train_config_read(cnn_train_config *tc, const cnn_config *cfg, cn
         (st = cnn_cfg_int(s, "batch_size", 32, 1, 1 << 24, &tc->batch_size, err)) ||
         (st = cnn_cfg_int(s, "max_steps", 0, 0, (long)1 << 40, &tc->max_steps, err)) ||
         (st = cnn_cfg_int(s, "eval_batch_size", 128, 1, 1 << 20, &tc->eval_batch_size, err)) ||
+        (st = cnn_cfg_int(s, "validation_freq", 1, 1, 1000000, &tc->validation_freq, err)) ||
         (st = cnn_cfg_int(s, "threads", 0, 0, 4096, &tc->threads, err)) ||
         (st = cnn_cfg_int(s, "log_every", 100, 1, (long)1 << 40, &tc->log_every, err)) ||
         (st = cnn_cfg_int(s, "seed", 42, 0, (long)((1ULL << 62) - 1), &seed, err)) ||

@@ -173,7 +173,7 @@ static void epoch_callbacks(session *S, const cnn_epoch_record *r, int *early)
     }
 }
 
-/* The end of a complete epoch: validation, the epoch's record and line,
+/* The end of a complete epoch: validation (if due), the epoch's record and line,
  * the position reset to the epoch boundary, the callbacks, checkpoints.
  * *stop says a signal reached some rank, *early that [early_stopping]
  * ends training. Collective. */
@@ -184,7 +184,9 @@ static cnn_status end_epoch(session *S, long epoch, double t0, double train_time
     cnn_train_state *ts = &S->ts;
     cnn_status st;
     cnn_epoch_record r = {.epoch = epoch, .val_loss = NAN, .val_accuracy = NAN, .lr = S->lr};
-    if (S->val &&
+    /* as Keras's validation_freq: after epochs N, 2N, ...; the others have
+     * no val_ figures (callbacks and the best checkpoint skip them) */
+    if (S->val && (epoch + 1) % run->tc.validation_freq == 0 &&
         (st = cnn_session_evaluate(S, S->val, &r.val_loss, &r.val_accuracy, NULL, NULL, err)))
         return st;
     r.seconds = cnn_dist_time() - t0;

@@ -64,6 +64,22 @@ resume_exact)
   grep -q "^Epoch" third.out && { cat third.out; fail "trained on after early stopping"; }
   [ "$(grep '^test:' straight.out)" = "$(grep '^test:' third.out)" ] || fail "test line after the stop"
   ;;
+validation_freq)
+  # [train] validation_freq = 2 (Keras fit's): val_ figures after epochs 2,
+  # 4 and 6 only; the plateau (patience 1) counts validated epochs only, so
+  # it lowers the rate after epochs 4 and 6, never after an unvalidated one.
+  "$bin" "$cfg" --set data.train_limit=608 --set data.test_limit=300 --set train.threads=1 \
+    --set train.progress=lines --set train.epochs=6 --set train.validation_freq=2 \
+    --set reduce_lr_on_plateau.monitor=val_accuracy --set reduce_lr_on_plateau.min_delta=0.5 \
+    --set reduce_lr_on_plateau.patience=1 --set train.history=V.csv --set checkpoint.dir=V \
+    >v.out 2>v.err || { cat v.out v.err; fail "validation_freq run failed"; }
+  got=$(tail -n +2 V.csv | awk -F, '{ printf "%s", ($4 == "" && $5 == "") ? "-" : "v" }')
+  [ "$got" = "-v-v-v" ] || { cat V.csv; fail "validated epochs $got, expected -v-v-v"; }
+  [ "$(grep -c 'val_accuracy: ' v.out)" -eq 3 ] || { cat v.out; fail "not 3 epoch lines with val_"; }
+  [ "$(grep 'ReduceLROnPlateau' v.out | cut -d: -f1 | tr '\n' ' ')" = "Epoch 4 Epoch 6 " ] ||
+    { cat v.out; fail "the plateau did not act after epochs 4 and 6 only"; }
+  [ -f V/best.h5 ] || { ls V; fail "no best checkpoint from the validated epochs"; }
+  ;;
 *) fail "unknown case" ;;
 esac
 echo "PASS [$case_name]"
