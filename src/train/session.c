@@ -137,6 +137,55 @@ static void batch_free(batch_buf *b)
     free(b->sums);
 }
 
+/* One evaluation on the rank's threads (cnn_stepper_blocks): the blocks
+ * [blo, bhi) of ds. */
+typedef struct eval_job {
+    const cnn_dataset *ds;
+    float rescale;
+    int cap;
+    int64_t blo;
+    double *block_loss; /* (the set's blocks) */
+    double *tally;      /* (threads, 2): correct, count */
+} eval_job;
+
+static cnn_status eval_block(cnn_step_worker *w, int t, int64_t k, void *arg, cnn_error *err)
+{
+    const eval_job *j = arg;
+    const int64_t i = (j->blo + k) * j->cap;
+    const int B = (int)(j->ds->n - i < j->cap ? j->ds->n - i : j->cap);
+    for (int b = 0; b < B; b++)
+        w->ids[b] = i + b;
+    cnn_status st = cnn_stepper_read(w, j->ds, B, j->rescale, err);
+    if (st)
+        return st;
+    cnn_ctx ctx = cnn_model_ctx(w->m, 0, 0, 0, NULL);
+    cnn_model_forward(w->m, w->x, B, &ctx);
+    cnn_batch_stats bs = {0};
+    st = cnn_model_loss(w->m, w->y, B, 0.0f, 0, &bs, err);
+    j->block_loss[j->blo + k] = bs.loss_sum;
+    j->tally[2 * t] += (double)bs.correct; /* integers: exact in any order */
+    j->tally[2 * t + 1] += (double)bs.count;
+    return st;
+}
+
+static cnn_status eval_on_threads(session *S, const cnn_dataset *ds, int64_t blo, int64_t bhi,
+                                  double *block_loss, double *st, cnn_error *err)
+{
+    const int T = S->sp.nthreads;
+    double *tally = calloc(2 * (size_t)T, sizeof *tally);
+    if (!tally)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for an evaluation");
+    eval_job j = {.ds = ds, .rescale = S->run->dc.rescale, .cap = S->eb.cap, .blo = blo,
+                  .block_loss = block_loss, .tally = tally};
+    cnn_status status = cnn_stepper_blocks(&S->sp, bhi - blo, eval_block, &j, err);
+    for (int t = 0; t < T; t++) {
+        st[STAT_CORRECT] += tally[2 * t];
+        st[STAT_COUNT] += tally[2 * t + 1];
+    }
+    free(tally);
+    return status;
+}
+
 cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss, double *acc,
                                 long *correct, float *pred, cnn_error *err)
 {
@@ -148,13 +197,21 @@ cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss,
      * count; rank r evaluates a contiguous range of them. Each block's loss
      * goes to its own slot (zeros elsewhere, so the sum across ranks is
      * exact) and the slots are added in block order: the loss is np 1's,
-     * bit for bit, on any number of ranks (callbacks compare it). */
+     * bit for bit, on any number of ranks (callbacks compare it). In
+     * exact training the blocks hold at most a chunk and the rank's go over
+     * its threads (each block whole on one, the slots as before), so the
+     * figures are the same at any thread count too. */
     const int64_t nb = (ds->n + bb->cap - 1) / bb->cap;
-    const int64_t blo = nb * d->rank / d->world, bhi = nb * (d->rank + 1) / d->world;
+    int64_t blo = nb * d->rank / d->world;
+    const int64_t bhi = nb * (d->rank + 1) / d->world;
     double *st = bb->sums, *block_loss = bb->sums + STAT_N;
     memset(st, 0, (size_t)(STAT_N + nb) * sizeof *st);
     cnn_status status = CNN_OK;
     cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
+    if (S->eval_threads && !pred) {
+        status = eval_on_threads(S, ds, blo, bhi, block_loss, st, err);
+        blo = bhi; /* done */
+    }
     for (int64_t k = blo; k < bhi && status == CNN_OK; k++) {
         const int64_t i = k * bb->cap;
         int B = (int)(ds->n - i < bb->cap ? ds->n - i : bb->cap);
@@ -304,8 +361,13 @@ cnn_status cnn_session_open(session *S, int training, cnn_error *err)
             m, S->sp.cap > tc->eval_batch_size ? S->sp.cap : (int)tc->eval_batch_size, err);
     if (!st && training)
         st = cnn_optim_create(&S->opt, &run->hp, m->nparams, err);
+    /* exact training: evaluation on the step's threads, in blocks of at
+     * most a chunk (the samples their workspaces hold), at any thread count */
+    S->eval_threads = !st && training && run->dist.exact;
+    const int ecap = S->eval_threads && S->sp.cap < tc->eval_batch_size ? S->sp.cap
+                                                                          : (int)tc->eval_batch_size;
     if (!st)
-        st = batch_alloc(&S->eb, m, (int)tc->eval_batch_size,
+        st = batch_alloc(&S->eb, m, ecap,
                          training && S->val && S->val->n > S->test->n ? S->val->n : S->test->n,
                          err);
     if (!st && training && !(S->perm = malloc((size_t)S->train->n * sizeof *S->perm)))

@@ -38,6 +38,7 @@ typedef struct session {
     int64_t *perm;        /* (train->n) the epoch's order */
     cnn_stepper sp;
     batch_buf eb;         /* evaluation batches */
+    int eval_threads;     /* evaluation runs on sp's threads (exact training) */
     cnn_history h;        /* per-epoch metrics so far */
     cnn_train_state ts;   /* position: what a checkpoint records */
     double last_save;     /* time of the last checkpoint (every_minutes) */

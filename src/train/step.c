@@ -551,6 +551,24 @@ static int all_finite(const float *v, size_t n)
     return acc == 0.0f;
 }
 
+/* Samples w->ids[0 .. B) of ds, as stored, into w->x and w->y; under the
+ * data lock when other threads read too (cnn_dataset_gather is not
+ * thread-safe). */
+static cnn_status read_samples(cnn_stepper *s, cnn_step_worker *w, const cnn_dataset *ds, int B,
+                               float rescale, int locked, cnn_error *err)
+{
+    /* the undecoded bytes of a chunk: only reading without the prefetch needs them */
+    if (!w->raw && !(w->raw = malloc((size_t)s->cap * cnn_shape_size(s->m->input))))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a chunk of %d images",
+                             s->cap);
+    if (locked)
+        pthread_mutex_lock(&s->data_mu);
+    cnn_status st = cnn_dataset_gather(ds, w->ids, B, rescale, w->raw, w->x, w->y, err);
+    if (locked)
+        pthread_mutex_unlock(&s->data_mu);
+    return st;
+}
+
 /* The images of chunk k's samples (or the float slice) into w's buffers. */
 static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
 {
@@ -559,16 +577,8 @@ static cnn_status gather(cnn_stepper *s, cnn_step_worker *w, int B)
     cnn_status st;
     if (s->prefetch) { /* thread-safe; its samples come augmented */
         st = cnn_prefetch_fetch(s->prefetch, w->ids, B, j->seed, j->epoch, w->x, w->y, &w->err);
-    } else if (!w->raw && !(w->raw = malloc((size_t)s->cap * cnn_shape_size(s->m->input)))) {
-        /* the undecoded bytes of a chunk: only reading without the prefetch needs them */
-        st = cnn_error_set(&w->err, CNN_ERR_NOMEM, "out of memory for a chunk of %d images",
-                           s->cap);
     } else {
-        if (j->T > 1)
-            pthread_mutex_lock(&s->data_mu);
-        st = cnn_dataset_gather(j->train, w->ids, B, j->rescale, w->raw, w->x, w->y, &w->err);
-        if (j->T > 1)
-            pthread_mutex_unlock(&s->data_mu);
+        st = read_samples(s, w, j->train, B, j->rescale, j->T > 1, &w->err);
     }
     if (s->fault == CNN_FAULT_IO)
         st = cnn_error_set(&w->err, CNN_ERR_IO, "%s: injected read error (CNN_TEST_FAULT)",
@@ -636,7 +646,8 @@ static void run_chunks(cnn_step_worker *w)
 typedef enum {
     JOB_CHUNKS,  /* their chunks of the step: run_chunks */
     JOB_CONVERT, /* their range of the shard from fixed point to floats */
-    JOB_UPDATE   /* the optimizer's update of their range of the shard */
+    JOB_UPDATE,  /* the optimizer's update of their range of the shard */
+    JOB_BLOCKS   /* their blocks of cnn_stepper_blocks */
 } step_job_kind;
 
 /* Threads for an element-wise pass over the shard: all of them when each
@@ -673,6 +684,14 @@ static void run_job(cnn_step_worker *w)
     size_t a, b;
     if (s->kind == JOB_CHUNKS) {
         run_chunks(w);
+        return;
+    }
+    if (s->kind == JOB_BLOCKS) {
+        const int t = (int)(w - s->w), T = s->busy;
+        const int64_t n = s->blocks_n;
+        w->st = CNN_OK;
+        for (int64_t k = n * t / T; k < n * (t + 1) / T && w->st == CNN_OK; k++)
+            w->st = s->blocks_fn(w, t, k, s->blocks_arg, &w->err);
         return;
     }
     part_of(s, (int)(w - s->w), s->busy, &a, &b);
@@ -825,4 +844,30 @@ void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o)
         return;
     for (int k = 0; k < cnn_optim_nstate(o); k++)
         cnn_dist_reducer_allgather(s->red, o->state[k]);
+}
+
+cnn_status cnn_stepper_blocks(cnn_stepper *s, int64_t n, cnn_stepper_block_fn fn, void *arg,
+                              cnn_error *err)
+{
+    if (n <= 0)
+        return CNN_OK;
+    s->blocks_fn = fn;
+    s->blocks_arg = arg;
+    s->blocks_n = n;
+    const int T = n < s->nthreads ? (int)n : s->nthreads;
+    run_on_threads(s, JOB_BLOCKS, T);
+    for (int t = 0; t < T; t++) /* in block order: the first failure is the lowest block's */
+        if (s->w[t].st) {
+            if (err)
+                *err = s->w[t].err;
+            return s->w[t].st;
+        }
+    return CNN_OK;
+}
+
+cnn_status cnn_stepper_read(cnn_step_worker *w, const cnn_dataset *ds, int B, float rescale,
+                            cnn_error *err)
+{
+    cnn_stepper *s = w->s;
+    return read_samples(s, w, ds, B, rescale, s->busy > 1, err);
 }

@@ -175,6 +175,10 @@ struct cnn_stepper {
     int64_t *stat_acc;     /* (nstats + 1) fixed-point sums of count * value; the count */
     double *stat_mean;     /* (nstats) the step's statistics, averaged */
     int stats_ready;       /* stat_mean is this step's, for cnn_stepper_update */
+    /* cnn_stepper_blocks under way */
+    cnn_status (*blocks_fn)(cnn_step_worker *w, int t, int64_t k, void *arg, cnn_error *err);
+    void *blocks_arg;
+    int64_t blocks_n;
 };
 
 /* Sizes buffers for global batches of up to max_batch, and starts the
@@ -219,5 +223,20 @@ int cnn_stepper_stats_note(const cnn_stepper *s, long Bg, char *buf, size_t n);
  * only; this gathers them all on every rank (before a checkpoint).
  * Collective. */
 void cnn_stepper_gather_optimizer(cnn_stepper *s, cnn_optim *o);
+
+/* Work on the rank's threads between steps (evaluation): fn(w, t, k, arg,
+ * err) for every k in [0, n), thread t of T = min(n, nthreads) taking
+ * [n*t/T, n*(t+1)/T) in order with its own workspace w->m (thread 0's is
+ * the model itself) and buffers w->x, w->y, w->ids of s->cap samples. fn
+ * makes no MPI call. Returns the status of the lowest block that failed,
+ * its message in err; a thread stops at its first failure. */
+typedef cnn_status (*cnn_stepper_block_fn)(cnn_step_worker *w, int t, int64_t k, void *arg,
+                                           cnn_error *err);
+cnn_status cnn_stepper_blocks(cnn_stepper *s, int64_t n, cnn_stepper_block_fn fn, void *arg,
+                              cnn_error *err);
+/* For fn: samples w->ids[0 .. B) of ds into w->x and w->y (the data set
+ * read under the stepper's lock when several threads run). */
+cnn_status cnn_stepper_read(cnn_step_worker *w, const cnn_dataset *ds, int B, float rescale,
+                            cnn_error *err);
 
 #endif /* CNN_TRAIN_STEP_H */
