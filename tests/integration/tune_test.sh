@@ -121,7 +121,10 @@ resume)
   # killed once trial 4 has its first epoch's checkpoint: in the middle of
   # it (unless it ended in between)
   mid=$work/k/trials/0004/exec0/ckpt
-  for _ in $(seq 6000); do
+  # (bounded by time, not by polls: on a loaded machine trials 1-3 took
+  # longer than 6,000 polls of 5 ms)
+  deadline=$((SECONDS + 240))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     compgen -G "$mid/ckpt-e0001-*.h5" >/dev/null && break
     sleep 0.005
   done
