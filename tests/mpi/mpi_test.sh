@@ -170,7 +170,10 @@ stalled_rank)
     local name=$1 delay=$2 out=$work/$1
     shift 2
     # shellcheck disable=SC2046
-    timeout 60 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=30 \
+    # (epochs enough to outlast the stop: 30 epochs of 0.1 s had ended before
+    # a loaded machine's poll saw the first one's line, and then rank 2 was
+    # stopped after training, where nothing watches)
+    timeout 60 mpirun $(mpiflags 3) -np 3 "$bin" "$cfg" "${small[@]}" --set train.epochs=100000 \
       --set dist.timeout_s="$tmo" --set checkpoint.dir="$work/k$name" \
       --set checkpoint.every_epochs=0 --set checkpoint.best=false "$@" >"$out" 2>&1 &
     local pid=$! victim="" c
