@@ -46,7 +46,7 @@ typedef struct bn_state {
     float *var;     /* (C) its biased variance */
     float *inv_std; /* (C) 1 / sqrt(var + epsilon) */
     double *acc;    /* (2C) scratch: a pass's two sums of every channel */
-    float *coef;    /* (3C) scratch: the write pass's coefficients of every channel */
+    float *coef;    /* (4C) scratch: the write pass's coefficients of every channel */
 } bn_state;
 
 enum { LANES = 8 };
@@ -82,7 +82,7 @@ static cnn_status bn_make(cnn_layer *l, const void *params, cnn_shape in, cnn_er
         S->var = malloc((size_t)in.c * sizeof *S->var);
         S->inv_std = malloc((size_t)in.c * sizeof *S->inv_std);
         S->acc = malloc(2 * (size_t)in.c * sizeof *S->acc);
-        S->coef = malloc(3 * (size_t)in.c * sizeof *S->coef);
+        S->coef = malloc(4 * (size_t)in.c * sizeof *S->coef);
     }
     l->state = S;
     if (!S || !S->mean || !S->var || !S->inv_std || !S->acc || !S->coef)
@@ -323,7 +323,7 @@ static void bn_backward(cnn_layer *l, const float *w, float *g, const float *in,
             else
                 lane_dsums(in + o, dout + o, HW, mean[c], &s1[c], &s2[c]);
         }
-    float *A = S->coef + C, *Bx = S->coef + 2 * C, *C0 = (float *)s1; /* s1 is read first */
+    float *A = S->coef + C, *Bx = S->coef + 2 * C, *C0 = S->coef + 3 * C;
     for (int c = 0; c < C; c++) {
         const double inv = ctx->training
                                ? (double)S->inv_std[c]

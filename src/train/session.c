@@ -148,20 +148,34 @@ typedef struct eval_job {
     double *tally;      /* (threads, 2): correct, count */
 } eval_job;
 
+/* Block k of ds in blocks of cap: its samples' ids into ids; returns its size. */
+static int block_ids(const cnn_dataset *ds, int cap, int64_t k, int64_t *ids)
+{
+    const int64_t i = k * cap;
+    const int B = (int)(ds->n - i < cap ? ds->n - i : cap);
+    for (int b = 0; b < B; b++)
+        ids[b] = i + b;
+    return B;
+}
+
+/* Inference over a block read into x, y: its loss sum and counts in *bs. */
+static cnn_status block_forward(cnn_model *m, const float *x, const int32_t *y, int B,
+                                cnn_batch_stats *bs, cnn_error *err)
+{
+    cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
+    cnn_model_forward(m, x, B, &ctx);
+    return cnn_model_loss(m, y, B, 0.0f, 0, bs, err);
+}
+
 static cnn_status eval_block(cnn_step_worker *w, int t, int64_t k, void *arg, cnn_error *err)
 {
     const eval_job *j = arg;
-    const int64_t i = (j->blo + k) * j->cap;
-    const int B = (int)(j->ds->n - i < j->cap ? j->ds->n - i : j->cap);
-    for (int b = 0; b < B; b++)
-        w->ids[b] = i + b;
+    const int B = block_ids(j->ds, j->cap, j->blo + k, w->ids);
     cnn_status st = cnn_stepper_read(w, j->ds, B, j->rescale, err);
     if (st)
         return st;
-    cnn_ctx ctx = cnn_model_ctx(w->m, 0, 0, 0, NULL);
-    cnn_model_forward(w->m, w->x, B, &ctx);
     cnn_batch_stats bs = {0};
-    st = cnn_model_loss(w->m, w->y, B, 0.0f, 0, &bs, err);
+    st = block_forward(w->m, w->x, w->y, B, &bs, err);
     j->block_loss[j->blo + k] = bs.loss_sum;
     j->tally[2 * t] += (double)bs.correct; /* integers: exact in any order */
     j->tally[2 * t + 1] += (double)bs.count;
@@ -202,40 +216,35 @@ cnn_status cnn_session_evaluate(session *S, const cnn_dataset *ds, double *loss,
      * its threads (each block whole on one, the slots as before), so the
      * figures are the same at any thread count too. */
     const int64_t nb = (ds->n + bb->cap - 1) / bb->cap;
-    int64_t blo = nb * d->rank / d->world;
-    const int64_t bhi = nb * (d->rank + 1) / d->world;
+    const int64_t blo = nb * d->rank / d->world, bhi = nb * (d->rank + 1) / d->world;
     double *st = bb->sums, *block_loss = bb->sums + STAT_N;
     memset(st, 0, (size_t)(STAT_N + nb) * sizeof *st);
     cnn_status status = CNN_OK;
-    cnn_ctx ctx = cnn_model_ctx(m, 0, 0, 0, NULL);
-    if (S->eval_threads && !pred) {
+    if (S->eval_threads && !pred)
         status = eval_on_threads(S, ds, blo, bhi, block_loss, st, err);
-        blo = bhi; /* done */
-    }
-    for (int64_t k = blo; k < bhi && status == CNN_OK; k++) {
-        const int64_t i = k * bb->cap;
-        int B = (int)(ds->n - i < bb->cap ? ds->n - i : bb->cap);
-        for (int b = 0; b < B; b++)
-            bb->idx[b] = i + b;
-        if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y, err)))
-            break;
-        cnn_model_forward(m, bb->x, B, &ctx);
-        cnn_batch_stats bs = {0};
-        status = cnn_model_loss(m, bb->y, B, 0.0f, 0, &bs, err);
-        block_loss[k] = bs.loss_sum;
-        st[STAT_CORRECT] += (double)bs.correct;
-        st[STAT_COUNT] += (double)bs.count;
-        if (pred && status == CNN_OK) {
-            cnn_model_probabilities(m, B, bb->probs);
-            for (int b = 0; b < B; b++) {
-                int32_t c;
-                float p;
-                cnn_model_classes(m, bb->probs + (size_t)b * m->nclasses, 1, &c, &p);
-                pred[i + b] = (float)c;
-                pred[ds->n + i + b] = p;
+    else
+        for (int64_t k = blo; k < bhi && status == CNN_OK; k++) {
+            const int64_t i = k * bb->cap;
+            const int B = block_ids(ds, bb->cap, k, bb->idx);
+            if ((status = cnn_dataset_gather(ds, bb->idx, B, rescale, bb->raw, bb->x, bb->y,
+                                             err)))
+                break;
+            cnn_batch_stats bs = {0};
+            status = block_forward(m, bb->x, bb->y, B, &bs, err);
+            block_loss[k] = bs.loss_sum;
+            st[STAT_CORRECT] += (double)bs.correct;
+            st[STAT_COUNT] += (double)bs.count;
+            if (pred && status == CNN_OK) {
+                cnn_model_probabilities(m, B, bb->probs);
+                for (int b = 0; b < B; b++) {
+                    int32_t c;
+                    float p;
+                    cnn_model_classes(m, bb->probs + (size_t)b * m->nclasses, 1, &c, &p);
+                    pred[i + b] = (float)c;
+                    pred[ds->n + i + b] = p;
+                }
             }
         }
-    }
     st[STAT_FAILED] = status != CNN_OK;
     cnn_dist_allreduce_f64(d, st, (size_t)(STAT_N + nb));
     for (int64_t k = 0; k < nb; k++)
