@@ -22,6 +22,21 @@ void cnn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const
 void cnn_blas_set_threads(int n);
 int cnn_blas_get_threads(void);
 
+/* The engine's floating-point mode on the calling thread: subnormal
+ * floats and doubles are flushed to zero, as results (FTZ) and as inputs
+ * (DAZ), as TensorFlow's CPU threads do. Without it an optimizer state
+ * that decays towards zero (RMSprop's mean square of a weight whose
+ * gradient stays 0) spends hundreds of steps in subnormals, each costing a
+ * micro-code assist: fashion_cnn's optimizer became 10x slower after
+ * about 700 steps. Every thread of a run must compute in one mode for the
+ * same bits, so each of our programs sets it first thing, and the step's
+ * and the prefetcher's threads set it again when they start; a program
+ * embedding the engine calls it on each thread that runs layers. On
+ * x86-64 (MXCSR); elsewhere a no-op. cnn_fp_mode_is_set: 1 when the
+ * calling thread is in that mode. */
+void cnn_fp_mode_set(void);
+int cnn_fp_mode_is_set(void);
+
 /* Geometry of a 2-D window (convolution kernel or pooling window). */
 typedef struct cnn_window {
     int c, h, w;      /* input (C, H, W) */

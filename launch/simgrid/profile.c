@@ -33,6 +33,7 @@
 #include "cnn/model.h"
 #include "cnn/optim.h"
 #include "cnn/rng.h"
+#include "cnn/tensor.h"
 #include "cnn/train.h"
 #include "step.h" /* src/train: cnn_dist_config_read */
 
@@ -83,6 +84,7 @@ static int fail(const cnn_error *err)
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* the training programs' floating-point mode */
     const char *path = NULL;
     long reps = 7, threads = 1;
     const char **sets = calloc((size_t)argc, sizeof *sets);

@@ -143,6 +143,7 @@ static cnn_dataset *synthetic_set(const cnn_model *m, long n, const int32_t *y)
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* before any thread starts: they inherit it */
     const char *path = NULL, *trace = NULL;
     int profile = 0, whole = 0;
     long threads = 1, batch = 0, steps = 30, warmup = 5;

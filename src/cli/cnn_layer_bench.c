@@ -31,6 +31,7 @@
 #include "cnn/config.h"
 #include "cnn/model.h"
 #include "cnn/rng.h"
+#include "cnn/tensor.h"
 #include "cli.h"
 
 static double now(void)
@@ -225,6 +226,7 @@ static int bench(const char *shape, const char *spec, int B, int reps, double pe
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* before any thread starts: they inherit it */
     long batch = 32, reps = 20, threads = 1;
     int first = 1;
     if (argc > 1 && cnn_cli_version(argv[1], "cnn-layer-bench"))

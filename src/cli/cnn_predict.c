@@ -23,6 +23,7 @@
 #include "cnn/imageio.h"
 #include "cnn/json.h"
 #include "cnn/model.h"
+#include "cnn/tensor.h"
 #include "cnn/train.h"
 #include "cli.h"
 
@@ -242,6 +243,7 @@ static cnn_status write_maps(const predictor *p, int layer, int b, const char *i
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* before any thread starts: they inherit it */
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) {

@@ -15,6 +15,7 @@
 
 #include "cnn/checkpoint.h"
 #include "cnn/config.h"
+#include "cnn/tensor.h"
 #include "cnn/train.h"
 #include "cli.h"
 #include "dist.h"
@@ -179,6 +180,7 @@ static cnn_fault_plan fault_from_env(void)
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* before any thread starts: they inherit it */
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/tensor.h"
 #include "cnn/train.h"
 #include "cnn/tune.h"
 #include "cli.h"
@@ -38,6 +39,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    cnn_fp_mode_set(); /* before any thread starts: they inherit it */
     const char *config = NULL, *summary = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int nsets = 0;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cnn/prefetch.h"
+#include "cnn/tensor.h"
 
 /* One request: a rank's samples of one step. */
 typedef struct slot {
@@ -96,6 +97,7 @@ static slot *pending(cnn_prefetch *p)
 static void *worker(void *arg)
 {
     cnn_prefetch *p = arg;
+    cnn_fp_mode_set(); /* augmentation computes in floats */
     uint8_t *raw = malloc(p->in);
     float *tmp = malloc(p->in * sizeof *tmp);
     cnn_error err;

@@ -1,5 +1,10 @@
-/* tensor.c - GEMM through OpenBLAS and the im2col/col2im transforms. */
+/* tensor.c - GEMM through OpenBLAS, the floating-point mode and the
+ * im2col/col2im transforms. */
 #include <cblas.h>
+#ifdef __x86_64__
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 #include "cnn/tensor.h"
 
@@ -17,6 +22,24 @@ void cnn_blas_set_threads(int n)
 }
 
 int cnn_blas_get_threads(void) { return openblas_get_num_threads(); }
+
+void cnn_fp_mode_set(void)
+{
+#ifdef __x86_64__
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
+}
+
+int cnn_fp_mode_is_set(void)
+{
+#ifdef __x86_64__
+    return _MM_GET_FLUSH_ZERO_MODE() == _MM_FLUSH_ZERO_ON &&
+           _MM_GET_DENORMALS_ZERO_MODE() == _MM_DENORMALS_ZERO_ON;
+#else
+    return 1;
+#endif
+}
 
 int cnn_conv_out_size(int n, int k, int s, int pad_total)
 {

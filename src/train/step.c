@@ -8,6 +8,7 @@
 
 #include "step.h"
 #include "cnn/profile.h"
+#include "cnn/tensor.h"
 
 /* Fixed point of the exact reduction: value = int64 * 2^-44, so the
  * resolution is 5.7e-14 and a chunk may contribute up to 2^63/2^44/K. */
@@ -76,7 +77,7 @@ static int add_fixed(int64_t *restrict acc, float *restrict g, size_t n, double 
 #define STRIPE 16384
 
 /* Several threads: grads[lo, hi) of w's chunk into acc, a stripe at a time
- * under its lock; the step's first chunk to reach a stripe clears it. The
+ * under its lock; the step's first chunk to reach a stripe writes it. The
  * threads run the same layers at about the same time, so each starts at
  * its own place in the range (thread t of T at t/T of it) and passes over
  * a stripe another thread holds (trylock), coming back for it once it has
@@ -101,11 +102,14 @@ static void add_shared(cnn_stepper *s, cnn_step_worker *w, size_t lo, size_t hi)
                 continue;
             const size_t a = k * STRIPE, b = a + STRIPE < n ? a + STRIPE : n;
             const size_t from = a > lo ? a : lo, to = b < hi ? b : hi;
-            if (s->stripe_step[k] != s->step_no) {
-                memset(s->acc + a, 0, (b - a) * sizeof *s->acc);
+            /* the step's first chunk here writes its range and clears the rest */
+            const int fresh = s->stripe_step[k] != s->step_no;
+            if (fresh) {
+                memset(s->acc + a, 0, (from - a) * sizeof *s->acc);
+                memset(s->acc + to, 0, (b - to) * sizeof *s->acc);
                 s->stripe_step[k] = s->step_no;
             }
-            w->bad |= add_fixed(s->acc + from, w->m->grads + from, to - from, s->limit, 0);
+            w->bad |= add_fixed(s->acc + from, w->m->grads + from, to - from, s->limit, fresh);
             pthread_mutex_unlock(&s->stripe_mu[k]);
             done[j] = 1;
             left--;
@@ -364,6 +368,7 @@ static void *worker_main(void *arg)
     cnn_step_worker *w = arg;
     cnn_stepper *s = w->s;
     const int index = (int)(w - s->w);
+    cnn_fp_mode_set();
     unsigned long seen = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -467,6 +472,7 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
                             long max_batch, int threads, cnn_error *err)
 {
     memset(s, 0, sizeof *s);
+    cnn_fp_mode_set(); /* the caller's thread runs chunks too */
     s->m = m;
     s->d = d;
     s->c = *c;

@@ -1,13 +1,19 @@
 /* test_optim.c - each optimizer's update against a hand computation of the
- * formulas in cnn/optim.h, and whole training steps that actually learn. */
+ * formulas in cnn/optim.h, whole training steps that actually learn, and
+ * the floating-point mode they run in. */
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
 #include "cnn/optim.h"
+#include "cnn/tensor.h"
 #include "testutil.h"
 
 /* dense 3 -> 2: kernel (3, 2) = 6 floats (decayed), then bias (2). */
@@ -451,6 +457,60 @@ static void test_each_optimizer_learns(void **state)
     cnn_model_free(m);
 }
 
+/* The engine's floating-point mode (cnn/tensor.h). RMSprop's mean square
+ * of a weight whose gradient stays 0 decays by rho each step: in the mode
+ * it goes from normal floats straight to 0, where it used to spend
+ * hundreds of slow steps in subnormals; a thread started by a thread in
+ * the mode is in it too (the programs set it before their threads start). */
+static void *thread_mode(void *arg)
+{
+    *(int *)arg = cnn_fp_mode_is_set();
+    return NULL;
+}
+
+static void test_fp_mode(void **state)
+{
+    (void)state;
+    cnn_fp_mode_set();
+    assert_true(cnn_fp_mode_is_set());
+    volatile float least = FLT_MIN, half = 0.5f, big = 1073741824.0f; /* 2^30 */
+    assert_true(least * half == 0.0f); /* FTZ: a subnormal result is 0 */
+    const uint32_t one_bit = 1;
+    float sub;
+    memcpy(&sub, &one_bit, sizeof sub);
+    volatile float vsub = sub;
+    assert_true(vsub * big == 0.0f); /* DAZ: 1.4e-45 counts as 0 (else 1.5e-36) */
+
+    cnn_model *m = tiny_model();
+    cnn_optim_hparams hp = cnn_optim_defaults(CNN_OPT_RMSPROP);
+    cnn_optim *o = make_optim(hp, m->nparams);
+    memcpy(m->grads, G1, sizeof G1);
+    cnn_optim_step(o, m);
+    const float *ms = o->state[0];
+    assert_true(ms[0] > 1e-4f); /* (1 - rho) * 0.1^2 */
+    memset(m->grads, 0, sizeof G1);
+    int steps = 0;
+    while (ms[0] != 0.0f && steps < 2000) {
+        cnn_optim_step(o, m);
+        steps++;
+        for (int i = 0; i < NP; i++)
+            if (fpclassify(ms[i]) == FP_SUBNORMAL)
+                fail_msg("step %d: mean square %d is subnormal (%g)", steps, i, (double)ms[i]);
+    }
+    /* 1e-3 * 0.9^n < FLT_MIN = 1.2e-38 from n = 762 */
+    if (ms[0] != 0.0f || steps < 700 || steps > 800)
+        fail_msg("mean square 0 = %g after %d steps, expected 0 after about 762", (double)ms[0],
+                 steps);
+    cnn_optim_free(o);
+    cnn_model_free(m);
+
+    int child = 0;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, thread_mode, &child), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(child, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_hparams_from_config),
         cmocka_unit_test(test_overfit_adam),
         cmocka_unit_test(test_each_optimizer_learns),
+        cmocka_unit_test(test_fp_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
