@@ -558,8 +558,8 @@ static int all_finite(const float *v, size_t n)
 }
 
 /* Samples w->ids[0 .. B) of ds, as stored, into w->x and w->y; under the
- * data lock when other threads read too (cnn_dataset_gather is not
- * thread-safe). */
+ * data lock when other threads read too and the store reads one call at a
+ * time (its ops' parallel flag, cnn/data.h). */
 static cnn_status read_samples(cnn_stepper *s, cnn_step_worker *w, const cnn_dataset *ds, int B,
                                float rescale, int locked, cnn_error *err)
 {
@@ -567,6 +567,7 @@ static cnn_status read_samples(cnn_stepper *s, cnn_step_worker *w, const cnn_dat
     if (!w->raw && !(w->raw = malloc((size_t)s->cap * cnn_shape_size(s->m->input))))
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for a chunk of %d images",
                              s->cap);
+    locked = locked && !ds->store->ops->parallel;
     if (locked)
         pthread_mutex_lock(&s->data_mu);
     cnn_status st = cnn_dataset_gather(ds, w->ids, B, rescale, w->raw, w->x, w->y, err);
