@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "cnn/rng.h"
 #include "cnn/tensor.h"
 
 /* ---- conv2d ----------------------------------------------------------- */
@@ -392,6 +393,59 @@ static void test_maxpool_ties(void **state)
     cnn_model_free(m);
 }
 
+/* The 2x2 stride-2 path on planes wide enough for its vector loop (34
+ * outputs a row: two blocks of 16 and a scalar tail), odd height and width
+ * (a row and a column no window covers), 3 channels and 2 images, pixels
+ * from {0, 1, 2} so that most windows hold ties: forward values and the
+ * backward's every bit against plain loops over each window. */
+static void test_maxpool_2x2_wide(void **state)
+{
+    (void)state;
+    enum { H = 7, W = 69, C = 3, B = 2, OH = H / 2, OW = W / 2 };
+    const size_t in = (size_t)C * H * W, out = (size_t)C * OH * OW;
+    cnn_model *m = tu_model("[input]\nshape = 7x69x3\n[maxpool2d]\nsize = 2\n[flatten]\n",
+                            CNN_LOSS_MSE, B);
+    assert_int_equal(m->layers[0].out.w, OW);
+    float *x = malloc(B * in * sizeof *x), *dy = malloc(B * out * sizeof *dy);
+    float *dx = malloc(B * in * sizeof *dx), *want_dx = calloc(B * in, sizeof *want_dx);
+    assert_non_null(x);
+    assert_non_null(dy);
+    assert_non_null(dx);
+    assert_non_null(want_dx);
+    for (size_t i = 0; i < B * in; i++)
+        x[i] = (float)(cnn_rng_hash(7, 1, 0, i) % 3);
+    for (size_t i = 0; i < B * out; i++)
+        dy[i] = (float)(i % 97) - 48.0f; /* -0.0 never, +0 and negatives too */
+    cnn_ctx ctx = cnn_model_ctx(m, 1, 1, 0, NULL);
+    cnn_model_forward(m, x, B, &ctx);
+    for (int p = 0; p < B * C; p++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                const float *xp = x + (size_t)p * H * W;
+                int best = (2 * oy) * W + 2 * ox; /* first cell; later ones win only if > */
+                const int cells[3] = {best + 1, best + W, best + W + 1};
+                for (int k = 0; k < 3; k++)
+                    if (xp[cells[k]] > xp[best])
+                        best = cells[k];
+                const size_t o = (size_t)p * OH * OW + (size_t)oy * OW + ox;
+                if (m->act[0][o] != xp[best])
+                    fail_msg("plane %d (%d, %d): max %g, expected %g", p, oy, ox,
+                             (double)m->act[0][o], (double)xp[best]);
+                want_dx[(size_t)p * H * W + best] = 0.0f + dy[o];
+            }
+    for (size_t i = 0; i < B * in; i++)
+        dx[i] = 123.0f; /* backward must write every cell */
+    layer0_backward(m, x, dy, dx, B);
+    for (size_t i = 0; i < B * in; i++)
+        if (memcmp(&dx[i], &want_dx[i], sizeof *dx))
+            fail_msg("dx[%zu] = %g, expected %g", i, (double)dx[i], (double)want_dx[i]);
+    free(x);
+    free(dy);
+    free(dx);
+    free(want_dx);
+    cnn_model_free(m);
+}
+
 /* Overlapping windows (size 3, stride 1) send the gradient of every window
  * whose maximum sits at a pixel to that pixel; a batch of two keeps the
  * images apart. */
@@ -602,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_padding_same),
         cmocka_unit_test(test_maxpool_forward_backward),
         cmocka_unit_test(test_maxpool_ties),
+        cmocka_unit_test(test_maxpool_2x2_wide),
         cmocka_unit_test(test_maxpool_overlap_batch),
         cmocka_unit_test(test_avgpool_forward_backward),
         cmocka_unit_test(test_pool_same_padding_edges),
