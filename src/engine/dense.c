@@ -1,11 +1,25 @@
 /* dense.c - fully connected layer, kernel stored (In, Out) as in Keras.
  *   forward   y (B, Out) = x (B, In) . W (In, Out) + b      (b when use_bias)
  *   backward  dW += x^T . dy;  db += colsum(dy);  dx = dy . W^T
- * An activation that needs its input (gelu, swish) keeps y in l->state.
+ * x.W and dy.W^T go through oneDNN's matmul in blocks of DENSE_ROWS
+ * samples (dnn.h has the measurements), x^T.dy through OpenBLAS. An
+ * activation that needs its input (gelu, swish) keeps y (cnn_preact).
  */
 #include <stdlib.h>
 
 #include "cnn/layer.h"
+#include "dnn.h"
+
+/* Samples a block of the oneDNN products: 8 divides every chunk of a
+ * multiple of 8 ([dist] chunk_size), so training pads none. */
+#define DENSE_ROWS 8
+
+typedef struct dense_state {
+    int has_preact;
+    cnn_preact pa;
+    cnn_dnn_matmul *fwd; /* x . W; NULL: OpenBLAS (oneDNN refused the shape) */
+    cnn_dnn_matmul *bwd; /* dy . W^T */
+} dense_state;
 
 /* The keys of a [dense] section. */
 typedef struct dense_params {
@@ -41,10 +55,22 @@ static cnn_status dense_make(cnn_layer *l, const void *params, cnn_shape in, cnn
                              l->name, in.h, in.w, in.c);
     int n_in = in.c, n_out = (int)p->units;
     l->out = (cnn_shape){n_out, 1, 1};
+    dense_state *ds = calloc(1, sizeof *ds);
+    if (!(l->state = ds))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
     if (cnn_preact_floats(l)) {
-        if (!(l->state = calloc(1, sizeof(cnn_preact))))
-            return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
+        ds->has_preact = 1;
         l->cache_floats = cnn_preact_floats(l);
+    }
+    /* a shape oneDNN refuses stays on OpenBLAS */
+    size_t f = 0, b = 0;
+    cnn_error dnn_err;
+    if (cnn_dnn_matmul_create(&ds->fwd, DENSE_ROWS, n_out, n_in, 0, l->name, &f, &dnn_err) ||
+        cnn_dnn_matmul_create(&ds->bwd, DENSE_ROWS, n_in, n_out, 1, l->name, &b, &dnn_err)) {
+        cnn_dnn_matmul_free(ds->fwd);
+        ds->fwd = ds->bwd = NULL;
+    } else {
+        l->scratch_floats = f > b ? f : b;
     }
     int kdims[2] = {n_in, n_out};
     cnn_layer_add_param(l, "kernel", 2, kdims, p->kinit, n_in, n_out, 1);
@@ -56,27 +82,41 @@ static cnn_status dense_make(cnn_layer *l, const void *params, cnn_shape in, cnn
 static void dense_forward(cnn_layer *l, const float *w, const float *in, float *out, int B,
                           const cnn_ctx *ctx)
 {
-    (void)ctx;
+    const dense_state *ds = l->state;
     const int I = l->in.c, O = l->out.c;
     const float *bias = l->nparams > 1 ? w + (size_t)I * O : NULL;
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < O; o++)
-            out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
-    cnn_sgemm(0, 0, B, O, I, 1.0f, in, I, w, O, 1.0f, out, O);
-    if (l->state)
-        cnn_preact_save(l->state, l, out, B);
+    if (ds->fwd) {
+        cnn_dnn_matmul_run(ds->fwd, in, w, out, B, ctx->scratch);
+        if (bias)
+            for (int b = 0; b < B; b++)
+                for (int o = 0; o < O; o++)
+                    out[(size_t)b * O + o] += bias[o];
+    } else {
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < O; o++)
+                out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
+        cnn_sgemm(0, 0, B, O, I, 1.0f, in, I, w, O, 1.0f, out, O);
+    }
+    if (ds->has_preact)
+        cnn_preact_save(&ds->pa, l, out, B);
 }
 
 static cnn_status dense_reserve(cnn_layer *l, int max_batch, cnn_error *err)
 {
-    return l->state ? cnn_preact_reserve(l->state, l, max_batch, err) : CNN_OK;
+    dense_state *ds = l->state;
+    return ds->has_preact ? cnn_preact_reserve(&ds->pa, l, max_batch, err) : CNN_OK;
 }
 
 static void dense_destroy(cnn_layer *l)
 {
-    if (l->state)
-        cnn_preact_free(l->state);
-    free(l->state);
+    dense_state *ds = l->state;
+    if (!ds)
+        return;
+    if (ds->has_preact)
+        cnn_preact_free(&ds->pa);
+    cnn_dnn_matmul_free(ds->fwd);
+    cnn_dnn_matmul_free(ds->bwd);
+    free(ds);
 }
 
 static void dense_backward(cnn_layer *l, const float *w, float *g, const float *in,
@@ -84,10 +124,10 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
                            const cnn_ctx *ctx)
 {
     (void)out;
-    (void)ctx;
+    const dense_state *ds = l->state;
     const int I = l->in.c, O = l->out.c;
-    if (l->state)
-        dout = cnn_preact_backward(l->state, l, dout, B);
+    if (ds->has_preact)
+        dout = cnn_preact_backward(&ds->pa, l, dout, B);
     cnn_sgemm(1, 0, I, O, B, 1.0f, in, I, dout, O, 1.0f, g, O);
     if (l->nparams > 1) {
         float *gb = g + (size_t)I * O;
@@ -95,7 +135,9 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
             for (int o = 0; o < O; o++)
                 gb[o] += dout[(size_t)b * O + o];
     }
-    if (din)
+    if (din && ds->bwd)
+        cnn_dnn_matmul_run(ds->bwd, dout, w, din, B, ctx->scratch);
+    else if (din)
         cnn_sgemm(0, 1, B, I, O, 1.0f, dout, O, w, O, 0.0f, din, I);
 }
 

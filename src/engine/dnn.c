@@ -1,4 +1,5 @@
-/* dnn.c - 2-D convolution through oneDNN: see dnn.h for the contract.
+/* dnn.c - 2-D convolution and matrix products through oneDNN: see dnn.h
+ * for the contract.
  *
  * Measured on catsdogs_cnn's and resnet20's 3x3 layers, 1 thread (README,
  * "Convolution"): oneDNN's AVX-512 direct kernels on blocked layouts run
@@ -249,26 +250,37 @@ cnn_status cnn_dnn_conv_create(cnn_dnn_conv **out, const cnn_window *g, int filt
     return CNN_OK;
 }
 
-static dnnl_memory_t memory(const cnn_dnn_conv *c, const dnnl_memory_desc_t *md, float *p)
+static dnnl_memory_t memory_on(dnnl_engine_t eng, const dnnl_memory_desc_t *md, float *p)
 {
     dnnl_memory_t m = NULL;
-    if (dnnl_memory_create(&m, md, c->eng, p) != dnnl_success)
+    if (dnnl_memory_create(&m, md, eng, p) != dnnl_success)
         return NULL;
     return m;
 }
 
-/* Runs p (its scratchpad in region) from `from` to `to`. */
-static void prim_run(const cnn_dnn_conv *c, const prim *p, dnnl_stream_t s, dnnl_exec_arg_t *a,
-                     int n, float *region)
+static dnnl_memory_t memory(const cnn_dnn_conv *c, const dnnl_memory_desc_t *md, float *p)
+{
+    return memory_on(c->eng, md, p);
+}
+
+/* Runs p on engine eng with arguments a[0 .. n), its scratchpad in region. */
+static void prim_exec(dnnl_engine_t eng, const prim *p, dnnl_stream_t s, dnnl_exec_arg_t *a,
+                      int n, float *region)
 {
     dnnl_memory_t pad = NULL;
     if (dnnl_memory_desc_get_size(&p->pad)) {
-        pad = memory(c, &p->pad, region + p->pad_off);
+        pad = memory_on(eng, &p->pad, region + p->pad_off);
         a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, pad};
     }
     dnnl_primitive_execute(p->p, s, n, a);
     dnnl_stream_wait(s);
     dnnl_memory_destroy(pad);
+}
+
+static void prim_run(const cnn_dnn_conv *c, const prim *p, dnnl_stream_t s, dnnl_exec_arg_t *a,
+                     int n, float *region)
+{
+    prim_exec(c->eng, p, s, a, n, region);
 }
 
 static void reorder_run(const cnn_dnn_conv *c, const operand *o, dnnl_stream_t s,
@@ -361,4 +373,100 @@ void cnn_dnn_conv_backward(const cnn_dnn_conv *c, const float *w, const float *x
         if (poll)
             poll(arg);
     }
+}
+
+/* ---- matrix products (dense layers) ---------------------------------- */
+
+struct cnn_dnn_matmul {
+    dnnl_engine_t eng;
+    int S, N, K;
+    dnnl_memory_desc_t a, b, c; /* (S, K) ab, (K, N) ab or ba, (S, N) ab */
+    prim mm;
+    size_t stage_a, stage_c; /* a short last block's rows, floats into the scratch */
+};
+
+void cnn_dnn_matmul_free(cnn_dnn_matmul *m)
+{
+    if (!m)
+        return;
+    dnnl_primitive_destroy(m->mm.p);
+    dnnl_engine_destroy(m->eng);
+    free(m);
+}
+
+cnn_status cnn_dnn_matmul_create(cnn_dnn_matmul **out, int S, int N, int K, int trans_b,
+                                 const char *layer, size_t *scratch_floats, cnn_error *err)
+{
+    *out = NULL;
+    omp_set_num_threads(1);
+    cnn_dnn_matmul *m = calloc(1, sizeof *m);
+    if (!m)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", layer);
+    m->S = S;
+    m->N = N;
+    m->K = K;
+    if (dnnl_engine_create(&m->eng, dnnl_cpu, 0) != dnnl_success) {
+        free(m);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': oneDNN has no CPU engine", layer);
+    }
+    const dnnl_dims_t ad = {S, K}, bd = {K, N}, cd = {S, N};
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    m->stage_a = 0;
+    m->stage_c = ((size_t)S * K + 15) & ~(size_t)15;
+    size_t floats = m->stage_c + (((size_t)S * N + 15) & ~(size_t)15);
+    int ok = !dnnl_memory_desc_init_by_tag(&m->a, 2, ad, dnnl_f32, dnnl_ab) &&
+             !dnnl_memory_desc_init_by_tag(&m->b, 2, bd, dnnl_f32, trans_b ? dnnl_ba : dnnl_ab) &&
+             !dnnl_memory_desc_init_by_tag(&m->c, 2, cd, dnnl_f32, dnnl_ab) &&
+             !dnnl_matmul_desc_init(&md, &m->a, &m->b, NULL, &m->c) &&
+             (attr = user_scratchpad()) != NULL &&
+             !dnnl_primitive_desc_create(&pd, &md, attr, m->eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (ok)
+        ok = prim_make(&m->mm, pd, &floats);
+    else if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (!ok) {
+        cnn_dnn_matmul_free(m);
+        return cnn_error_set(err, CNN_ERR_SHAPE,
+                             "layer '%s': oneDNN makes no matrix product (%d x %d) . (%d x %d)",
+                             layer, S, K, K, N);
+    }
+    *scratch_floats = floats;
+    *out = m;
+    return CNN_OK;
+}
+
+void cnn_dnn_matmul_run(const cnn_dnn_matmul *m, const float *a, const float *b, float *c, int M,
+                        float *scratch)
+{
+    omp_set_num_threads(1);
+    dnnl_stream_t s = NULL;
+    if (dnnl_stream_create(&s, m->eng, dnnl_stream_default_flags) != dnnl_success)
+        return;
+    const size_t K = (size_t)m->K, N = (size_t)m->N;
+    dnnl_memory_t mb = memory_on(m->eng, &m->b, (float *)b);
+    for (int r0 = 0; r0 < M; r0 += m->S) {
+        const int r = M - r0 < m->S ? M - r0 : m->S;
+        const float *ar = a + (size_t)r0 * K;
+        float *cr = c + (size_t)r0 * N;
+        if (r < m->S) { /* a short last block: its rows and zeros */
+            float *st = scratch + m->stage_a;
+            memcpy(st, ar, (size_t)r * K * sizeof *st);
+            memset(st + (size_t)r * K, 0, (size_t)(m->S - r) * K * sizeof *st);
+            ar = st;
+            cr = scratch + m->stage_c;
+        }
+        dnnl_memory_t ma = memory_on(m->eng, &m->a, (float *)ar);
+        dnnl_memory_t mc = memory_on(m->eng, &m->c, cr);
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+        prim_exec(m->eng, &m->mm, s, args, 3, scratch);
+        dnnl_memory_destroy(ma);
+        dnnl_memory_destroy(mc);
+        if (r < m->S)
+            memcpy(c + (size_t)r0 * N, cr, (size_t)r * N * sizeof *c);
+    }
+    dnnl_memory_destroy(mb);
+    dnnl_stream_destroy(s);
 }
