@@ -48,9 +48,11 @@
  * (cnn_model_workspace: activations, layer caches and scratch, gradient
  * buffer; the parameters and moving statistics are the model's own,
  * shared) with BLAS on one thread, so a chunk's gradient is the same
- * floats on any thread; it is added into the one fixed-point buffer under
- * a lock per stripe of parameters, and integer sums do not depend on their
- * order. Each chunk's loss and batch statistics go to that chunk's slot and
+ * floats on any thread. Integer sums do not depend on their order: a
+ * model whose fixed-point sum is at most PRIVATE_SUM_BYTES (step.c; about
+ * a core's L2) gives each thread a sum of its own, added together when
+ * all are done; a larger one has one sum, which the threads add into under
+ * a lock per stripe of parameters. Each chunk's loss and batch statistics go to that chunk's slot and
  * are combined in chunk order, so a run is bit-identical at any thread
  * count as at any rank count. When one thread has all of the rank's chunks
  * (one thread, or one chunk a rank) the buckets start during backward as
@@ -103,7 +105,9 @@ typedef struct cnn_step_worker {
     /* during backward */
     size_t done_from;      /* grads[done_from .. nparams) already added into acc */
     int last;              /* the rank's last chunk of the step: buckets may start */
-    int first;             /* the rank's first chunk of the step: sets acc */
+    int first;             /* the thread's first chunk of the step: sets its sum */
+    int64_t *acc;          /* (nparams) its own fixed-point sum (private sums, threads
+                            * 1..; thread 0's is the stepper's acc), or NULL */
     int bad;               /* a gradient was non-finite or beyond fixed-point range */
     uint8_t *stripe_done;  /* (nstripes) scratch of add_shared (several threads) */
     /* this step */
@@ -152,6 +156,8 @@ struct cnn_stepper {
     unsigned long pending; /* threads still running the job (atomic: polled unlocked) */
     int quit;
     pthread_mutex_t data_mu; /* cnn_dataset_gather is not thread-safe */
+    int private_sums;      /* several threads: each adds into its own sum (w[t].acc) */
+    int sum_pending;       /* this step's own sums are still to be added into acc */
     size_t nstripes;       /* acc in stripes of STRIPE parameters, each with a lock */
     pthread_mutex_t *stripe_mu; /* (nstripes) */
     uint64_t *stripe_step; /* (nstripes) step_no of the last step that cleared it */
