@@ -215,6 +215,8 @@ struct cnn_layer {
                                              * (earlier in the model), or CNN_INPUT_MODEL */
     cnn_shape in_shape[CNN_LAYER_MAX_INPUTS]; /* their shapes; in_shape[0] == in */
     cnn_activation act;     /* applied after forward (conv2d, dense) */
+    int act_in_forward;     /* 1: forward itself applies act (set by make), the
+                             * model does not apply it again */
     cnn_param params[CNN_LAYER_MAX_PARAMS];
     int nparams;            /* number of parameter tensors */
     size_t param_offset;    /* first float of this layer in the model buffers */

@@ -143,9 +143,12 @@ static cnn_status conv_make(cnn_layer *l, const void *params, cnn_shape in, cnn_
      * oneDNN declines a shape, the GEMM paths take it too. */
     cnn_error dnn_err = {0};
     size_t dnn_scratch = 0;
-    if (in.c > 1 && !cnn_dnn_conv_create(&cs->dnn, &cs->g, cs->filters, cs->use_bias, l->name,
-                                         &dnn_scratch, &dnn_err))
+    const int relu = p->act == CNN_ACT_RELU;
+    if (in.c > 1 && !cnn_dnn_conv_create(&cs->dnn, &cs->g, cs->filters, cs->use_bias, relu,
+                                         l->name, &dnn_scratch, &dnn_err)) {
         l->scratch_floats = dnn_scratch;
+        l->act_in_forward = relu;
+    }
     return CNN_OK;
 }
 

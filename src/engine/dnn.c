@@ -150,8 +150,26 @@ void cnn_dnn_conv_free(cnn_dnn_conv *c)
     free(c);
 }
 
+/* attr plus an eltwise relu after the primitive; 0 if oneDNN refuses.
+ * oneDNN's kernel takes max(x, 0) (alpha 0), so a NaN before the relu
+ * comes out 0, as in TensorFlow's oneDNN builds, which fuse Conv2D + relu
+ * the same way; ours (cnn_activation_apply) keeps NaN. A NaN input is then
+ * caught by the gradient check instead of the loss's (trainer.c names the
+ * rank either way). A subnormal alpha to get the blend path does not work:
+ * under the engine's mode (DAZ) oneDNN's own alpha == 0 test is true. */
+static int add_relu(dnnl_primitive_attr_t attr)
+{
+    dnnl_post_ops_t po = NULL;
+    int ok = dnnl_post_ops_create(&po) == dnnl_success &&
+             dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) ==
+                 dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    dnnl_post_ops_destroy(po);
+    return ok;
+}
+
 /* The three passes for sub-batches of c->S images. */
-static int make_passes(cnn_dnn_conv *c, const cnn_window *g, int filters)
+static int make_passes(cnn_dnn_conv *c, const cnn_window *g, int filters, int relu)
 {
     const int S = c->S;
     const dnnl_dims_t xd = {S, g->c, g->h, g->w}, wd = {filters, g->c, g->kh, g->kw},
@@ -175,12 +193,14 @@ static int make_passes(cnn_dnn_conv *c, const cnn_window *g, int filters)
         dnnl_convolution_backward_weights_desc_init(&wgd, dnnl_convolution_direct, &xa, &wa,
                                                     NULL, &ya, strides, pl, pr))
         return 0;
-    dnnl_primitive_attr_t attr = user_scratchpad();
+    dnnl_primitive_attr_t attr = user_scratchpad(), fattr = user_scratchpad();
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
-    int ok = attr && !dnnl_primitive_desc_create(&fpd, &fd, attr, c->eng, NULL) &&
+    int ok = attr && fattr && (!relu || add_relu(fattr)) &&
+             !dnnl_primitive_desc_create(&fpd, &fd, fattr, c->eng, NULL) &&
              !dnnl_primitive_desc_create(&dpd, &dd, attr, c->eng, fpd) &&
              !dnnl_primitive_desc_create(&wpd, &wgd, attr, c->eng, fpd);
     dnnl_primitive_attr_destroy(attr);
+    dnnl_primitive_attr_destroy(fattr);
     pass *f = &c->pass[PASS_FWD], *d = &c->pass[PASS_BWD_DATA], *gw = &c->pass[PASS_BWD_WEIGHTS];
     ok = ok && operand_add(f, c->eng, ROLE_X, DNNL_ARG_SRC, 0, &x, fpd, dnnl_query_src_md, 0) &&
          operand_add(f, c->eng, ROLE_W, DNNL_ARG_WEIGHTS, 0, &w, fpd, dnnl_query_weights_md, 0) &&
@@ -206,7 +226,8 @@ static int make_passes(cnn_dnn_conv *c, const cnn_window *g, int filters)
 }
 
 cnn_status cnn_dnn_conv_create(cnn_dnn_conv **out, const cnn_window *g, int filters, int use_bias,
-                               const char *layer, size_t *scratch_floats, cnn_error *err)
+                               int relu, const char *layer, size_t *scratch_floats,
+                               cnn_error *err)
 {
     *out = NULL;
     omp_set_num_threads(1);
@@ -225,7 +246,7 @@ cnn_status cnn_dnn_conv_create(cnn_dnn_conv **out, const cnn_window *g, int filt
         free(c);
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': oneDNN has no CPU engine", layer);
     }
-    if (!make_passes(c, g, filters)) {
+    if (!make_passes(c, g, filters, relu)) {
         cnn_dnn_conv_free(c);
         return cnn_error_set(err, CNN_ERR_SHAPE,
                              "layer '%s': oneDNN makes no convolution of %d filters %dx%d over "

@@ -30,10 +30,14 @@
 typedef struct cnn_dnn_conv cnn_dnn_conv;
 
 /* A convolution of window g with `filters` outputs (and a bias if
- * use_bias); *scratch_floats is set to the workspace a call needs.
- * Errors name `layer`; *out is NULL on failure. */
+ * use_bias); with relu, the forward writes max(y, 0) (oneDNN's eltwise
+ * post-op, inside the kernel, instead of a pass of our own over y: the
+ * same values, a zero's sign aside, which no later sum or comparison
+ * sees). *scratch_floats is set to the workspace a call needs. Errors name
+ * `layer`; *out is NULL on failure. */
 cnn_status cnn_dnn_conv_create(cnn_dnn_conv **out, const cnn_window *g, int filters, int use_bias,
-                               const char *layer, size_t *scratch_floats, cnn_error *err);
+                               int relu, const char *layer, size_t *scratch_floats,
+                               cnn_error *err);
 void cnn_dnn_conv_free(cnn_dnn_conv *c);
 
 /* y = conv(x, w) + bias, for B images. */

@@ -979,7 +979,9 @@ const float *cnn_model_forward(cnn_model *m, const float *x, int B, const cnn_ct
         if (dst != out)
             memcpy(out, m->logits, (size_t)B * n * sizeof *out);
         int rowwise = l->act == CNN_ACT_SOFTMAX; /* softmax normalises each sample */
-        cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1, rowwise ? n : (size_t)B * n);
+        if (!l->act_in_forward)
+            cnn_activation_forward(l->act, out, rowwise ? (size_t)B : 1,
+                                   rowwise ? n : (size_t)B * n);
         if (hook->layer_hook)
             hook->layer_hook(hook->layer_hook_arg, i, 0, 1);
     }

@@ -117,11 +117,17 @@ static cnn_status train_step(session *S, long epoch, long step, int Bg, int *sto
      * every rank takes the same decision without a message. */
     if (stats[STAT_NONFINITE] > 0) {
         if (tc->nan_policy != CNN_NAN_SKIP_STEP) {
+            /* each rank's flag covers its own chunks, before the exchange:
+             * the lowest rank that had one reports it, naming itself */
+            int s = S->sp.bad ? CNN_ERR_NUMERIC : CNN_OK, who = cnn_dist_agree(d, &s);
+            char whose[48] = "";
+            if (d->world > 1 && who >= 0)
+                snprintf(whose, sizeof whose, " of rank %d's samples", who);
             st = cnn_error_set(err, CNN_ERR_NUMERIC,
-                               "epoch %ld step %ld (global step %lld): the gradient is NaN, "
+                               "epoch %ld step %ld (global step %lld): the gradient%s is NaN, "
                                "infinite or too large to reduce exactly; see [train] nan_policy",
-                               epoch + 1, step + 1, gstep);
-            if (!S->root)
+                               epoch + 1, step + 1, gstep, whose);
+            if (who >= 0 ? who != d->rank : !S->root)
                 cnn_session_quiet(err, st);
             return st;
         }
