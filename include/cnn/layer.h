@@ -235,6 +235,15 @@ struct cnn_layer {
      * model does not run it. */
     cnn_activation fused_act;
     int folded;
+    /* Relu gradients taken by the reader: a layer whose backward can apply
+     * the derivative of a relu that made its input (max pooling 2x2 stride
+     * 2: the winner of each window is the relu output it passes back to)
+     * sets can_mask_relu_din in make. When such a layer is the only reader
+     * of a layer with act = relu, the model sets mask_relu_din on the
+     * reader (its din is dL/d(pre-relu), 0 where the input is not > 0) and
+     * act_grad_by_reader on the producer (the model skips its relu pass in
+     * backward): one pass over the producer's output fewer, the same bits. */
+    int can_mask_relu_din, mask_relu_din, act_grad_by_reader;
 };
 
 /* The registry of layer types, NULL-terminated (src/engine/layer.c). */

@@ -560,6 +560,16 @@ static void plan_gradients(cnn_model *m)
     free(started);
 }
 
+/* The inputs of later layers that are layer i's output. */
+static int readers_of(const cnn_model *m, int i)
+{
+    int readers = 0;
+    for (int k = i + 1; k < m->nlayers; k++)
+        for (int in = 0; in < m->layers[k].ninputs; in++)
+            readers += m->layers[k].input[in] == i;
+    return readers;
+}
+
 /* Folds each identity_act layer (an [activation]) into the layer it reads
  * when that layer's type can apply the activation itself (fusable_acts)
  * and nothing else reads its output: forward and backward then pass over
@@ -573,13 +583,27 @@ static void fold_activations(cnn_model *m)
         if (!a->ops->identity_act || a->ninputs != 1 || i == CNN_INPUT_MODEL ||
             !(m->layers[i].ops->fusable_acts >> a->act & 1))
             continue;
-        int readers = 0;
-        for (int k = i + 1; k < m->nlayers; k++)
-            for (int in = 0; in < m->layers[k].ninputs; in++)
-                readers += m->layers[k].input[in] == i;
-        if (readers == 1) {
+        if (readers_of(m, i) == 1) {
             m->layers[i].fused_act = a->act;
             a->folded = 1;
+        }
+    }
+}
+
+/* A relu's backward taken by its producer's only reader (cnn_layer's
+ * can_mask_relu_din). */
+static void fold_relu_grads(cnn_model *m)
+{
+    for (int j = 0; j < m->nlayers; j++) {
+        cnn_layer *r = &m->layers[j];
+        const int i = r->input[0];
+        if (!r->can_mask_relu_din || r->ninputs != 1 || i == CNN_INPUT_MODEL ||
+            m->layers[i].act != CNN_ACT_RELU || m->layers[i].fused_act != CNN_ACT_LINEAR ||
+            (i == m->nlayers - 1 && m->fused_loss))
+            continue;
+        if (readers_of(m, i) == 1) {
+            m->layers[i].act_grad_by_reader = 1;
+            r->mask_relu_din = 1;
         }
     }
 }
@@ -677,6 +701,8 @@ cnn_status cnn_model_create_types(cnn_model **out, const cnn_config *cfg, cnn_lo
         st = check_head(m, err);
     }
     if (st == CNN_OK)
+        fold_relu_grads(m); /* after check_head: it knows fused_loss */
+    if (st == CNN_OK)
         st = alloc_tensors(m, err);
     if (st) {
         cnn_model_free(m);
@@ -711,6 +737,7 @@ void cnn_model_unfold(cnn_model *m)
     for (int i = 0; i < m->nlayers; i++) {
         m->layers[i].fused_act = CNN_ACT_LINEAR;
         m->layers[i].folded = 0;
+        m->layers[i].mask_relu_din = m->layers[i].act_grad_by_reader = 0;
     }
 }
 
@@ -781,6 +808,8 @@ cnn_status cnn_model_workspace(cnn_model **out, const cnn_model *m, cnn_error *e
         l->in = src->in;
         l->fused_act = src->fused_act;
         l->folded = src->folded;
+        l->mask_relu_din = src->mask_relu_din;
+        l->act_grad_by_reader = src->act_grad_by_reader;
         w->nlayers++; /* so that destroy runs on partial state */
         cnn_status st = make_layer(l, m->layer_params[i], err);
         if (st) {
@@ -999,7 +1028,7 @@ void cnn_model_backward(cnn_model *m, const float *x, int B, const cnn_ctx *ctx)
         int rowwise = l->act == CNN_ACT_SOFTMAX;
         if (hook->layer_hook)
             hook->layer_hook(hook->layer_hook_arg, i, 1, 0);
-        if (!(i == m->nlayers - 1 && m->fused_loss))
+        if (!(i == m->nlayers - 1 && m->fused_loss) && !l->act_grad_by_reader)
             cnn_activation_backward(l->act, m->act[i], m->dact[i], rowwise ? (size_t)B : 1,
                                     rowwise ? n : (size_t)B * n);
         /* dL/d(input k): none for the model's input; written in place by a

@@ -40,6 +40,13 @@ static cnn_status pool_parse(const cnn_section *s, void *params, cnn_error *err)
     return CNN_OK;
 }
 
+/* The common case (2x2 window, stride 2, no padding) without clamping. */
+static int is_2x2_s2(const cnn_window *g)
+{
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && !g->pad.top &&
+           !g->pad.left && !g->pad.bottom && !g->pad.right;
+}
+
 static cnn_status pool_make(cnn_layer *l, const void *params, cnn_shape in, cnn_error *err)
 {
     cnn_status st;
@@ -51,6 +58,7 @@ static cnn_status pool_make(cnn_layer *l, const void *params, cnn_shape in, cnn_
     if ((st = cnn_layer_window(l, params, in, &ps->g, err)))
         return st;
     l->out = (cnn_shape){in.c, ps->g.oh, ps->g.ow};
+    l->can_mask_relu_din = ps->is_max && is_2x2_s2(&ps->g);
     if (ps->is_max) /* argmax: an int32 per output */
         l->cache_floats = cnn_shape_size(l->out) * sizeof(int32_t) / sizeof(float);
     return CNN_OK;
@@ -82,12 +90,6 @@ static inline void window(const cnn_window *g, int oy, int ox, int *y0, int *y1,
     *x1 = xs + g->kw > g->w ? g->w : xs + g->kw;
 }
 
-/* The common case (2x2 window, stride 2, no padding) without clamping. */
-static int is_2x2_s2(const cnn_window *g)
-{
-    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && !g->pad.top &&
-           !g->pad.left && !g->pad.bottom && !g->pad.right;
-}
 
 #if CNN_POOL_AVX512
 /* The first n of 16 lanes (none for n <= 0). Masked loads and stores touch
@@ -161,9 +163,12 @@ static void maxpool_2x2(const cnn_window *g, const float *in, float *out, uint8_
 
 /* Backward of maxpool_2x2: each window's four cells written once, the
  * winner's 0 + dy (what adding into a cleared din gave) and 0 elsewhere;
- * the row and column no window covers (odd h or w) get 0. */
-static void maxpool_2x2_backward(const cnn_window *g, const float *dout, const uint8_t *code,
-                                 float *din, size_t planes)
+ * the row and column no window covers (odd h or w) get 0. With relu (the
+ * input is a relu's output, whose derivative this applies: mask_relu_din)
+ * the winner gets 0 too where its value, the output y, is not > 0: what
+ * the relu's own backward (y > 0 ? dy : 0) would then have made of it. */
+static void maxpool_2x2_backward(const cnn_window *g, const float *out, const float *dout,
+                                 const uint8_t *code, int relu, float *din, size_t planes)
 {
     const size_t plane = (size_t)g->h * g->w, oplane = (size_t)g->oh * g->ow;
 #if CNN_POOL_AVX512
@@ -176,13 +181,18 @@ static void maxpool_2x2_backward(const cnn_window *g, const float *dout, const u
         for (int oy = 0; oy < g->oh; oy++) {
             float *r0 = dx + (size_t)(2 * oy) * g->w, *r1 = r0 + g->w;
             const float *dy = dout + bc * oplane + (size_t)oy * g->ow;
+            const float *y = out + bc * oplane + (size_t)oy * g->ow;
             const uint8_t *k = code + bc * oplane + (size_t)oy * g->ow;
             int ox = 0;
 #if CNN_POOL_AVX512
             for (; ox < g->ow; ox += 16) {
                 const int n = g->ow - ox < 16 ? g->ow - ox : 16;
                 const __mmask16 mo = lanes(n), m0 = lanes(2 * n), m1 = lanes(2 * n - 16);
-                const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(mo, dy + ox));
+                const __mmask16 pass =
+                    relu ? _mm512_mask_cmp_ps_mask(mo, _mm512_maskz_loadu_ps(mo, y + ox), zero,
+                                                   _CMP_GT_OQ)
+                         : mo;
+                const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(pass, dy + ox));
                 const __m128i kk = _mm_maskz_loadu_epi8(mo, k + ox);
                 const __m512 e0 = _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(kk, _mm_set1_epi8(0)), v);
                 const __m512 e1 = _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(kk, _mm_set1_epi8(1)), v);
@@ -195,7 +205,7 @@ static void maxpool_2x2_backward(const cnn_window *g, const float *dout, const u
             }
 #endif
             for (; ox < g->ow; ox++) {
-                const float v = 0.0f + dy[ox];
+                const float v = relu && !(y[ox] > 0) ? 0.0f : 0.0f + dy[ox];
                 r0[2 * ox] = k[ox] == 0 ? v : 0.0f;
                 r0[2 * ox + 1] = k[ox] == 1 ? v : 0.0f;
                 r1[2 * ox] = k[ox] == 2 ? v : 0.0f;
@@ -257,7 +267,6 @@ static void pool_backward(cnn_layer *l, const float *w, float *gr, const float *
     (void)w;
     (void)gr;
     (void)in;
-    (void)out;
     (void)ctx;
     if (!din)
         return;
@@ -265,7 +274,8 @@ static void pool_backward(cnn_layer *l, const float *w, float *gr, const float *
     const cnn_window *g = &ps->g;
     const size_t plane = (size_t)g->h * g->w, oplane = (size_t)g->oh * g->ow;
     if (ps->is_max && is_2x2_s2(g)) {
-        maxpool_2x2_backward(g, dout, (const uint8_t *)ps->argmax, din, (size_t)B * g->c);
+        maxpool_2x2_backward(g, out, dout, (const uint8_t *)ps->argmax, l->mask_relu_din, din,
+                             (size_t)B * g->c);
         return;
     }
     memset(din, 0, (size_t)B * g->c * plane * sizeof *din);

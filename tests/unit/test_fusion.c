@@ -1,9 +1,10 @@
 /* test_fusion.c - an [activation] relu folded into the batch_normalization
- * or add it reads (cnn_model_create's fold_activations) gives the same bits
- * as the layers run one after the other: every layer's output, the batch
- * statistics and every parameter gradient, forward and backward, training
- * and inference. The unfolded twin is the same model after
- * cnn_model_unfold. */
+ * or add it reads (cnn_model_create's fold_activations), and a relu's
+ * backward taken by the max pooling that reads it (fold_relu_grads), give
+ * the same bits as the layers run one after the other: every layer's
+ * output, the batch statistics and every parameter gradient, forward and
+ * backward, training and inference. The unfolded twin is the same model
+ * after cnn_model_unfold. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,13 +44,25 @@ static int find(const cnn_model *m, const char *name)
     return -1;
 }
 
-/* NET with its activations folded, or with the folding undone. */
-static cnn_model *net(int fold)
+/* Convolutions with relu read by 2x2 max pooling only (their relu's
+ * backward taken by the pooling: mask_relu_din), through oneDNN (3 and 4
+ * input channels), on odd sizes: 7x9 pools to 3x4, 2x3 to 1x1. */
+static const char *const POOLNET = "[input]\nshape = 7x9x3\n"
+                                   "[conv2d]\nname = c0\nfilters = 4\nkernel = 3\n"
+                                   "padding = same\nactivation = relu\n"
+                                   "[maxpool2d]\nname = p0\nsize = 2\n"
+                                   "[conv2d]\nname = c1\nfilters = 5\nkernel = 2\n"
+                                   "activation = relu\n"
+                                   "[maxpool2d]\nname = p1\nsize = 2\n"
+                                   "[flatten]\n[dense]\nunits = 3\nactivation = softmax\n";
+
+/* text's model with its activations folded, or with the folding undone. */
+static cnn_model *net_of(const char *text, int fold)
 {
     cnn_error err = {0};
     cnn_config *cfg = NULL;
     cnn_model *m = NULL;
-    if (cnn_config_parse_string(&cfg, NET, "test.ini", &err) ||
+    if (cnn_config_parse_string(&cfg, text, "test.ini", &err) ||
         cnn_model_create(&m, cfg, CNN_LOSS_SPARSE_CCE, &err))
         fail_msg("model: %s", err.msg);
     cnn_config_free(cfg);
@@ -65,6 +78,8 @@ static cnn_model *net(int fold)
                     (uint64_t)(100 + i * 4 + p), -0.8f, 1.5f);
     return m;
 }
+
+static cnn_model *net(int fold) { return net_of(NET, fold); }
 
 /* Same bits in every output but the folded producers' (which hold the
  * activated output), in the statistics and in the gradients. */
@@ -162,6 +177,36 @@ static void test_same_bits_inference(void **state)
     test_same_bits(0);
 }
 
+/* The pooling applies its input's relu derivative: the same gradients as
+ * the relu's own backward pass, and the windows whose four cells are all
+ * cut (pooled 0) pass none back. */
+static void test_relu_grad_in_pooling(void **state)
+{
+    (void)state;
+    cnn_model *f = net_of(POOLNET, 1), *u = net_of(POOLNET, 0);
+    const int c0 = find(f, "c0"), p0 = find(f, "p0"), c1 = find(f, "c1"), p1 = find(f, "p1");
+    assert_true(f->layers[c0].act_grad_by_reader && f->layers[p0].mask_relu_din);
+    assert_true(f->layers[c1].act_grad_by_reader && f->layers[p1].mask_relu_din);
+    assert_false(u->layers[c0].act_grad_by_reader || u->layers[p0].mask_relu_din);
+    const size_t nx = (size_t)B * cnn_shape_size(f->input);
+    float *x = malloc(nx * sizeof *x);
+    assert_non_null(x);
+    tu_fill(x, nx, 5, -1.0f, 1.0f);
+    const int32_t labels[B] = {1, 0, 2, 2, 1};
+    run(f, x, labels, 1);
+    run(u, x, labels, 1);
+    assert_same(f, u);
+    const size_t n0 = (size_t)B * cnn_shape_size(f->layers[p0].out);
+    size_t cut = 0;
+    for (size_t k = 0; k < n0; k++)
+        cut += f->act[p0][k] == 0.0f;
+    if (!(cut > 0 && cut < n0))
+        fail_msg("%zu of %zu pooled outputs are 0: the test needs some but not all", cut, n0);
+    free(x);
+    cnn_model_free(f);
+    cnn_model_free(u);
+}
+
 /* Unfolded (as cnn-predict --feature-maps needs), the batch normalization's
  * output is its own again: not the relu's, with negative values. */
 static void test_unfold(void **state)
@@ -193,20 +238,26 @@ static void test_unfold(void **state)
 static void test_workspace_folds(void **state)
 {
     (void)state;
-    cnn_model *f = net(1), *w = NULL;
-    cnn_error err = {0};
-    TU_STATUS(cnn_model_workspace(&w, f, &err), CNN_OK, err);
-    for (int i = 0; i < f->nlayers; i++) {
-        assert_int_equal(w->layers[i].fused_act, f->layers[i].fused_act);
-        assert_int_equal(w->layers[i].folded, f->layers[i].folded);
+    const char *const nets[2] = {NET, POOLNET};
+    for (int k = 0; k < 2; k++) {
+        cnn_model *f = net_of(nets[k], 1), *w = NULL;
+        cnn_error err = {0};
+        TU_STATUS(cnn_model_workspace(&w, f, &err), CNN_OK, err);
+        for (int i = 0; i < f->nlayers; i++) {
+            assert_int_equal(w->layers[i].fused_act, f->layers[i].fused_act);
+            assert_int_equal(w->layers[i].folded, f->layers[i].folded);
+            assert_int_equal(w->layers[i].mask_relu_din, f->layers[i].mask_relu_din);
+            assert_int_equal(w->layers[i].act_grad_by_reader, f->layers[i].act_grad_by_reader);
+        }
+        cnn_model_free(w);
+        cnn_model_free(f);
     }
-    cnn_model_free(w);
-    cnn_model_free(f);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_relu_grad_in_pooling),
         cmocka_unit_test(test_folded_where_allowed),
         cmocka_unit_test(test_same_bits_training),
         cmocka_unit_test(test_same_bits_inference),
