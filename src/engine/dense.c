@@ -15,8 +15,7 @@
 #define DENSE_ROWS 8
 
 typedef struct dense_state {
-    int has_preact;
-    cnn_preact pa;
+    cnn_preact pa;       /* gelu/swish: its input (cnn_preact_* do nothing for others) */
     cnn_dnn_matmul *fwd; /* x . W; NULL: OpenBLAS (oneDNN refused the shape) */
     cnn_dnn_matmul *bwd; /* dy . W^T */
 } dense_state;
@@ -58,10 +57,7 @@ static cnn_status dense_make(cnn_layer *l, const void *params, cnn_shape in, cnn
     dense_state *ds = calloc(1, sizeof *ds);
     if (!(l->state = ds))
         return cnn_error_set(err, CNN_ERR_NOMEM, "layer '%s': out of memory", l->name);
-    if (cnn_preact_floats(l)) {
-        ds->has_preact = 1;
-        l->cache_floats = cnn_preact_floats(l);
-    }
+    l->cache_floats = cnn_preact_floats(l);
     /* a shape oneDNN refuses stays on OpenBLAS */
     size_t f = 0, b = 0;
     cnn_error dnn_err;
@@ -97,14 +93,13 @@ static void dense_forward(cnn_layer *l, const float *w, const float *in, float *
                 out[(size_t)b * O + o] = bias ? bias[o] : 0.0f;
         cnn_sgemm(0, 0, B, O, I, 1.0f, in, I, w, O, 1.0f, out, O);
     }
-    if (ds->has_preact)
-        cnn_preact_save(&ds->pa, l, out, B);
+    cnn_preact_save(&ds->pa, l, out, B);
 }
 
 static cnn_status dense_reserve(cnn_layer *l, int max_batch, cnn_error *err)
 {
     dense_state *ds = l->state;
-    return ds->has_preact ? cnn_preact_reserve(&ds->pa, l, max_batch, err) : CNN_OK;
+    return cnn_preact_reserve(&ds->pa, l, max_batch, err);
 }
 
 static void dense_destroy(cnn_layer *l)
@@ -112,8 +107,7 @@ static void dense_destroy(cnn_layer *l)
     dense_state *ds = l->state;
     if (!ds)
         return;
-    if (ds->has_preact)
-        cnn_preact_free(&ds->pa);
+    cnn_preact_free(&ds->pa);
     cnn_dnn_matmul_free(ds->fwd);
     cnn_dnn_matmul_free(ds->bwd);
     free(ds);
@@ -126,8 +120,7 @@ static void dense_backward(cnn_layer *l, const float *w, float *g, const float *
     (void)out;
     const dense_state *ds = l->state;
     const int I = l->in.c, O = l->out.c;
-    if (ds->has_preact)
-        dout = cnn_preact_backward(&ds->pa, l, dout, B);
+    dout = cnn_preact_backward(&ds->pa, l, dout, B);
     cnn_sgemm(1, 0, I, O, B, 1.0f, in, I, dout, O, 1.0f, g, O);
     if (l->nparams > 1) {
         float *gb = g + (size_t)I * O;

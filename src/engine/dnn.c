@@ -279,11 +279,6 @@ static dnnl_memory_t memory_on(dnnl_engine_t eng, const dnnl_memory_desc_t *md, 
     return m;
 }
 
-static dnnl_memory_t memory(const cnn_dnn_conv *c, const dnnl_memory_desc_t *md, float *p)
-{
-    return memory_on(c->eng, md, p);
-}
-
 /* Runs p on engine eng with arguments a[0 .. n), its scratchpad in region. */
 static void prim_exec(dnnl_engine_t eng, const prim *p, dnnl_stream_t s, dnnl_exec_arg_t *a,
                       int n, float *region)
@@ -298,17 +293,11 @@ static void prim_exec(dnnl_engine_t eng, const prim *p, dnnl_stream_t s, dnnl_ex
     dnnl_memory_destroy(pad);
 }
 
-static void prim_run(const cnn_dnn_conv *c, const prim *p, dnnl_stream_t s, dnnl_exec_arg_t *a,
-                     int n, float *region)
-{
-    prim_exec(c->eng, p, s, a, n, region);
-}
-
 static void reorder_run(const cnn_dnn_conv *c, const operand *o, dnnl_stream_t s,
                         dnnl_memory_t from, dnnl_memory_t to, float *region)
 {
     dnnl_exec_arg_t a[3] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    prim_run(c, &o->reorder, s, a, 2, region);
+    prim_exec(c->eng, &o->reorder, s, a, 2, region);
 }
 
 /* Pass p on the caller's NCHW buffers user[role], its copies in region.
@@ -324,15 +313,15 @@ static void pass_run(const cnn_dnn_conv *c, const pass *p, float *const user[NRO
     dnnl_exec_arg_t a[NROLE + 1];
     for (int i = 0; i < p->nop; i++) {
         const operand *o = &p->op[i];
-        mu[i] = memory(c, &o->plain, user[o->role]);
+        mu[i] = memory_on(c->eng, &o->plain, user[o->role]);
         if (o->reordered) {
-            mw[i] = memory(c, &o->want, region + o->off);
+            mw[i] = memory_on(c->eng, &o->want, region + o->off);
             if (!o->out)
                 reorder_run(c, o, s, mu[i], mw[i], region);
         }
         a[i] = (dnnl_exec_arg_t){o->arg, o->reordered ? mw[i] : mu[i]};
     }
-    prim_run(c, &p->conv, s, a, p->nop, region);
+    prim_exec(c->eng, &p->conv, s, a, p->nop, region);
     for (int i = 0; i < p->nop; i++) {
         if (p->op[i].reordered && p->op[i].out)
             reorder_run(c, &p->op[i], s, mw[i], mu[i], region);
@@ -403,7 +392,8 @@ struct cnn_dnn_matmul {
     int S, N, K;
     dnnl_memory_desc_t a, b, c; /* (S, K) ab, (K, N) ab or ba, (S, N) ab */
     prim mm;
-    size_t stage_a, stage_c; /* a short last block's rows, floats into the scratch */
+    size_t stage_c;          /* a short last block: its rows of a at the scratch's start,
+                              * of c from here (floats) */
 };
 
 void cnn_dnn_matmul_free(cnn_dnn_matmul *m)
@@ -434,7 +424,6 @@ cnn_status cnn_dnn_matmul_create(cnn_dnn_matmul **out, int S, int N, int K, int 
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    m->stage_a = 0;
     m->stage_c = ((size_t)S * K + 15) & ~(size_t)15;
     size_t floats = m->stage_c + (((size_t)S * N + 15) & ~(size_t)15);
     int ok = !dnnl_memory_desc_init_by_tag(&m->a, 2, ad, dnnl_f32, dnnl_ab) &&
@@ -473,7 +462,7 @@ void cnn_dnn_matmul_run(const cnn_dnn_matmul *m, const float *a, const float *b,
         const float *ar = a + (size_t)r0 * K;
         float *cr = c + (size_t)r0 * N;
         if (r < m->S) { /* a short last block: its rows and zeros */
-            float *st = scratch + m->stage_a;
+            float *st = scratch;
             memcpy(st, ar, (size_t)r * K * sizeof *st);
             memset(st + (size_t)r * K, 0, (size_t)(m->S - r) * K * sizeof *st);
             ar = st;

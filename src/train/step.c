@@ -699,12 +699,18 @@ static void part_of(const cnn_stepper *s, int t, int T, size_t *a, size_t *b)
 }
 
 /* acc[a, b) += the own sums of threads 1 .. T-1 of the step (private
- * sums), in blocks that stay in cache for what follows. */
+ * sums), a block of acc at a time, so that it stays in cache while each
+ * thread's part is added. */
+#define SUM_BLOCK 4096
+
 static void add_private(cnn_stepper *s, size_t a, size_t b)
 {
-    for (int t = 1; t < s->job.T; t++)
-        for (size_t i = a; i < b; i++)
-            s->acc[i] += s->w[t].acc[i];
+    for (size_t c = a; c < b; c += SUM_BLOCK) {
+        const size_t e = c + SUM_BLOCK < b ? c + SUM_BLOCK : b;
+        for (int t = 1; t < s->job.T; t++)
+            for (size_t i = c; i < e; i++)
+                s->acc[i] += s->w[t].acc[i];
+    }
 }
 
 /* The summed fixed-point gradient of acc[a, b) as floats into grads. */
@@ -738,8 +744,8 @@ static void run_job(cnn_step_worker *w)
     }
     part_of(s, (int)(w - s->w), s->busy, &a, &b);
     if (s->kind == JOB_CONVERT) {
-        for (size_t c = a; c < b; c += 4096) { /* the sum still in cache for the conversion */
-            const size_t e = c + 4096 < b ? c + 4096 : b;
+        for (size_t c = a; c < b; c += SUM_BLOCK) { /* the sum still in cache for the conversion */
+            const size_t e = c + SUM_BLOCK < b ? c + SUM_BLOCK : b;
             if (s->sum_pending)
                 add_private(s, c, e);
             fixed_to_float(s->m->grads + c, s->acc + c, e - c);
