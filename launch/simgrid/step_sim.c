@@ -160,11 +160,13 @@ int main(int argc, char **argv)
         cuts[k] = p->off[p->nseg - 1 - k];
     char why[192];
     const cnn_dist_reducer_opts ro = {.bucket_bytes = (size_t)(bucket_mb * 1048576.0),
-                                      .overlap = 1, .exchange = want};
+                                      .overlap = 1, .exchange = want, .shared_params = 1};
     cnn_dist_exchange ex = cnn_dist_exchange_pick(&d, want, why, sizeof why);
     cnn_dist_reducer *red =
         cnn_dist_reducer_new(&d, NULL, CNN_DIST_I64, p->nparams, cuts, p->nseg, &ro);
-    float *params = calloc(p->nparams, sizeof *params);
+    /* hierarchical: the parameters in the node's window, as cnn-train keeps them */
+    float *params = cnn_dist_reducer_params(red) ? cnn_dist_reducer_params(red)
+                                                 : calloc(p->nparams, sizeof *params);
     uint8_t *stat_exp = calloc(p->nstats + 1, 1);
     int64_t *stat_acc = calloc(p->nstats + 1, sizeof *stat_acc);
     if (!red || !params || !stat_exp || !stat_acc) {
@@ -260,8 +262,9 @@ int main(int argc, char **argv)
         if (check && errors)
             fprintf(stderr, "step_sim: %d shard elements differ from the exact sum\n", errors);
     }
+    if (params != cnn_dist_reducer_params(red))
+        free(params);
     cnn_dist_reducer_free(red);
-    free(params);
     free(stat_exp);
     free(stat_acc);
     free(cuts);

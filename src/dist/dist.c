@@ -262,9 +262,10 @@ cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange wa
         return CNN_DIST_DIRECT;
     }
     if (d->nodes == 1) {
-        snprintf(why, n, "direct (auto: all %d ranks on one node, where point-to-point "
-                         "messages through shared memory are fastest)", d->world);
-        return CNN_DIST_DIRECT;
+        snprintf(why, n, "hierarchical (auto: all %d ranks on one node: each sums its shard "
+                         "straight out of the others' memory, and they share one copy of the "
+                         "parameters)", d->world);
+        return CNN_DIST_HIERARCHICAL;
     }
     if (d->node_max == 1) {
         snprintf(why, n, "collective (auto: %d nodes with one rank each: the MPI's own "
@@ -314,8 +315,15 @@ struct cnn_dist_reducer {
                         * barriers each in bucket order on their own */
     MPI_Comm cross;    /* ranks of this local number on every node; NULL if none */
     int L, l, S;       /* ranks on this node, this rank's number, fewest on a node */
+    int single;        /* the node is the whole job: each rank sums its own shard
+                        * straight out of the node's buffers, no node sum */
     char **seg;        /* (L) each local rank's buffer, in the window */
-    char *sum;         /* (n) the node's sum, in local rank 0's part of the window */
+    char *sum;         /* (n) the node's sum, in local rank 0's part of the window
+                        * (several nodes) */
+    float *params;     /* (n) the parameters, in the window (shared_params), or NULL */
+    int *xcounts;      /* (2 nodes) shard lengths, then starts, of the ranks of
+                        * r->cross: the parameters' gather across nodes */
+    int nx;            /* ranks in r->cross */
     int *stage;        /* (nb) H_* */
     int watched;       /* armed the watchdog (timeout_s > 0) */
 };
@@ -354,30 +362,53 @@ static void make_buckets(cnn_dist_reducer *r, const size_t *cuts, int ncuts, siz
 }
 
 /* The node's shared window (r->buf becomes this rank's part of it when the
- * caller gave no buffer), the node copies and the cross-node communicator.
- * Returns 0, or -1 when out of memory. */
-static int hier_setup(cnn_dist_reducer *r)
+ * caller gave no buffer; local rank 0's part also holds the node's sum when
+ * there are several nodes, and the parameters when asked and every node has
+ * as many ranks), the node copies and the cross-node communicator. Returns
+ * 0, or -1 when out of memory. */
+static int hier_setup(cnn_dist_reducer *r, int shared_params)
 {
     const cnn_dist *d = r->d;
     MPI_Comm node = MPI_Comm_f2c((MPI_Fint)d->node_comm);
     MPI_Comm_size(node, &r->L);
     MPI_Comm_rank(node, &r->l);
-    r->S = r->L;
-    check(d, MPI_Allreduce(MPI_IN_PLACE, &r->S, 1, MPI_INT, MPI_MIN, r->comm),
+    int shape[2] = {-r->L, r->L}; /* -fewest, most ranks on a node */
+    check(d, MPI_Allreduce(MPI_IN_PLACE, shape, 2, MPI_INT, MPI_MAX, r->comm),
           "MPI_Allreduce of the node sizes");
+    r->S = -shape[0];
+    r->single = r->L == d->world;
     check(d, MPI_Comm_dup(node, &r->node[0]), "MPI_Comm_dup of the node");
     check(d, MPI_Comm_dup(node, &r->node[1]), "MPI_Comm_dup of the node");
     check(d, MPI_Comm_split(r->comm, r->l < r->S ? r->l : MPI_UNDEFINED, d->rank, &r->cross),
           "MPI_Comm_split across nodes");
-    const MPI_Aint bytes = (MPI_Aint)(r->n * r->esize);
+    /* the parameters' gather across nodes: the ranks of one local number on
+     * every node, which cover the job only when every node has S ranks */
+    shared_params = shared_params && r->S == shape[1] && r->n < ((size_t)1 << 31);
+    if (shared_params) {
+        MPI_Comm_size(r->cross, &r->nx);
+        int *ranks = malloc((size_t)r->nx * sizeof *ranks);
+        r->xcounts = malloc(2 * (size_t)r->nx * sizeof *r->xcounts);
+        if (ranks && r->xcounts)
+            MPI_Allgather(&d->rank, 1, MPI_INT, ranks, 1, MPI_INT, r->cross);
+        for (int k = 0; ranks && r->xcounts && k < r->nx; k++) {
+            size_t lo, hi;
+            cnn_dist_shard(r->n, ranks[k], d->world, &lo, &hi);
+            r->xcounts[k] = (int)(hi - lo);
+            r->xcounts[r->nx + k] = (int)lo;
+        }
+        free(ranks);
+    }
+    const size_t bytes = r->n * r->esize, line = 64;
+    const size_t pbytes = shared_params ? r->n * sizeof(float) + line : 0;
+    const size_t extra = (r->single ? 0 : bytes) + pbytes;
     char *base = NULL;
-    int rc = MPI_Win_allocate_shared(bytes * (r->l == 0 ? 2 : 1), (int)r->esize, MPI_INFO_NULL,
-                                     node, &base, &r->win);
+    int rc = MPI_Win_allocate_shared((MPI_Aint)(bytes + (r->l == 0 ? extra : 0)), (int)r->esize,
+                                     MPI_INFO_NULL, node, &base, &r->win);
     /* every rank learns whether every other got its memory */
-    int ok = rc == MPI_SUCCESS, all = 0;
+    int ok = rc == MPI_SUCCESS && (!shared_params || r->xcounts), all = 0;
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, node);
     if (!all) {
-        if (ok)
+        if (rc == MPI_SUCCESS)
             MPI_Win_free(&r->win);
         r->win = MPI_WIN_NULL;
         return -1;
@@ -390,14 +421,20 @@ static int hier_setup(cnn_dist_reducer *r)
         int disp;
         MPI_Win_shared_query(r->win, k, &sz, &disp, &r->seg[k]);
     }
-    r->sum = r->seg[0] + bytes;
+    char *tail = r->seg[0] + bytes;
+    if (!r->single) {
+        r->sum = tail;
+        tail += bytes;
+    }
+    if (shared_params) /* on a line of its own: the shards' writes share no more lines */
+        r->params = (float *)(void *)(tail + (line - (uintptr_t)tail % line) % line);
     /* passive target for the whole life of the window: MPI_Win_sync and
      * the node barriers order the loads and stores */
     MPI_Win_lock_all(MPI_MODE_NOCHECK, r->win);
     if (!r->buf) {
         r->buf = base;
         r->own = 2;
-        memset(base, 0, (size_t)bytes);
+        memset(base, 0, bytes);
     }
     return 0;
 }
@@ -432,7 +469,7 @@ cnn_dist_reducer *cnn_dist_reducer_new(const cnn_dist *d, void *buf, cnn_dist_ty
     make_buckets(r, cuts, ncuts, per);
     for (int j = 0; j < w; j++)
         cnn_dist_shard(n, j, w, &r->lo[j], &r->hi[j]);
-    if (w > 1 && r->ex == CNN_DIST_HIERARCHICAL && hier_setup(r) != 0)
+    if (w > 1 && r->ex == CNN_DIST_HIERARCHICAL && hier_setup(r, o->shared_params) != 0)
         goto nomem;
     if (!r->buf) {
         if (!(r->buf = calloc(n ? n : 1, r->esize)))
@@ -501,12 +538,15 @@ void cnn_dist_reducer_free(cnn_dist_reducer *r)
     free(r->req);
     free(r->seg);
     free(r->stage);
+    free(r->xcounts);
     free(r);
 }
 
 void *cnn_dist_reducer_data(const cnn_dist_reducer *r) { return r->buf; }
 
 int cnn_dist_reducer_buckets(const cnn_dist_reducer *r) { return r->nb; }
+
+float *cnn_dist_reducer_params(const cnn_dist_reducer *r) { return r->params; }
 
 cnn_dist_exchange cnn_dist_reducer_exchange(const cnn_dist_reducer *r) { return r->ex; }
 
@@ -781,11 +821,32 @@ static void await_one(cnn_dist_reducer *r, const char *what)
     r->nreq = 0;
 }
 
+/* The parameters' window: the shards of the other nodes, from the ranks
+ * of this local number there, then a barrier of the node, after which
+ * every rank of it sees every shard. */
+static void gather_window(cnn_dist_reducer *r)
+{
+    if (r->nx > 1) {
+        check(r->d, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, r->params, r->xcounts,
+                                    r->xcounts + r->nx, MPI_FLOAT, r->cross, &r->req[0]),
+              "MPI_Iallgatherv of the parameter shards across nodes");
+        await_one(r, "the gather of the parameter shards across nodes");
+    }
+    MPI_Win_sync(r->win);
+    check(r->d, MPI_Ibarrier(r->node[1], &r->req[0]), "MPI_Ibarrier of the node");
+    await_one(r, "the node's barrier after the parameter update");
+    MPI_Win_sync(r->win);
+}
+
 void cnn_dist_reducer_allgather(cnn_dist_reducer *r, float *buf)
 {
     const cnn_dist *d = r->d;
     if (d->world == 1)
         return;
+    if (buf == r->params) {
+        gather_window(r);
+        return;
+    }
     if (r->counts) {
         check(d, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, r->counts, r->counts + d->world,
                                  MPI_FLOAT, r->comm, &r->req[0]),
@@ -911,6 +972,25 @@ static void hier_start(cnn_dist_reducer *r, int i)
     r->stage[i] = H_GATHERED;
 }
 
+/* out[0, len) = the node's buffers summed over [at, at + len), in local
+ * rank order (float), a block at a time; out may be one of them. */
+static void sum_segs(const cnn_dist_reducer *r, char *out, size_t at, size_t len)
+{
+    enum { BLOCK = 512 };
+    union {
+        int64_t i[BLOCK];
+        float f[BLOCK];
+    } t;
+    const size_t es = r->esize;
+    for (size_t c = 0; c < len; c += BLOCK) {
+        const size_t m = len - c < BLOCK ? len - c : BLOCK, o = (at + c) * es;
+        memcpy(t.i, r->seg[0] + o, m * es);
+        for (int k = 1; k < r->L; k++)
+            add(r, (char *)t.i, r->seg[k] + o, m);
+        memcpy(out + c * es, t.i, m * es);
+    }
+}
+
 /* Bucket i's request has completed: its next stage. */
 static void hier_next(cnn_dist_reducer *r, int i)
 {
@@ -920,6 +1000,12 @@ static void hier_next(cnn_dist_reducer *r, int i)
     switch (r->stage[i]) {
     case H_GATHERED: { /* all of the node's buckets are in: sum my slice, then across nodes */
         r->req[i] = MPI_REQUEST_NULL;
+        if (r->single) { /* one node: my shard's part, straight into my buffer */
+            size_t plo, len = part(r, i, r->d->rank, &plo);
+            sum_segs(r, r->buf + plo * es, plo, len);
+            r->stage[i] = H_DONE;
+            break;
+        }
         if (r->l < r->S) {
             size_t a, z;
             cnn_dist_shard(b->hi - b->lo, r->l, r->S, &a, &z);
@@ -1027,6 +1113,12 @@ double cnn_dist_reducer_finish(cnn_dist_reducer *r)
     while (r->next < r->nb)
         start_bucket(r, r->next++);
     await(exchange_done, r, "the gradient exchange");
+    if (r->ex == CNN_DIST_HIERARCHICAL && r->single) {
+        /* the others have read their shards out of my buffer before I write it again */
+        MPI_Win_sync(r->win);
+        check(r->d, MPI_Ibarrier(r->node[1], &r->req[0]), "MPI_Ibarrier of the node");
+        await_one(r, "the node's barrier after the gradient exchange");
+    }
     double waited = MPI_Wtime() - t0;
     r->nreq = 0;
     r->next = 0;

@@ -120,7 +120,10 @@ cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange wa
  *                 shard straight to that rank (MPI_Isend/MPI_Irecv): world-1
  *                 messages per bucket per rank. On this project's one-node
  *                 test machine Open MPI's non-blocking collectives took 2-5
- *                 times as long for the same bytes (see the README).
+ *                 times as long for the same bytes (see the README), and
+ *                 this took 2.7 times as long as hierarchical with its
+ *                 shared parameters (cnn-bench-exchange, np 2), so auto
+ *                 takes hierarchical on one node.
  *   collective    one MPI_Ireduce_scatter per bucket: whatever algorithm the
  *                 site's MPI picks for the size (rings, trees, in-network).
  *   hierarchical  the ranks of a node (cnn_dist.node_comm) keep the buffer
@@ -130,6 +133,10 @@ cnn_dist_exchange cnn_dist_exchange_pick(const cnn_dist *d, cnn_dist_exchange wa
  *                 memory, then allreduces that slice with the ranks of the
  *                 same local number on the other nodes (MPI_Iallreduce);
  *                 every rank then copies its shard out of the node's sum.
+ *                 When the node is the whole job, each rank instead sums
+ *                 its own shard's part of a bucket over the node's buffers
+ *                 straight into its buffer: one pass, no node sum, and a
+ *                 node barrier at the end of finish().
  *                 Node barriers (MPI_Ibarrier) order the steps, so it all
  *                 overlaps with backward like the others.
  * An int64 sum is exact in any order, so every exchange gives the same
@@ -166,6 +173,8 @@ typedef struct cnn_dist_reducer_opts {
     int overlap;                /* start buckets during backward */
     cnn_dist_exchange exchange; /* auto is resolved here by cnn_dist_exchange_pick */
     double timeout_s;           /* watchdog; 0: off */
+    int shared_params;          /* hierarchical: a window for the parameters too
+                                 * (cnn_dist_reducer_params) */
 } cnn_dist_reducer_opts;
 
 /* Collective (every rank, same arguments): the communicators and the
@@ -192,6 +201,17 @@ double cnn_dist_reducer_finish(cnn_dist_reducer *r);
 /* In place: every rank's shard of buf (n floats, cut as the reducer's
  * buffer) to every rank. Collective, under the watchdog. */
 void cnn_dist_reducer_allgather(cnn_dist_reducer *r, float *buf);
+/* n floats in the node's shared memory, that every rank of the node reads
+ * and writes, or NULL: made only for a hierarchical reducer asked for it
+ * (shared_params) when every node has the same number of ranks.
+ * cnn_dist_reducer_allgather() of this window copies nothing inside a
+ * node: the shards of the other nodes come from the ranks of the same
+ * local number there (MPI_Iallgatherv), then a node barrier makes every
+ * shard visible to all of the node. So between two of those calls a rank
+ * writes only its own shard of the window, and only once no rank of its
+ * node reads the window any more (after a collective that each enters
+ * when it is done reading), or all ranks write the same values. */
+float *cnn_dist_reducer_params(const cnn_dist_reducer *r);
 /* In-place sum of n doubles across all ranks. Collective, under the
  * watchdog. */
 void cnn_dist_reducer_sum_f64(cnn_dist_reducer *r, double *buf, int n);

@@ -529,7 +529,8 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
     const cnn_dist_reducer_opts ro = {.bucket_bytes = (size_t)(c->bucket_mb * 1048576.0),
                                       .overlap = c->overlap,
                                       .exchange = (cnn_dist_exchange)c->exchange,
-                                      .timeout_s = c->timeout_s};
+                                      .timeout_s = c->timeout_s,
+                                      .shared_params = 1};
     cnn_dist_exchange_pick(d, ro.exchange, s->exchange_why, sizeof s->exchange_why);
     /* exact: the fixed-point sum is the reducer's own buffer (shared memory
      * when hierarchical) */
@@ -541,13 +542,34 @@ cnn_status cnn_stepper_init(cnn_stepper *s, cnn_model *m, const cnn_dist *d,
                              c->exact ? " and its fixed-point gradient" : "");
     if (c->exact)
         s->acc = cnn_dist_reducer_data(s->red);
+    s->shared = cnn_dist_reducer_params(s->red);
     cnn_dist_shard(m->nparams, d->rank, d->world, &s->lo, &s->hi);
     cnn_status st = stats_init(s, max_batch, err);
     return st ? st : threads_init(s, err);
 }
 
+/* Collective, at the first step: the ranks of a node train one copy of the
+ * parameters, in the reducer's shared window. Each writes its own shard
+ * there (the values are the same on every rank: initialised from the seed
+ * or read from one checkpoint); the window's gather then shows all of them
+ * to all. From then on each rank's update writes its own shard, after the
+ * step's last collective (the sum of its figures), which every rank enters
+ * once its backward is done reading the parameters, and the update's
+ * gather is a node barrier, not a copy. */
+static void share_params(cnn_stepper *s)
+{
+    cnn_model *m = s->m;
+    memcpy(s->shared + s->lo, m->params + s->lo, (s->hi - s->lo) * sizeof *s->shared);
+    cnn_dist_reducer_allgather(s->red, s->shared);
+    s->own_params = m->params;
+    for (int t = 0; t < s->nthreads; t++) /* w[0].m is m */
+        s->w[t].m->params = s->shared;
+}
+
 void cnn_stepper_free(cnn_stepper *s)
 {
+    if (s->own_params) /* the model keeps the trained parameters */
+        s->m->params = memcpy(s->own_params, s->shared, s->m->nparams * sizeof *s->shared);
     threads_free(s);
     cnn_dist_reducer_free(s->red); /* and acc with it */
     free(s->sums);
@@ -815,6 +837,8 @@ cnn_status cnn_stepper_run(cnn_stepper *s, const cnn_dataset *train, const int64
                            double *stats, cnn_error *err)
 {
     cnn_model *m = s->m;
+    if (s->shared && !s->own_params)
+        share_params(s);
     int first, end, csize;
     my_chunks(s, Bg, &first, &end, &csize);
     /* float: the slice [first, end) is one block of samples */

@@ -138,6 +138,9 @@ struct cnn_stepper {
     struct cnn_profile *prof; /* --profile: data and exchange spans go there, or NULL */
     int64_t *acc;          /* (nparams) fixed-point gradient sum (exact); red's buffer */
     cnn_dist_reducer *red; /* over acc (exact) or m->grads (float) */
+    float *shared;         /* red's parameter window, or NULL; the model's (and the
+                            * workspaces') m->params from the first step on */
+    float *own_params;     /* the model's own buffer meanwhile (back at free) */
     char exchange_why[192]; /* the exchange used and why ([dist] exchange) */
     size_t lo, hi;         /* this rank's shard of the parameters */
     int cap;               /* samples a forward pass may hold */

@@ -162,6 +162,53 @@ static void shards_and_allgather(void **state)
     }
 }
 
+/* The parameters' shared window: made for hierarchical when every node has
+ * as many ranks (pairs at np 3 do not), and its gather shows every rank's
+ * shard to every rank, step after step, while the gradient exchange runs
+ * on the same reducer. */
+static void shared_params_window(void **state)
+{
+    const size_t n = N;
+    int L = 0;
+    MPI_Comm_size(MPI_Comm_f2c((MPI_Fint)D.node_comm), &L);
+    int shape[2] = {-L, L};
+    MPI_Allreduce(MPI_IN_PLACE, shape, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    const int want = O.exchange == CNN_DIST_HIERARCHICAL && -shape[0] == shape[1] && D.world > 1;
+    cnn_dist_reducer_opts o = O;
+    o.bucket_bytes = 512;
+    o.overlap = 1;
+    o.shared_params = 1;
+    cnn_dist_reducer *r = cnn_dist_reducer_new(&D, NULL, CNN_DIST_I64, n, cuts, NCUTS, &o);
+    assert_non_null(r);
+    float *p = cnn_dist_reducer_params(r);
+    assert_int_equal(p != NULL, want);
+    if (!p) {
+        cnn_dist_reducer_free(r);
+        return;
+    }
+    assert_true((uintptr_t)p % 64 == 0);
+    int64_t *g = cnn_dist_reducer_data(r);
+    size_t lo, hi;
+    cnn_dist_shard(n, D.rank, D.world, &lo, &hi);
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < n; i++)
+            g[i] = value_i64(D.rank, i) + step;
+        backward_order(r);
+        cnn_dist_reducer_finish(r);
+        for (size_t i = lo; i < hi; i++) { /* the sum, then this step's parameters */
+            int64_t sum = 0;
+            for (int k = 0; k < D.world; k++)
+                sum += value_i64(k, i) + step;
+            assert_true(g[i] == sum);
+            p[i] = (float)i + 0.25f * (float)step;
+        }
+        cnn_dist_reducer_allgather(r, p);
+        for (size_t i = 0; i < n; i++)
+            assert_true(p[i] == (float)i + 0.25f * (float)step);
+    }
+    cnn_dist_reducer_free(r);
+}
+
 /* The step's figures, summed under the watchdog (or not). */
 static void sum_f64(void **state)
 {
@@ -190,6 +237,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(i64_own_buffer),
         cmocka_unit_test(f32_rank_order),
         cmocka_unit_test(shards_and_allgather),
+        cmocka_unit_test(shared_params_window),
         cmocka_unit_test(sum_f64),
     };
     /* pairs of ranks stand for nodes: {0, 1}, {2, 3}, ... */
