@@ -165,8 +165,8 @@ int main(int argc, char **argv)
     cnn_dist_reducer *red =
         cnn_dist_reducer_new(&d, NULL, CNN_DIST_I64, p->nparams, cuts, p->nseg, &ro);
     /* hierarchical: the parameters in the node's window, as cnn-train keeps them */
-    float *params = cnn_dist_reducer_params(red) ? cnn_dist_reducer_params(red)
-                                                 : calloc(p->nparams, sizeof *params);
+    float *params = red && cnn_dist_reducer_params(red) ? cnn_dist_reducer_params(red)
+                                                        : calloc(p->nparams, sizeof *params);
     uint8_t *stat_exp = calloc(p->nstats + 1, 1);
     int64_t *stat_acc = calloc(p->nstats + 1, sizeof *stat_acc);
     if (!red || !params || !stat_exp || !stat_acc) {

@@ -384,20 +384,29 @@ static int hier_setup(cnn_dist_reducer *r, int shared_params)
     /* the parameters' gather across nodes: the ranks of one local number on
      * every node, which cover the job only when every node has S ranks */
     shared_params = shared_params && r->S == shape[1] && r->n < ((size_t)1 << 31);
+    int got = 1; /* every rank has the memory for the gather's counts */
+    int *ranks = NULL;
     if (shared_params) {
         MPI_Comm_size(r->cross, &r->nx);
-        int *ranks = malloc((size_t)r->nx * sizeof *ranks);
+        ranks = malloc((size_t)r->nx * sizeof *ranks);
         r->xcounts = malloc(2 * (size_t)r->nx * sizeof *r->xcounts);
-        if (ranks && r->xcounts)
-            MPI_Allgather(&d->rank, 1, MPI_INT, ranks, 1, MPI_INT, r->cross);
-        for (int k = 0; ranks && r->xcounts && k < r->nx; k++) {
+        got = ranks && r->xcounts;
+        check(d, MPI_Allreduce(MPI_IN_PLACE, &got, 1, MPI_INT, MPI_MIN, r->comm),
+              "MPI_Allreduce of the window's memory");
+    }
+    if (shared_params && got) {
+        check(d, MPI_Allgather(&d->rank, 1, MPI_INT, ranks, 1, MPI_INT, r->cross),
+              "MPI_Allgather of the ranks across nodes");
+        for (int k = 0; k < r->nx; k++) {
             size_t lo, hi;
             cnn_dist_shard(r->n, ranks[k], d->world, &lo, &hi);
             r->xcounts[k] = (int)(hi - lo);
             r->xcounts[r->nx + k] = (int)lo;
         }
-        free(ranks);
     }
+    free(ranks);
+    if (!got)
+        return -1;
     const size_t bytes = r->n * r->esize, line = 64;
     const size_t pbytes = shared_params ? r->n * sizeof(float) + line : 0;
     const size_t extra = (r->single ? 0 : bytes) + pbytes;
@@ -405,7 +414,7 @@ static int hier_setup(cnn_dist_reducer *r, int shared_params)
     int rc = MPI_Win_allocate_shared((MPI_Aint)(bytes + (r->l == 0 ? extra : 0)), (int)r->esize,
                                      MPI_INFO_NULL, node, &base, &r->win);
     /* every rank learns whether every other got its memory */
-    int ok = rc == MPI_SUCCESS && (!shared_params || r->xcounts), all = 0;
+    int ok = rc == MPI_SUCCESS, all = 0;
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, node);
     if (!all) {
         if (rc == MPI_SUCCESS)

@@ -118,22 +118,27 @@ resume)
   # shellcheck disable=SC2046
   mpirun $(mpiflags 2) -np 2 "$tune" "$work/k.ini" >"$work/lk1" 2>&1 &
   pid=$!
-  # killed once trial 4 has a checkpoint: in the middle of it, or (when
-  # its epoch 2 pruned epoch 1's before a poll saw it, as happened under
-  # load: trial 4 took 0.5 s) while trial 5 still runs
+  # killed once trial 4 has a checkpoint (in the middle of it, or while
+  # trial 5 still runs when its epoch 2 pruned epoch 1's before a poll saw
+  # it), or once 5 trials are done, whichever comes first: the one left
+  # then takes at least a trial's time, while a checkpoint of trial 4 seen
+  # only as the search ended once let all 6 finish first (CI, 2026-12-01)
   mid=$work/k/trials/0004/exec0/ckpt
   deadline=$((SECONDS + 240))
   while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     compgen -G "$mid/ckpt-e000*-*.h5" >/dev/null && break
+    [ "$(compgen -G "$work/k/trials/*/result" | wc -l)" -ge 5 ] && break
     sleep 0.005
   done
   kill -9 $(pgrep -P "$pid") "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  compgen -G "$mid/ckpt-e000*-*.h5" >/dev/null || { cat "$work/lk1"; fail "trial 4 never started"; }
-  done_before=$(ls "$work"/k/trials/*/result | wc -l)
+  done_before=$(compgen -G "$work/k/trials/*/result" | wc -l)
+  [ "$done_before" -ge 1 ] || { cat "$work/lk1"; fail "killed before any trial was done"; }
   [ "$done_before" -lt 6 ] || fail "killed too late: all trials done"
-  interrupted=0
-  [ -f "$work/k/trials/0004/result" ] || interrupted=1
+  interrupted=0 # trial 4 stopped after a checkpoint of its own
+  if compgen -G "$mid/ckpt-e000*-*.h5" >/dev/null && [ ! -f "$work/k/trials/0004/result" ]; then
+    interrupted=1
+  fi
   run_tune 2 "$work/k.ini" "$work/lk2" || { cat "$work/lk2"; fail "the resumed search failed"; }
   grep -q "^resumed: $done_before trials of $work/k already done" "$work/lk2" ||
     { cat "$work/lk2"; fail "no resume line for $done_before trials"; }
