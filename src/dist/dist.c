@@ -408,7 +408,9 @@ static int hier_setup(cnn_dist_reducer *r, int shared_params)
     if (!got)
         return -1;
     const size_t bytes = r->n * r->esize, line = 64;
-    const size_t pbytes = shared_params ? r->n * sizeof(float) + line : 0;
+    /* whole lines, so that the next rank's segment (contiguous after this
+     * one) keeps the alignment of its int64 elements */
+    const size_t pbytes = shared_params ? (r->n * sizeof(float) + line - 1) / line * line + line : 0;
     const size_t extra = (r->single ? 0 : bytes) + pbytes;
     char *base = NULL;
     int rc = MPI_Win_allocate_shared((MPI_Aint)(bytes + (r->l == 0 ? extra : 0)), (int)r->esize,

@@ -165,10 +165,10 @@ static void shards_and_allgather(void **state)
 /* The parameters' shared window: made for hierarchical when every node has
  * as many ranks (pairs at np 3 do not), and its gather shows every rank's
  * shard to every rank, step after step, while the gradient exchange runs
- * on the same reducer. */
+ * on the same reducer, whose int64 buffers stay aligned. */
 static void shared_params_window(void **state)
 {
-    const size_t n = N;
+    const size_t n = N - 1; /* odd: the window's parts must keep their int64s aligned */
     int L = 0;
     MPI_Comm_size(MPI_Comm_f2c((MPI_Fint)D.node_comm), &L);
     int shape[2] = {-L, L};
@@ -188,6 +188,7 @@ static void shared_params_window(void **state)
     }
     assert_true((uintptr_t)p % 64 == 0);
     int64_t *g = cnn_dist_reducer_data(r);
+    assert_true((uintptr_t)g % sizeof *g == 0);
     size_t lo, hi;
     cnn_dist_shard(n, D.rank, D.world, &lo, &hi);
     for (int step = 0; step < 3; step++) {
