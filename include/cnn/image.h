@@ -22,6 +22,9 @@ extern "C" {
 /* Images with more pixels than this are refused rather than decoded (a
  * 12000 x 12000 photo would take 430 MB as RGB). */
 #define CNN_IMAGE_MAX_PIXELS ((int64_t)1 << 27)
+/* Nor a side longer than JPEG's 65,535: a 2,200,000 x 1 PBM from the fuzzer
+ * took minutes to resize. */
+#define CNN_IMAGE_MAX_SIDE 65535
 
 /* Decodes the image file at path into out (c, h, w): c channels (1 =
  * grayscale, by stb_image's luma 0.30 R + 0.59 G + 0.11 B; 3 = RGB; an

@@ -80,6 +80,11 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
         return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: the image is %dx%d pixels",
                              path, iw, ih);
     }
+    if (iw > CNN_IMAGE_MAX_SIDE || ih > CNN_IMAGE_MAX_SIDE) {
+        fclose(f);
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, a side longer than the %d allowed",
+                             path, iw, ih, CNN_IMAGE_MAX_SIDE);
+    }
     if ((int64_t)iw * ih > CNN_IMAGE_MAX_PIXELS) {
         fclose(f);
         return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, more than the %lld allowed",
