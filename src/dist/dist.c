@@ -1022,9 +1022,7 @@ static void hier_next(cnn_dist_reducer *r, int i)
             cnn_dist_shard(b->hi - b->lo, r->l, r->S, &a, &z);
             a += b->lo;
             z += b->lo;
-            memcpy(r->sum + a * es, r->seg[0] + a * es, (z - a) * es);
-            for (int k = 1; k < r->L; k++) /* float: in local rank order */
-                add(r, r->sum + a * es, r->seg[k] + a * es, z - a);
+            sum_segs(r, r->sum + a * es, a, z - a); /* float: in local rank order */
             if (z > a)
                 check(r->d,
                       MPI_Iallreduce(MPI_IN_PLACE, r->sum + a * es, (int)(z - a), r->mtype,
