@@ -12,22 +12,23 @@
 # OUT_DIR/scaling-MODEL.png (weak-scaling efficiency against ranks, one
 # curve per exchange). Environment:
 #   SIM_MODELS  (fashion_cnn resnet20_cifar10 catsdogs_cnn)
-#   SIM_RANKS   (2 4 8 16 32 64 128 256 512 1024); a hierarchical run's
-#                 CPU time grows 5-6x per doubling (resnet20_cifar10 here:
-#                 4 s at 128, 20 s at 256, 129 s at 512, unfinished after
-#                 15 min at 1,024): SIM_RANKS="2 4 8 16 32 64 128 256 512"
-#                 took 400 s of CPU for the three models
+#   SIM_RANKS   (2 4 8 16 32 64 128 256 512 1024); the simulator's CPU
+#                 time grows about 4-8x per doubling (fashion_cnn, auto:
+#                 7.6 s at 256, 39 s at 512)
 #   SIM_PER_RANK  weak scaling: samples per rank and step (32)
 #   SIM_GLOBAL    strong scaling: the fixed global batch (1024)
-#   SIM_MAX_GB    skip a run whose SMPI message buffers would pass this (4)
+#   SIM_MAX_GB    skip a collective run whose SMPI receive buffers could
+#                 pass this (16): SMPI's non-blocking reduce-scatter takes
+#                 (P - 1) shards per rank, P n 8 bytes if every bucket were
+#                 in flight at once (catsdogs_cnn at 256 ranks: 11.4 GB by
+#                 that bound, 2.4 GB more memory in use measured)
 #   SIM_FLAT_MAX  direct and collective are simulated up to this many ranks
-#                 (64): every rank sends to every other in them (SMPI's
-#                 non-blocking collectives are linear too), and with the
-#                 P (P - 1) flows of a bucket in flight at once SimGrid
-#                 3.32's bandwidth solver crashes (SIGSEGV in
-#                 MaxMin::do_solve at 128 ranks, fashion_cnn, direct) or
-#                 aborts (maxmin.cpp:217 at 256). Beyond it their rows say
-#                 "not simulated"; hierarchical (and auto) go on to 1,024.
+#                 (256): every rank sends to every other in them, and at
+#                 512 ranks SimGrid 3.32's bandwidth solver aborts
+#                 (maxmin.cpp:217, "Cannot saturate more a constraint";
+#                 with maxmin/precision:1e-4 a SIGSEGV instead). Beyond it
+#                 their rows say "not simulated"; hierarchical (and auto)
+#                 go on to 1,024.
 #   SIM_REPROFILE=1 measures the profiles again (else OUT_DIR/prof/ is kept)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,8 +39,8 @@ models=${SIM_MODELS:-fashion_cnn resnet20_cifar10 catsdogs_cnn}
 ranks=${SIM_RANKS:-2 4 8 16 32 64 128 256 512 1024}
 per_rank=${SIM_PER_RANK:-32}
 global=${SIM_GLOBAL:-1024}
-max_gb=${SIM_MAX_GB:-4}
-flat_max=${SIM_FLAT_MAX:-64}
+max_gb=${SIM_MAX_GB:-16}
+flat_max=${SIM_FLAT_MAX:-256}
 source "$here/smpi_flags.sh"
 command -v smpicc >/dev/null || { echo "predict.sh: smpicc not found (apt-get install libsimgrid-dev)" >&2; exit 2; }
 mkdir -p "$out/prof"
@@ -63,18 +64,15 @@ sim() {
     "$out/step_sim" "$prof" --steps 2 "$@" 2>/dev/null | grep '^RESULT'
 }
 field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
-# Bytes SMPI's own temporaries take: its non-blocking collectives receive
-# into fresh buffers, (P-1) shards per rank (collective) or (nodes-1)
-# slices of 1/32 of the buffer per rank (hierarchical).
+# Bytes SMPI's own temporaries take in a collective run: its non-blocking
+# reduce-scatter receives (P - 1) shards per rank into fresh buffers. (The
+# hierarchical exchange's are its slices across nodes, one bucket at a time:
+# catsdogs_cnn at 512 ranks peaked at 2.4 GB of the machine's memory in
+# use, 1.5 GB above idle. Process RSS over-counts a simulation: each
+# shared-malloc mapping of the same pages counts again.)
 too_big() {
-  local ex=$1 p=$2 n=$3 nodes=$(( ($2 + 31) / 32 ))
-  local bytes
-  case $ex in
-  collective) bytes=$(( p * n * 8 )) ;;
-  hierarchical) bytes=$(( p * (nodes - 1) * n * 8 / 32 )) ;;
-  *) bytes=0 ;;
-  esac
-  [ "$bytes" -gt $(( max_gb * 1024 * 1024 * 1024 )) ]
+  local ex=$1 p=$2 n=$3
+  [ "$ex" = collective ] && [ $(( p * n * 8 )) -gt $(( max_gb * 1024 * 1024 * 1024 )) ]
 }
 csv=$out/scaling.csv
 echo "model,scaling,exchange,picked,ranks,global_batch,step_ms,compute_ms,wait_ms,efficiency" >"$csv"

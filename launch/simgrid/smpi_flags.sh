@@ -14,6 +14,18 @@
 # smpi/coll-selector:ompi: the blocking collectives take Open MPI's
 # algorithms (the step's sum of figures and gather of parameter shards,
 # run blocking by smpi_shim.h).
+# network/crosstraffic:0: no reverse (TCP acknowledgement) flow beside each
+# message. With it, SimGrid 3.32's bandwidth solver crashes once a bucket
+# puts P (P - 1) flows in flight (direct and collective: SIGSEGV in
+# MaxMin::do_solve at 128 ranks, an abort at 256); without it they run to
+# 512 ranks and beyond. The platform is an HPC fabric (RDMA), where no
+# acknowledgement stream shares the links.
+# smpi/send-is-detached-thresh:0: no send is detached. SimGrid 3.32 keeps
+# the detached sends on one list and walks it to remove each one that
+# completes, so a step cost the simulator O(sends^2): fashion_cnn, auto,
+# 512 ranks took 305 s of CPU with SMPI's default (64 KiB), 39 s without,
+# and the step time changed by 1 in 8,000 (8.3702 against 8.3713 ms).
 smpi_flags=(--cfg=smpi/coll-selector:ompi --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no
             --cfg=smpi/test:1e-7 --cfg=smpi/grow-injected-times:no
+            --cfg=network/crosstraffic:0 --cfg=smpi/send-is-detached-thresh:0
             --log=root.thres:critical)
