@@ -3,7 +3,7 @@
 # Sourced by quickstart.sh and test.sh; runs apt-get (as root, or via sudo).
 set -euo pipefail
 CNN_PACKAGES="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-libopenblas-dev libstb-dev libcmocka-dev zlib1g-dev libinih-dev dataset-fashion-mnist
+libopenblas-dev libstb-dev libjpeg62-turbo-dev libcmocka-dev zlib1g-dev libinih-dev dataset-fashion-mnist
 libplplot-dev plplot-driver-cairo"
 missing=()
 for p in $CNN_PACKAGES; do

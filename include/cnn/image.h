@@ -27,9 +27,18 @@ extern "C" {
 #define CNN_IMAGE_MAX_SIDE 65535
 
 /* Decodes the image file at path into out (c, h, w): c channels (1 =
- * grayscale, by stb_image's luma 0.30 R + 0.59 G + 0.11 B; 3 = RGB; an
- * alpha channel is dropped, a grayscale file is replicated), resized to
- * h x w when its size differs.
+ * grayscale; 3 = RGB; an alpha channel is dropped, a grayscale file is
+ * replicated), resized to h x w when its size differs.
+ *
+ * JPEG files are decoded by libjpeg-turbo (integer IDCT, the same bits on
+ * every machine); one channel is their luma Y = 0.299 R + 0.587 G +
+ * 0.114 B. A JPEG at least twice h x w on both sides is shrunk in the IDCT
+ * itself, by the largest of 1/8, 1/4 and 1/2 that keeps it at least h x w
+ * (what PIL's Image.draft does), then resized: 224 x 224 to 64 x 64
+ * decodes at 112 x 112. Corrupt or truncated data (a libjpeg warning) and
+ * more than 500 progressive scans are errors. CMYK JPEGs and the other
+ * formats (PNG, BMP, GIF, PNM...) go to stb_image, whose one channel is
+ * (77 R + 150 G + 29 B) >> 8.
  *
  * Resizing is bilinear: stb_image_resize's triangle filter on linear
  * (not sRGB-decoded) values, pixel centres aligned, the edge pixels
@@ -43,7 +52,7 @@ extern "C" {
  *
  * Errors (out untouched): CNN_ERR_IO when the file cannot be opened,
  * CNN_ERR_FORMAT when it does not decode or is over CNN_IMAGE_MAX_PIXELS,
- * CNN_ERR_NOMEM; the message names path and stb_image's reason. */
+ * CNN_ERR_NOMEM; the message names path and the decoder's reason. */
 cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, cnn_error *err);
 
 /* The resizing of cnn_image_load on its own: in (ih, iw, c) -> out (h, w,

@@ -1,12 +1,15 @@
-/* image.c - image files decoded by stb_image, resized by stb_image_resize.
- * The one place that includes stb. stb_image's implementation comes from
- * libstb (pkg-config stb); stb_image_resize's is compiled here, file-local,
- * because Debian's libstb aborts on ordinary sizes (see STBIR_ASSERT). */
+/* image.c - image files decoded (JPEG by libjpeg-turbo, the other formats
+ * by stb_image), resized by stb_image_resize. The one place that includes
+ * stb and libjpeg. stb_image's implementation comes from libstb (pkg-config
+ * stb); stb_image_resize's is compiled here, file-local, because Debian's
+ * libstb aborts on ordinary sizes (see STBIR_ASSERT). */
 #include <errno.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jpeglib.h>
 #include <stb_image.h>
 
 #include "cnn/image.h"
@@ -61,6 +64,128 @@ cnn_status cnn_image_resize(const uint8_t *in, int ih, int iw, int c, uint8_t *o
     return CNN_OK;
 }
 
+/* ---- JPEG (libjpeg-turbo) ------------------------------------------------ */
+
+/* A progressive JPEG may hold any number of scans, each a pass over the
+ * whole image, so a small crafted file can keep the decoder busy for a
+ * long time. Photos have a few dozen at most (libjpeg's simple
+ * progression writes 10). */
+enum { JPEG_MAX_SCANS = 500 };
+
+typedef struct jpeg_fail {
+    struct jpeg_error_mgr pub;
+    struct jpeg_progress_mgr progress;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+} jpeg_fail;
+
+static void jpeg_error_exit(j_common_ptr cinfo)
+{
+    jpeg_fail *f = (jpeg_fail *)(void *)cinfo->err;
+    cinfo->err->format_message(cinfo, f->msg);
+    longjmp(f->jump, 1);
+}
+
+/* A warning (corrupt or truncated data, which libjpeg would fill with
+ * grey) is an error: the image is not what the file meant. */
+static void jpeg_emit(j_common_ptr cinfo, int level)
+{
+    if (level < 0)
+        jpeg_error_exit(cinfo);
+}
+
+static void jpeg_scans(j_common_ptr cinfo)
+{
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (cinfo->is_decompressor && d->input_scan_number > JPEG_MAX_SCANS) {
+        jpeg_fail *f = (jpeg_fail *)(void *)cinfo->err;
+        snprintf(f->msg, sizeof f->msg, "more than %d progressive scans", JPEG_MAX_SCANS);
+        longjmp(f->jump, 1);
+    }
+}
+
+/* The scale 1/8, 1/4 or 1/2 at which libjpeg's IDCT itself shrinks an
+ * image of iw x ih while both sides stay at least w x h (1 when none). */
+static int jpeg_denom(int iw, int ih, int w, int h)
+{
+    for (int d = 8; d > 1; d /= 2)
+        if ((iw + d - 1) / d >= w && (ih + d - 1) / d >= h)
+            return d;
+    return 1;
+}
+
+/* Decodes the JPEG file f into *px (*ih, *iw, c), shrunk in the IDCT
+ * toward h x w (jpeg_denom). A CMYK or YCCK file, which libjpeg cannot
+ * turn into RGB, is left to stb_image: CNN_OK, *px NULL, f rewound. */
+static cnn_status jpeg_load(FILE *f, const char *path, int c, int h, int w, uint8_t **px,
+                            int *iw, int *ih, cnn_error *err)
+{
+    struct jpeg_decompress_struct d;
+    jpeg_fail fail;
+    uint8_t *volatile buf = NULL;
+    d.err = jpeg_std_error(&fail.pub);
+    fail.pub.error_exit = jpeg_error_exit;
+    fail.pub.emit_message = jpeg_emit;
+    fail.msg[0] = 0;
+    if (setjmp(fail.jump)) {
+        jpeg_destroy_decompress(&d);
+        free(buf);
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path, fail.msg);
+    }
+    jpeg_create_decompress(&d);
+    fail.progress.progress_monitor = jpeg_scans;
+    d.progress = &fail.progress;
+    jpeg_stdio_src(&d, f);
+    jpeg_read_header(&d, TRUE);
+    const long W = (long)d.image_width, H = (long)d.image_height;
+    if (d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK) {
+        jpeg_destroy_decompress(&d);
+        rewind(f);
+        return CNN_OK;
+    }
+    if (W > CNN_IMAGE_MAX_SIDE || H > CNN_IMAGE_MAX_SIDE || (int64_t)W * H > CNN_IMAGE_MAX_PIXELS) {
+        jpeg_destroy_decompress(&d);
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %ldx%ld pixels, more than the %lld allowed",
+                             path, W, H, (long long)CNN_IMAGE_MAX_PIXELS);
+    }
+    d.out_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    d.scale_num = 1;
+    d.scale_denom = (unsigned)jpeg_denom((int)W, (int)H, w, h);
+    d.dct_method = JDCT_ISLOW; /* integer, the same bits on every machine */
+    jpeg_start_decompress(&d);
+    const size_t stride = (size_t)d.output_width * (size_t)c;
+    if (d.output_components != c || !(buf = malloc(stride * d.output_height + 1))) {
+        jpeg_destroy_decompress(&d);
+        free(buf);
+        return d.output_components != c
+                   ? cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %d components", path,
+                                   d.output_components)
+                   : cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory decoding %ldx%ld", path,
+                                   W, H);
+    }
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW rows[8];
+        JDIMENSION k = 0;
+        for (; k < 8 && d.output_scanline + k < d.output_height; k++)
+            rows[k] = buf + (d.output_scanline + k) * stride;
+        jpeg_read_scanlines(&d, rows, k);
+    }
+    jpeg_finish_decompress(&d);
+    *iw = (int)d.output_width;
+    *ih = (int)d.output_height;
+    jpeg_destroy_decompress(&d);
+    *px = buf;
+    return CNN_OK;
+}
+
+static int is_jpeg(FILE *f)
+{
+    unsigned char m[3] = {0};
+    const size_t got = fread(m, 1, sizeof m, f);
+    rewind(f);
+    return got == 3 && m[0] == 0xff && m[1] == 0xd8 && m[2] == 0xff;
+}
+
 cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, cnn_error *err)
 {
     if ((c != 1 && c != 3) || h < 1 || w < 1)
@@ -70,31 +195,42 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
     if (!f)
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     int iw, ih, ic;
-    if (!stbi_info_from_file(f, &iw, &ih, &ic)) {
+    uint8_t *px = NULL; /* (ih, iw, c) */
+    cnn_status jst = is_jpeg(f) ? jpeg_load(f, path, c, h, w, &px, &iw, &ih, err) : CNN_OK;
+    if (jst) {
         fclose(f);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
-                             stbi_failure_reason());
+        return jst;
     }
-    if (iw < 1 || ih < 1) { /* a PNM header may say 0 */
+    if (!px) {
+        if (!stbi_info_from_file(f, &iw, &ih, &ic)) {
+            fclose(f);
+            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
+                                 stbi_failure_reason());
+        }
+        if (iw < 1 || ih < 1) { /* a PNM header may say 0 */
+            fclose(f);
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "%s: cannot decode: the image is %dx%d pixels", path, iw, ih);
+        }
+        if (iw > CNN_IMAGE_MAX_SIDE || ih > CNN_IMAGE_MAX_SIDE) {
+            fclose(f);
+            return cnn_error_set(err, CNN_ERR_FORMAT,
+                                 "%s: %dx%d pixels, a side longer than the %d allowed", path, iw,
+                                 ih, CNN_IMAGE_MAX_SIDE);
+        }
+        if ((int64_t)iw * ih > CNN_IMAGE_MAX_PIXELS) {
+            fclose(f);
+            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, more than the %lld allowed",
+                                 path, iw, ih, (long long)CNN_IMAGE_MAX_PIXELS);
+        }
+        px = stbi_load_from_file(f, &iw, &ih, &ic, c);
         fclose(f);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: the image is %dx%d pixels",
-                             path, iw, ih);
-    }
-    if (iw > CNN_IMAGE_MAX_SIDE || ih > CNN_IMAGE_MAX_SIDE) {
+        if (!px)
+            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
+                                 stbi_failure_reason());
+    } else {
         fclose(f);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, a side longer than the %d allowed",
-                             path, iw, ih, CNN_IMAGE_MAX_SIDE);
     }
-    if ((int64_t)iw * ih > CNN_IMAGE_MAX_PIXELS) {
-        fclose(f);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, more than the %lld allowed",
-                             path, iw, ih, (long long)CNN_IMAGE_MAX_PIXELS);
-    }
-    uint8_t *px = stbi_load_from_file(f, &iw, &ih, &ic, c); /* (ih, iw, c) */
-    fclose(f);
-    if (!px)
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
-                             stbi_failure_reason());
     const uint8_t *src = px;
     uint8_t *rs = NULL; /* (h, w, c) when resized */
     cnn_status st = CNN_OK;
@@ -106,13 +242,13 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
             cnn_error_prefix(err, "%s", path);
         if (st) {
             free(rs);
-            stbi_image_free(px);
+            free(px);
             return st;
         }
         src = rs;
     }
     cnn_hwc_to_chw(src, c, h, w, out);
     free(rs);
-    stbi_image_free(px);
+    free(px); /* stb_image's STBI_FREE is free */
     return CNN_OK;
 }

@@ -34,7 +34,7 @@ set_target_properties(cnn_shared PROPERTIES OUTPUT_NAME cnn EXPORT_NAME cnn
 target_include_directories(cnn_shared PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
                            $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated>
                            $<INSTALL_INTERFACE:include>)
-target_link_libraries(cnn_shared PRIVATE PkgConfig::OPENBLAS PkgConfig::INIH PkgConfig::STB
+target_link_libraries(cnn_shared PRIVATE PkgConfig::OPENBLAS PkgConfig::INIH PkgConfig::STB PkgConfig::JPEG
                       PkgConfig::PLPLOT ZLIB::ZLIB MPI::MPI_C ${HDF5_LIBRARIES} m
                       ${CNN_DNNL_LIBRARY} ${CNN_GOMP_LIBRARY})
 

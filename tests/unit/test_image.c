@@ -1,6 +1,6 @@
 /* test_image.c - one image file into (C, H, W): decoding of each format,
- * channel conversion, bilinear resizing with exact expected values, and
- * errors that name the file. Images are written with stb_image_write. */
+ * channel conversion, bilinear resizing with exact expected values, JPEG's
+ * shrinking in the IDCT, and errors that name the file. Images are written with stb_image_write. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <stb_image_write.h>
@@ -295,6 +296,89 @@ static void test_zero_size_pnm_refused(void **state)
     TU_MSG_HAS(err, tf_path("h0.ppm"));
 }
 
+/* A JPEG at least twice the size asked for is shrunk by libjpeg's IDCT
+ * (1/2, 1/4 or 1/8) before the resize. The result stays close to the
+ * image's own resize at full size: a smooth 224 x 224 RGB gradient (the
+ * benchmarks' size) loaded at 64 x 64 (IDCT 1/2, then 112 -> 64) and at
+ * 20 x 28 (1/8: 28 x 28 -> 20 x 28) against the PNG of the same pixels,
+ * within a few levels, and on average within one. */
+static void test_jpeg_shrinks_in_the_idct(void **state)
+{
+    (void)state;
+    enum { S = 224 };
+    uint8_t *hwc = malloc((size_t)S * S * 3);
+    assert_non_null(hwc);
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            uint8_t *p = hwc + 3 * ((size_t)y * S + x);
+            p[0] = (uint8_t)(x + 16);
+            p[1] = (uint8_t)(y + 16);
+            p[2] = (uint8_t)(128 + 60 * sin(x / 30.0) * cos(y / 40.0));
+        }
+    assert_true(stbi_write_jpg(tf_path("g.jpg"), S, S, 3, hwc, 100));
+    assert_true(stbi_write_png(tf_path("g.png"), S, S, 3, hwc, S * 3));
+    static const int sizes[][2] = {{64, 64}, {20, 28}, {224, 224}};
+    uint8_t *a = malloc(3 * 64 * 64), *b = malloc(3 * S * S);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const int h = sizes[k][0], w = sizes[k][1];
+        cnn_error err = {0};
+        uint8_t *ja = h == S ? b : a, *pb = h == S ? a : b;
+        if (h == S) { /* full size: no resize at all, only JPEG's loss */
+            pb = hwc;
+            TU_STATUS(cnn_image_load(tf_path("g.jpg"), 3, h, w, ja, &err), CNN_OK, err);
+        } else {
+            TU_STATUS(cnn_image_load(tf_path("g.jpg"), 3, h, w, ja, &err), CNN_OK, err);
+            TU_STATUS(cnn_image_load(tf_path("g.png"), 3, h, w, pb, &err), CNN_OK, err);
+        }
+        double sum = 0;
+        int worst = 0;
+        const size_t n = (size_t)3 * h * w;
+        for (size_t i = 0; i < n; i++) {
+            /* pb is (c, h, w) from the PNG, or (h, w, c) at full size */
+            const size_t c = i / ((size_t)h * w), p = i % ((size_t)h * w);
+            const int want = h == S ? pb[3 * p + c] : pb[i];
+            const int d = abs((int)ja[i] - want);
+            sum += d;
+            worst = d > worst ? d : worst;
+        }
+        if (sum / (double)n > 1.0 || worst > 6)
+            fail_msg("%dx%d: mean difference %.2f, worst %d levels", h, w, sum / (double)n, worst);
+    }
+    /* one channel: libjpeg's luma, Y = 0.299 R + 0.587 G + 0.114 B */
+    uint8_t g[64 * 64];
+    cnn_error err = {0};
+    TU_STATUS(cnn_image_load(tf_path("g.png"), 1, 64, 64, g, &err), CNN_OK, err);
+    TU_STATUS(cnn_image_load(tf_path("g.jpg"), 1, 64, 64, a, &err), CNN_OK, err);
+    for (size_t i = 0; i < sizeof g; i++)
+        TU_NEAR(a[i], g[i], 4);
+    free(a);
+    free(b);
+    free(hwc);
+}
+
+/* A JPEG cut short would decode with its missing part grey (libjpeg's
+ * warning): refused instead, naming the file, the output untouched. */
+static void test_jpeg_cut_short_refused(void **state)
+{
+    (void)state;
+    uint8_t hwc[32 * 32 * 3], out[3 * 32 * 32], keep[sizeof out];
+    pattern(hwc, 32, 32);
+    assert_true(stbi_write_jpg(tf_path("cut.jpg"), 32, 32, 3, hwc, 90));
+    cnn_error err = {0};
+    TU_STATUS(cnn_image_load(tf_path("cut.jpg"), 3, 32, 32, out, &err), CNN_OK, err);
+    struct stat sb;
+    assert_int_equal(stat(tf_path("cut.jpg"), &sb), 0);
+    assert_true(sb.st_size > 800); /* the scan's last 200 bytes go: past the tables */
+    assert_int_equal(truncate(tf_path("cut.jpg"), sb.st_size - 200), 0);
+    memset(out, 9, sizeof out);
+    memcpy(keep, out, sizeof out);
+    TU_STATUS(cnn_image_load(tf_path("cut.jpg"), 3, 32, 32, out, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "cut.jpg: cannot decode: ");
+    assert_memory_equal(out, keep, sizeof out);
+}
+
 static void test_errors_name_the_file(void **state)
 {
     (void)state;
@@ -331,6 +415,8 @@ int main(void)
         cmocka_unit_test(test_channels_conversion),
         cmocka_unit_test(test_bilinear_enlarge_exact),
         cmocka_unit_test(test_shrink_averages),
+        cmocka_unit_test(test_jpeg_shrinks_in_the_idct),
+        cmocka_unit_test(test_jpeg_cut_short_refused),
         cmocka_unit_test(test_errors_name_the_file),
         cmocka_unit_test(test_resize_sweep),
         cmocka_unit_test(test_zero_size_pnm_refused),
