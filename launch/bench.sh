@@ -11,10 +11,12 @@
 #   synthetic - one random batch, warm-up steps then timed steps
 #               (cnn-bench vs launch/torch_peer.py): engine speed
 #   real      - cnn-train on the config's data, shuffled batches, the first
-#               STEPS steps of an epoch (--set train.max_steps) vs the peer on
-#               the same IDX data (launch/torch_peer.py --real, which skips
-#               its first 20 steps; we do not). No CIFAR-10 or cats-vs-dogs
-#               images ship in Debian, so those configs train on sets made
+#               STEPS steps of an epoch (--set train.max_steps), its "steady:"
+#               figure (the steps after the run's first 5, as cnn-bench leaves
+#               out 5 warm-up steps) vs the peer on the same IDX data
+#               (launch/torch_peer.py --real, which skips its first 20
+#               steps). No CIFAR-10 or cats-vs-dogs images ship in Debian,
+#               so those configs train on sets made
 #               here (synthetic CIFAR-10 batches by tests/tools/data_tool;
 #               an image folder of 224x224 RGB JPEGs by `cnn-data jpegs`
 #               from Fashion-MNIST classes 0 and 1). The peer reads IDX only:
@@ -53,7 +55,7 @@ ours_synth() { "$build/cnn-bench" "$root/configs/$1.ini" --threads "$threads" --
 ours_real() { (cd "$root" && "$build/cnn-train" "configs/$1.ini" --set train.max_steps="$(real_steps_of "$1")" \
   --set train.epochs=1 --set train.threads="$threads" --set data.test_limit=1000 --set train.progress=none \
   --set checkpoint.dir=none --set train.history=none $(data_args "$1") 2>/dev/null) |
-  sed -nE 's/^training:.* ([0-9.]+) img\/s.*/\1/p'; }
+  sed -nE 's/^steady:.* ([0-9.]+) img\/s.*/\1/p'; }
 torch_run() { OMP_NUM_THREADS=$threads $py "$peer" --config "$root/configs/$1.ini" --cnn-train "$build/cnn-train" \
   --threads "$threads" "${@:2}" 2>/dev/null | field train_img_s; }
 # best and range of a list of figures: "BEST MIN-MAX"

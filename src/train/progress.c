@@ -181,6 +181,9 @@ void cnn_progress_final(session *S, double tloss, double tacc, long correct, con
     if (secs > 0)
         fprintf(out, "training: %lld steps, %.0f images in %.2fs, %.0f img/s\n",
                 (long long)S->ts.global_step, imgs, secs, imgs / secs);
+    if (S->steady_time > 0 && S->steady_imgs > 0)
+        fprintf(out, "steady: %.0f images in %.2fs, %.0f img/s after the first %d steps of this run\n",
+                S->steady_imgs, S->steady_time, S->steady_imgs / S->steady_time, CNN_WARM_STEPS);
     if (S->skipped)
         fprintf(out, "skipped: %ld steps with a non-finite loss or gradient\n", S->skipped);
     if (S->d->world > 1 && secs > 0) {

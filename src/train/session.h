@@ -48,6 +48,8 @@ typedef struct session {
     double lr;            /* the learning rate of the last update (the schedule's) */
     float *best;          /* [early_stopping] restore_best_weights: (nparams + nbuffer_floats) */
     double total_imgs, total_time; /* training throughput of the whole run */
+    long run_steps;                /* steps trained by this run (not by a run resumed from) */
+    double steady_imgs, steady_time; /* the same after the run's first CNN_WARM_STEPS */
     struct ckpt_writer *writer;    /* rank 0: the checkpoint being written (checkpoints.c) */
     struct cnn_profile *prof;      /* --profile: the steps being profiled, or NULL */
     long prof_seen;                /* steps before the profile started */
@@ -103,6 +105,12 @@ typedef enum { CKPT_AFTER_STEP, CKPT_AFTER_EPOCH, CKPT_AFTER_RUN } ckpt_moment;
 
 /* What checkpoint_due() returns: bits. */
 enum { CKPT_NONE = 0, CKPT_REGULAR = 1, CKPT_BEST = 2 };
+
+/* The steps a run takes to warm up (oneDNN primitives made, workspaces
+ * first touched, the first batch assembled on the training thread), left
+ * out of the "steady:" figure as cnn-bench's default --warmup leaves them
+ * out of its own. */
+enum { CNN_WARM_STEPS = 5 };
 
 /* Decides every kind of checkpoint at `when` from [checkpoint] and the
  * session's position: after a step inside an epoch (every_steps, the

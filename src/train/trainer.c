@@ -273,6 +273,8 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
     cnn_status st;
     cnn_rng_permutation(S->perm, train->n, tc->seed, (uint64_t)epoch);
     double t0 = cnn_dist_time(), last_draw = 0, imgs = 0;
+    double t_warm = -1, imgs_warm = 0; /* when this epoch ended the run's warm-up */
+    const int warm_before = S->run_steps >= CNN_WARM_STEPS;
     int stop = 0, minutes_due = 0;
     cnn_progress_epoch_start(S, epoch);
     *how = EPOCH_DONE;
@@ -290,6 +292,10 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
         if ((st = train_step(S, epoch, step, Bg, &stop, &minutes_due, err)))
             return st;
         imgs += Bg;
+        if (++S->run_steps == CNN_WARM_STEPS) {
+            t_warm = cnn_dist_time();
+            imgs_warm = imgs;
+        }
         cnn_progress_step(S, step, t0, imgs, &last_draw);
         /* inside the epoch; its end decides the checkpoint there */
         if (step + 1 < S->steps_per_epoch &&
@@ -301,9 +307,16 @@ static cnn_status train_epoch(session *S, long epoch, epoch_end *how, cnn_error 
             return CNN_OK;
         }
     }
-    double train_time = cnn_dist_time() - t0;
+    const double t_end = cnn_dist_time(), train_time = t_end - t0;
     S->total_imgs += imgs;
     S->total_time += train_time;
+    if (warm_before) {
+        S->steady_imgs += imgs;
+        S->steady_time += train_time;
+    } else if (t_warm >= 0) {
+        S->steady_imgs += imgs - imgs_warm;
+        S->steady_time += t_end - t_warm;
+    }
     if (step < S->steps_per_epoch) { /* max_steps in the middle of an epoch */
         *how = EPOCH_MAX_STEPS;
         return CNN_OK;

@@ -89,8 +89,13 @@ train_tiny)
   # same seed, same result, run after run
   "$bin" "$cfg" "${tiny[@]}" >"$work/out2" 2>&1
   [ "$(grep '^test:' "$work/out2")" = "$line" ] || fail "not reproducible: $line vs $(grep '^test:' "$work/out2")"
-  # max_steps stops early
+  # the steady figure leaves out the run's first 5 steps (5 x 32 of the 2 x
+  # 600 images), counting on across the epoch's end
+  grep -Eq "^steady: 1040 images in [0-9.]+s, [0-9]+ img/s after the first 5 steps" "$work/out" ||
+    fail "no steady line of 1040 images: $(grep '^steady' "$work/out")"
+  # max_steps stops early; 5 steps leave nothing after the warm-up
   run_expect 0 "^training: 5 steps" "$cfg" "${tiny[@]}" --set train.max_steps=5
+  grep -q '^steady:' "$work/out" && fail "a steady line after 5 steps: $(grep '^steady' "$work/out")"
   ;;
 nan_loss)
   cfg=$src/configs/fashion_cnn.ini
