@@ -33,10 +33,12 @@ extern "C" {
  * JPEG files are decoded by libjpeg-turbo (integer IDCT, the same bits on
  * every machine); one channel is their luma Y = 0.299 R + 0.587 G +
  * 0.114 B. A JPEG at least twice h x w on both sides is shrunk in the IDCT
- * itself, by the largest of 1/8, 1/4 and 1/2 that keeps it at least h x w
- * (what PIL's Image.draft does), then resized: 224 x 224 to 64 x 64
- * decodes at 112 x 112. Corrupt or truncated data (a libjpeg warning) and
- * more than 500 progressive scans are errors. CMYK JPEGs and the other
+ * itself, by 1/d for the largest d of 8, 4 and 2 with width >= d w and
+ * height >= d h (as PIL's Image.draft picks it), then resized: 224 x 224
+ * to 64 x 64 decodes at 112 x 112. Damaged pixel data (truncated or
+ * corrupt entropy data, libjpeg's warnings about it) and more than 500
+ * progressive scans are errors; its other warnings (padding between
+ * markers, an unknown JFIF revision) are not. CMYK JPEGs and the other
  * formats (PNG, BMP, GIF, PNM...) go to stb_image, whose one channel is
  * (77 R + 150 G + 29 B) >> 8.
  *

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h> /* the JWRN_ codes */
 #include <stb_image.h>
 
 #include "cnn/image.h"
@@ -86,12 +87,28 @@ static void jpeg_error_exit(j_common_ptr cinfo)
     longjmp(f->jump, 1);
 }
 
-/* A warning (corrupt or truncated data, which libjpeg would fill with
- * grey) is an error: the image is not what the file meant. */
+/* A warning that the pixels are damaged (truncated or corrupt entropy
+ * data, which libjpeg would fill with grey or garbage) is an error: the
+ * image is not what the file meant. The others (padding between markers,
+ * an unknown JFIF revision or Adobe transform code, a bad ICC marker)
+ * leave the pixels as stb_image decoded them, and are let through. */
 static void jpeg_emit(j_common_ptr cinfo, int level)
 {
-    if (level < 0)
+    if (level >= 0)
+        return;
+    switch (cinfo->err->msg_code) {
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_HIT_MARKER:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_JPEG_EOF:
+    case JWRN_MUST_RESYNC:
+    case JWRN_NOT_SEQUENTIAL:
         jpeg_error_exit(cinfo);
+        break;
+    default:
+        break;
+    }
 }
 
 static void jpeg_scans(j_common_ptr cinfo)
@@ -105,11 +122,13 @@ static void jpeg_scans(j_common_ptr cinfo)
 }
 
 /* The scale 1/8, 1/4 or 1/2 at which libjpeg's IDCT itself shrinks an
- * image of iw x ih while both sides stay at least w x h (1 when none). */
+ * image of iw x ih: the largest d with iw >= d w and ih >= d h, as PIL's
+ * Image.draft picks it (1 when none). libjpeg's output, ceil(iw / d), is
+ * then at least w x h. */
 static int jpeg_denom(int iw, int ih, int w, int h)
 {
     for (int d = 8; d > 1; d /= 2)
-        if ((iw + d - 1) / d >= w && (ih + d - 1) / d >= h)
+        if (iw / d >= w && ih / d >= h)
             return d;
     return 1;
 }
@@ -178,6 +197,14 @@ static cnn_status jpeg_load(FILE *f, const char *path, int c, int h, int w, uint
     return CNN_OK;
 }
 
+static void release(uint8_t *px, int from_stb)
+{
+    if (from_stb)
+        stbi_image_free(px);
+    else
+        free(px);
+}
+
 static int is_jpeg(FILE *f)
 {
     unsigned char m[3] = {0};
@@ -196,6 +223,7 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     int iw, ih, ic;
     uint8_t *px = NULL; /* (ih, iw, c) */
+    int from_stb = 0;   /* px is stb_image's: stbi_image_free, else free */
     cnn_status jst = is_jpeg(f) ? jpeg_load(f, path, c, h, w, &px, &iw, &ih, err) : CNN_OK;
     if (jst) {
         fclose(f);
@@ -224,6 +252,7 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
                                  path, iw, ih, (long long)CNN_IMAGE_MAX_PIXELS);
         }
         px = stbi_load_from_file(f, &iw, &ih, &ic, c);
+        from_stb = 1;
         fclose(f);
         if (!px)
             return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
@@ -242,13 +271,13 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
             cnn_error_prefix(err, "%s", path);
         if (st) {
             free(rs);
-            free(px);
+            release(px, from_stb);
             return st;
         }
         src = rs;
     }
     cnn_hwc_to_chw(src, c, h, w, out);
     free(rs);
-    free(px); /* stb_image's STBI_FREE is free */
+    release(px, from_stb);
     return CNN_OK;
 }

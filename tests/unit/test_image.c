@@ -379,6 +379,33 @@ static void test_jpeg_cut_short_refused(void **state)
     assert_memory_equal(out, keep, sizeof out);
 }
 
+/* Padding bytes between two markers (libjpeg's warning "extraneous bytes
+ * before marker", met in photo collections) leave the pixels whole: the
+ * file decodes as it does without them. Two zeros before the first DQT. */
+static void test_jpeg_padding_accepted(void **state)
+{
+    (void)state;
+    uint8_t hwc[32 * 32 * 3], a[3 * 32 * 32], b[3 * 32 * 32];
+    pattern(hwc, 32, 32);
+    assert_true(stbi_write_jpg(tf_path("pad0.jpg"), 32, 32, 3, hwc, 90));
+    FILE *f = fopen(tf_path("pad0.jpg"), "rb");
+    assert_non_null(f);
+    static uint8_t buf[65536];
+    const size_t n = fread(buf, 1, sizeof buf - 2, f);
+    fclose(f);
+    size_t at = 2;
+    while (at + 1 < n && !(buf[at] == 0xff && buf[at + 1] == 0xdb))
+        at++;
+    assert_true(at + 1 < n);
+    memmove(buf + at + 2, buf + at, n - at);
+    buf[at] = buf[at + 1] = 0;
+    tf_write(tf_path("pad2.jpg"), buf, n + 2);
+    cnn_error err = {0};
+    TU_STATUS(cnn_image_load(tf_path("pad0.jpg"), 3, 32, 32, a, &err), CNN_OK, err);
+    TU_STATUS(cnn_image_load(tf_path("pad2.jpg"), 3, 32, 32, b, &err), CNN_OK, err);
+    assert_memory_equal(a, b, sizeof a);
+}
+
 static void test_errors_name_the_file(void **state)
 {
     (void)state;
@@ -417,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_shrink_averages),
         cmocka_unit_test(test_jpeg_shrinks_in_the_idct),
         cmocka_unit_test(test_jpeg_cut_short_refused),
+        cmocka_unit_test(test_jpeg_padding_accepted),
         cmocka_unit_test(test_errors_name_the_file),
         cmocka_unit_test(test_resize_sweep),
         cmocka_unit_test(test_zero_size_pnm_refused),
