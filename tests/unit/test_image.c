@@ -6,11 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include <stdio.h> /* before jpeglib.h */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
+#include <jpeglib.h>
 #include <stb_image_write.h>
 
 #include "cnn/image.h"
@@ -406,6 +408,61 @@ static void test_jpeg_padding_accepted(void **state)
     assert_memory_equal(a, b, sizeof a);
 }
 
+/* A progressive 16 x 16 RGB JPEG written by libjpeg with 2 + 3 x 63 x r
+ * scans: the DC of all components in 2, then each AC coefficient of each
+ * component on its own, first scan at Al = r - 1, then r - 1 refinements. */
+static int write_progressive(const char *path, int r)
+{
+    static jpeg_scan_info scans[2 + 3 * 63 * 3];
+    int k = 0;
+    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 1};
+    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 1, 0};
+    for (int comp = 0; comp < 3; comp++)
+        for (int coef = 1; coef < 64; coef++)
+            for (int al = r - 1; al >= 0; al--)
+                scans[k++] = (jpeg_scan_info){1, {comp, 0, 0, 0}, coef, coef,
+                                              al == r - 1 ? 0 : al + 1, al};
+    uint8_t px[16 * 16 * 3];
+    pattern(px, 16, 16);
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    jpeg_stdio_dest(&c, f);
+    c.image_width = 16;
+    c.image_height = 16;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    c.scan_info = scans;
+    c.num_scans = k;
+    jpeg_start_compress(&c, TRUE);
+    for (int y = 0; y < 16; y++) {
+        JSAMPROW row = px + 48 * y;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+    return k;
+}
+
+/* Up to 500 progressive scans decode; more are refused, naming the file. */
+static void test_jpeg_scan_limit(void **state)
+{
+    (void)state;
+    uint8_t out[3 * 16 * 16];
+    cnn_error err = {0};
+    assert_int_equal(write_progressive(tf_path("s380.jpg"), 2), 380);
+    TU_STATUS(cnn_image_load(tf_path("s380.jpg"), 3, 16, 16, out, &err), CNN_OK, err);
+    TU_NEAR(out[0], 0, 12); /* the pattern's red at (0, 0) */
+    assert_int_equal(write_progressive(tf_path("s569.jpg"), 3), 569);
+    TU_STATUS(cnn_image_load(tf_path("s569.jpg"), 3, 16, 16, out, &err), CNN_ERR_FORMAT, err);
+    TU_MSG_HAS(err, "s569.jpg: cannot decode: more than 500 progressive scans");
+}
+
 static void test_errors_name_the_file(void **state)
 {
     (void)state;
@@ -445,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_jpeg_shrinks_in_the_idct),
         cmocka_unit_test(test_jpeg_cut_short_refused),
         cmocka_unit_test(test_jpeg_padding_accepted),
+        cmocka_unit_test(test_jpeg_scan_limit),
         cmocka_unit_test(test_errors_name_the_file),
         cmocka_unit_test(test_resize_sweep),
         cmocka_unit_test(test_zero_size_pnm_refused),
