@@ -65,6 +65,40 @@ cnn_status cnn_image_resize(const uint8_t *in, int ih, int iw, int c, uint8_t *o
     return CNN_OK;
 }
 
+/* An image of iw x ih pixels from its header: refused when empty (a PNM
+ * header may say 0) or over the limits of image.h. */
+static cnn_status size_check(const char *path, long iw, long ih, cnn_error *err)
+{
+    if (iw < 1 || ih < 1)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: the image is %ldx%ld pixels",
+                             path, iw, ih);
+    if (iw > CNN_IMAGE_MAX_SIDE || ih > CNN_IMAGE_MAX_SIDE)
+        return cnn_error_set(err, CNN_ERR_FORMAT,
+                             "%s: %ldx%ld pixels, a side longer than the %d allowed", path, iw, ih,
+                             CNN_IMAGE_MAX_SIDE);
+    if ((int64_t)iw * ih > CNN_IMAGE_MAX_PIXELS)
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %ldx%ld pixels, more than the %lld allowed",
+                             path, iw, ih, (long long)CNN_IMAGE_MAX_PIXELS);
+    return CNN_OK;
+}
+
+/* Decodes f with stb_image into *px (*ih, *iw, c), freed by stbi_image_free. */
+static cnn_status stb_load(FILE *f, const char *path, int c, uint8_t **px, int *iw, int *ih,
+                           cnn_error *err)
+{
+    int ic;
+    if (!stbi_info_from_file(f, iw, ih, &ic))
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
+                             stbi_failure_reason());
+    cnn_status st = size_check(path, *iw, *ih, err);
+    if (st)
+        return st;
+    if (!(*px = stbi_load_from_file(f, iw, ih, &ic, c)))
+        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
+                             stbi_failure_reason());
+    return CNN_OK;
+}
+
 /* ---- JPEG (libjpeg-turbo) ------------------------------------------------ */
 
 /* A progressive JPEG may hold any number of scans, each a pass over the
@@ -162,25 +196,21 @@ static cnn_status jpeg_load(FILE *f, const char *path, int c, int h, int w, uint
         rewind(f);
         return CNN_OK;
     }
-    if (W > CNN_IMAGE_MAX_SIDE || H > CNN_IMAGE_MAX_SIDE || (int64_t)W * H > CNN_IMAGE_MAX_PIXELS) {
+    cnn_status st = size_check(path, W, H, err);
+    if (st) {
         jpeg_destroy_decompress(&d);
-        return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %ldx%ld pixels, more than the %lld allowed",
-                             path, W, H, (long long)CNN_IMAGE_MAX_PIXELS);
+        return st;
     }
     d.out_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
     d.scale_num = 1;
     d.scale_denom = (unsigned)jpeg_denom((int)W, (int)H, w, h);
     d.dct_method = JDCT_ISLOW; /* integer, the same bits on every machine */
     jpeg_start_decompress(&d);
+    /* GRAYSCALE and RGB output: c components a pixel */
     const size_t stride = (size_t)d.output_width * (size_t)c;
-    if (d.output_components != c || !(buf = malloc(stride * d.output_height + 1))) {
+    if (!(buf = malloc(stride * d.output_height + 1))) {
         jpeg_destroy_decompress(&d);
-        free(buf);
-        return d.output_components != c
-                   ? cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %d components", path,
-                                   d.output_components)
-                   : cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory decoding %ldx%ld", path,
-                                   W, H);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory decoding %ldx%ld", path, W, H);
     }
     while (d.output_scanline < d.output_height) {
         JSAMPROW rows[8];
@@ -221,48 +251,17 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, uint8_t *out, c
     FILE *f = fopen(path, "rb");
     if (!f)
         return cnn_error_set(err, CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    int iw, ih, ic;
+    int iw = 0, ih = 0;
     uint8_t *px = NULL; /* (ih, iw, c) */
-    int from_stb = 0;   /* px is stb_image's: stbi_image_free, else free */
-    cnn_status jst = is_jpeg(f) ? jpeg_load(f, path, c, h, w, &px, &iw, &ih, err) : CNN_OK;
-    if (jst) {
-        fclose(f);
-        return jst;
-    }
-    if (!px) {
-        if (!stbi_info_from_file(f, &iw, &ih, &ic)) {
-            fclose(f);
-            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
-                                 stbi_failure_reason());
-        }
-        if (iw < 1 || ih < 1) { /* a PNM header may say 0 */
-            fclose(f);
-            return cnn_error_set(err, CNN_ERR_FORMAT,
-                                 "%s: cannot decode: the image is %dx%d pixels", path, iw, ih);
-        }
-        if (iw > CNN_IMAGE_MAX_SIDE || ih > CNN_IMAGE_MAX_SIDE) {
-            fclose(f);
-            return cnn_error_set(err, CNN_ERR_FORMAT,
-                                 "%s: %dx%d pixels, a side longer than the %d allowed", path, iw,
-                                 ih, CNN_IMAGE_MAX_SIDE);
-        }
-        if ((int64_t)iw * ih > CNN_IMAGE_MAX_PIXELS) {
-            fclose(f);
-            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: %dx%d pixels, more than the %lld allowed",
-                                 path, iw, ih, (long long)CNN_IMAGE_MAX_PIXELS);
-        }
-        px = stbi_load_from_file(f, &iw, &ih, &ic, c);
-        from_stb = 1;
-        fclose(f);
-        if (!px)
-            return cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot decode: %s", path,
-                                 stbi_failure_reason());
-    } else {
-        fclose(f);
-    }
+    cnn_status st = is_jpeg(f) ? jpeg_load(f, path, c, h, w, &px, &iw, &ih, err) : CNN_OK;
+    const int from_stb = !st && !px; /* not a JPEG, or one libjpeg leaves to stb_image */
+    if (from_stb)
+        st = stb_load(f, path, c, &px, &iw, &ih, err);
+    fclose(f);
+    if (st)
+        return st;
     const uint8_t *src = px;
     uint8_t *rs = NULL; /* (h, w, c) when resized */
-    cnn_status st = CNN_OK;
     if (iw != w || ih != h) {
         if (!(rs = malloc((size_t)h * w * c)))
             st = cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory resizing %dx%d to %dx%d",
