@@ -252,6 +252,48 @@ enum { MAX_NAME = 4096 }; /* bytes of a fixed-length class name */
 
 /* /classes, if present, into d (variable- or fixed-length strings): at
  * most CNN_MAX_CLASSES names, none a null string. */
+/* The strings HDF5 allocates while it converts variable-length /classes,
+ * kept here so that they are freed whether the read succeeds or not: when
+ * a damaged heap reference makes the conversion fail part-way, HDF5 1.10.8
+ * drops the strings it already made (they sit in its conversion buffer,
+ * not in ours), so H5Dvlen_reclaim cannot reach them. */
+typedef struct vlen_pool {
+    void **p;
+    size_t n, cap;
+} vlen_pool;
+
+static void *vlen_alloc(size_t size, void *info)
+{
+    vlen_pool *pool = info;
+    if (pool->n == pool->cap) {
+        size_t cap = pool->cap ? 2 * pool->cap : 16;
+        void **p = realloc(pool->p, cap * sizeof *p);
+        if (!p)
+            return NULL; /* HDF5 fails the read */
+        pool->p = p;
+        pool->cap = cap;
+    }
+    void *m = malloc(size ? size : 1);
+    if (m)
+        pool->p[pool->n++] = m;
+    return m;
+}
+
+/* HDF5 frees nothing itself here: the pool is freed after the read. */
+static void vlen_keep(void *m, void *info)
+{
+    (void)m;
+    (void)info;
+}
+
+static void vlen_pool_free(vlen_pool *pool)
+{
+    for (size_t k = 0; k < pool->n; k++)
+        free(pool->p[k]);
+    free(pool->p);
+    *pool = (vlen_pool){0};
+}
+
 static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn_error *err)
 {
     if (H5Lexists(file, "classes", H5P_DEFAULT) <= 0)
@@ -282,9 +324,12 @@ static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn
     H5Tset_cset(mt, H5Tget_cset(ft));
     char *raw = calloc((size_t)(K ? K : 1), flen);
     const char **names = calloc((size_t)(K ? K : 1), sizeof *names);
-    if (!raw || !names)
+    vlen_pool pool = {0};
+    const hid_t xfer = H5Pcreate(H5P_DATASET_XFER);
+    if (!raw || !names || xfer < 0 ||
+        H5Pset_vlen_mem_manager(xfer, vlen_alloc, &pool, vlen_keep, NULL) < 0)
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    else if (K && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)
+    else if (K && H5Dread(ds, mt, H5S_ALL, H5S_ALL, xfer, raw) < 0)
         st = cnn_error_set(err, CNN_ERR_FORMAT, "%s: cannot read /classes%s", path,
                            h5_reason(why));
     else {
@@ -296,12 +341,10 @@ static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn
                                    path, k);
         if (!st)
             st = cnn_dataset_set_classes(d, names, K, err);
-        if (vlen) {
-            hid_t sp = H5Dget_space(ds);
-            H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, raw);
-            H5Sclose(sp);
-        }
     }
+    vlen_pool_free(&pool);
+    if (xfer >= 0)
+        H5Pclose(xfer);
     free(names);
     free(raw);
     H5Tclose(mt);
