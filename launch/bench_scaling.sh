@@ -4,6 +4,8 @@
 # share of step time spent waiting on communication, and beside it PyTorch
 # DistributedDataParallel (gloo) at 1 and 2 processes on LeNet-5 with the
 # same global batch. Best of REPS runs each; np 1 and np 2 runs alternate.
+# The "1+1" row is two independent np 1 runs at once, one a core, their
+# rates summed: the speedup two ranks could reach with a free exchange.
 #   bash launch/bench_scaling.sh [REPS] [STEPS] [cnn-train options...]
 # e.g. bash launch/bench_scaling.sh 3 600 --set dist.reduction=float
 set -euo pipefail
@@ -24,12 +26,27 @@ ours() {
   local cfg=$1 np=$2
   shift 2
   # shellcheck disable=SC2046
-  mpirun $(bash "$here/mpirun-flags.sh" "$np") -np "$np" "$build/cnn-train" "$root/configs/$cfg.ini" \
+  mpirun $(bash "$here/mpirun-flags.sh" "$np") ${bind:-} -np "$np" "$build/cnn-train" "$root/configs/$cfg.ini" \
     --set train.max_steps="$steps" --set train.epochs=1 --set train.threads=1 \
     --set data.test_limit=1000 --set train.progress=none --set train.history="$tmp/h.csv" \
     --set checkpoint.dir=none "$@" 2>&1 |
     awk '/^training:/ {ips=$(NF-1)} /^communication:/ {match($0, /= [0-9.]+%/); w=substr($0, RSTART+2, RLENGTH-3)}
          END {printf "%s %s\n", ips, (w == "" ? "-" : w)}'
+}
+# pair CONFIG -> img/s: two independent np 1 runs at once, pinned to cores 0
+# and 1, their rates summed: what two ranks reach with no exchange at all
+# (only the cores' shared caches, memory and clock), so the ceiling of the
+# np 2 speedup on this machine
+pair() {
+  local cfg=$1
+  shift
+  mkdir -p "$tmp/p0" "$tmp/p1"
+  tmp=$tmp/p0 bind="--cpu-set 0 --bind-to core" ours "$cfg" 1 "$@" >"$tmp/pair0" &
+  local a=$!
+  tmp=$tmp/p1 bind="--cpu-set 1 --bind-to core" ours "$cfg" 1 "$@" >"$tmp/pair1" &
+  local b=$!
+  wait "$a" "$b"
+  awk '{s += $1} END {print s}' "$tmp/pair0" "$tmp/pair1"
 }
 # ddp NP -> img/s (steady, after its first 20 steps)
 ddp() {
@@ -44,18 +61,22 @@ printf '%-16s %4s %10s %9s %10s\n' model ranks img_s speedup comm_wait
 declare -A rate
 for cfg in fashion_cnn lenet5_fashion; do
   # np 1 and np 2 alternate, so a busy spell of the machine hits both
-  r1=() r2=() w1=() w2=()
+  r1=() r2=() w1=() w2=() rp=()
   for _ in $(seq "$reps"); do
     read -r ips wait <<<"$(ours "$cfg" 1 "$@")"
     r1+=("$ips") w1+=("$wait")
     read -r ips wait <<<"$(ours "$cfg" 2 "$@")"
     r2+=("$ips") w2+=("$wait")
+    rp+=("$(pair "$cfg" "$@")")
   done
   rate[$cfg.1]=$(best "${r1[@]}")
   rate[$cfg.2]=$(best "${r2[@]}")
   sp=$(awk -v a="${rate[$cfg.2]}" -v b="${rate[$cfg.1]}" 'BEGIN{printf "%.2fx", a/b}')
   printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" 1 "${rate[$cfg.1]}" 1.00x "$(IFS=/; echo "${w1[*]}")"
   printf '%-16s %4d %10.0f %9s %9s%%\n' "$cfg" 2 "${rate[$cfg.2]}" "$sp" "$(IFS=/; echo "${w2[*]}")"
+  rate[$cfg.p]=$(best "${rp[@]}")
+  printf '%-16s %4s %10.0f %9s %10s\n' "$cfg" "1+1" "${rate[$cfg.p]}" \
+    "$(awk -v a="${rate[$cfg.p]}" -v b="${rate[$cfg.1]}" 'BEGIN{printf "%.2fx", a/b}')" "ceiling"
 done
 if [ "$have_torch" = 1 ]; then
   d1=() d2=()

@@ -18,8 +18,9 @@
 # message. With it, SimGrid 3.32's bandwidth solver crashes once a bucket
 # puts P (P - 1) flows in flight (direct and collective: SIGSEGV in
 # MaxMin::do_solve at 128 ranks, an abort at 256); without it they run to
-# 512 ranks and beyond. The platform is an HPC fabric (RDMA), where no
-# acknowledgement stream shares the links.
+# 256 (at 512 the solver still aborts: predict.sh, SIM_FLAT_MAX). The
+# platform is an HPC fabric (RDMA), where no acknowledgement stream shares
+# the links.
 # smpi/send-is-detached-thresh:0: no send is detached. SimGrid 3.32 keeps
 # the detached sends on one list and walks it to remove each one that
 # completes, so a step cost the simulator O(sends^2): fashion_cnn, auto,
