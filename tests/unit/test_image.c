@@ -1,6 +1,7 @@
 /* test_image.c - one image file into (C, H, W): decoding of each format,
  * channel conversion, bilinear resizing with exact expected values, JPEG's
- * shrinking in the IDCT, and errors that name the file. Images are written with stb_image_write. */
+ * shrinking in the IDCT, CMYK and YCCK JPEGs through stb_image, and errors
+ * that name the file. Images are written with stb_image_write. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -408,22 +409,11 @@ static void test_jpeg_padding_accepted(void **state)
     assert_memory_equal(a, b, sizeof a);
 }
 
-/* A progressive 16 x 16 RGB JPEG written by libjpeg with 2 + 3 x 63 x r
- * scans: the DC of all components in 2, then each AC coefficient of each
- * component on its own, first scan at Al = r - 1, then r - 1 refinements. */
-static int write_progressive(const char *path, int r)
+/* Writes the 16 x 16 image px of comps components in color space in with
+ * libjpeg: defaults, then setup(c, arg) before compressing. */
+static void write_libjpeg(const char *path, const uint8_t *px, int comps, J_COLOR_SPACE in,
+                          void (*setup)(struct jpeg_compress_struct *, void *), void *arg)
 {
-    static jpeg_scan_info scans[2 + 3 * 63 * 3];
-    int k = 0;
-    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 1};
-    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 1, 0};
-    for (int comp = 0; comp < 3; comp++)
-        for (int coef = 1; coef < 64; coef++)
-            for (int al = r - 1; al >= 0; al--)
-                scans[k++] = (jpeg_scan_info){1, {comp, 0, 0, 0}, coef, coef,
-                                              al == r - 1 ? 0 : al + 1, al};
-    uint8_t px[16 * 16 * 3];
-    pattern(px, 16, 16);
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr e;
     c.err = jpeg_std_error(&e);
@@ -433,20 +423,47 @@ static int write_progressive(const char *path, int r)
     jpeg_stdio_dest(&c, f);
     c.image_width = 16;
     c.image_height = 16;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
+    c.input_components = comps;
+    c.in_color_space = in;
     jpeg_set_defaults(&c);
-    c.scan_info = scans;
-    c.num_scans = k;
+    setup(&c, arg);
     jpeg_start_compress(&c, TRUE);
     for (int y = 0; y < 16; y++) {
-        JSAMPROW row = px + 48 * y;
+        JSAMPROW row = (JSAMPROW)px + 16 * comps * y;
         jpeg_write_scanlines(&c, &row, 1);
     }
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
     fclose(f);
-    return k;
+}
+
+/* The scans of a progressive JPEG: 2 + 3 x 63 x r of them, the DC of all
+ * components in 2, then each AC coefficient of each component on its own,
+ * first scan at Al = r - 1, then r - 1 refinements. */
+static void progressive_scans(struct jpeg_compress_struct *c, void *arg)
+{
+    static jpeg_scan_info scans[2 + 3 * 63 * 3];
+    const int r = *(int *)arg;
+    int k = 0;
+    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 1};
+    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 1, 0};
+    for (int comp = 0; comp < 3; comp++)
+        for (int coef = 1; coef < 64; coef++)
+            for (int al = r - 1; al >= 0; al--)
+                scans[k++] = (jpeg_scan_info){1, {comp, 0, 0, 0}, coef, coef,
+                                              al == r - 1 ? 0 : al + 1, al};
+    c->scan_info = scans;
+    c->num_scans = k;
+}
+
+/* A progressive 16 x 16 RGB JPEG of the pattern written by libjpeg
+ * (progressive_scans); returns its number of scans. */
+static int write_progressive(const char *path, int r)
+{
+    uint8_t px[16 * 16 * 3];
+    pattern(px, 16, 16);
+    write_libjpeg(path, px, 3, JCS_RGB, progressive_scans, &r);
+    return 2 + 3 * 63 * r;
 }
 
 /* Up to 500 progressive scans decode; more are refused, naming the file. */
@@ -461,6 +478,55 @@ static void test_jpeg_scan_limit(void **state)
     assert_int_equal(write_progressive(tf_path("s569.jpg"), 3), 569);
     TU_STATUS(cnn_image_load(tf_path("s569.jpg"), 3, 16, 16, out, &err), CNN_ERR_FORMAT, err);
     TU_MSG_HAS(err, "s569.jpg: cannot decode: more than 500 progressive scans");
+}
+
+/* Stored as *arg (CMYK or YCCK: libjpeg's Adobe marker says which), no
+ * chroma subsampling, quality 95. */
+static void cmyk_stored(struct jpeg_compress_struct *c, void *arg)
+{
+    jpeg_set_colorspace(c, *(J_COLOR_SPACE *)arg);
+    for (int k = 0; k < c->num_components; k++)
+        c->comp_info[k].h_samp_factor = c->comp_info[k].v_samp_factor = 1;
+    jpeg_set_quality(c, 95, TRUE);
+}
+
+/* A 16 x 16 four-component JPEG written by libjpeg, as Adobe's inverted
+ * CMYK (255 = no ink) with no black: the pattern's r, g, b as C, M, Y and
+ * K = 255, stored as stored. */
+static void write_cmyk(const char *path, J_COLOR_SPACE stored)
+{
+    uint8_t rgb[16 * 16 * 3], px[16 * 16 * 4];
+    pattern(rgb, 16, 16);
+    for (int k = 0; k < 16 * 16; k++) {
+        memcpy(px + 4 * k, rgb + 3 * k, 3);
+        px[4 * k + 3] = 255;
+    }
+    write_libjpeg(path, px, 4, JCS_CMYK, cmyk_stored, &stored);
+}
+
+/* CMYK and YCCK JPEGs, which libjpeg cannot turn into RGB, decode through
+ * stb_image: the pattern comes back as RGB (and its mean as gray). */
+static void test_jpeg_cmyk_and_ycck(void **state)
+{
+    (void)state;
+    static const J_COLOR_SPACE stored[2] = {JCS_CMYK, JCS_YCCK};
+    static const char *const names[2] = {"cmyk.jpg", "ycck.jpg"};
+    uint8_t rgb[16 * 16 * 3];
+    pattern(rgb, 16, 16);
+    for (int v = 0; v < 2; v++) {
+        write_cmyk(tf_path(names[v]), stored[v]);
+        uint8_t out[3 * 16 * 16], gray[16 * 16];
+        cnn_error err = {0};
+        TU_STATUS(cnn_image_load(tf_path(names[v]), 3, 16, 16, out, &err), CNN_OK, err);
+        double worst = 0;
+        for (int ch = 0; ch < 3; ch++)
+            for (int k = 0; k < 16 * 16; k++)
+                worst = fmax(worst, fabs((double)out[ch * 256 + k] - rgb[3 * k + ch]));
+        if (worst > 12)
+            fail_msg("%s: a value %.0f levels from the pattern", names[v], worst);
+        TU_STATUS(cnn_image_load(tf_path(names[v]), 1, 16, 16, gray, &err), CNN_OK, err);
+        TU_NEAR(gray[0], (rgb[0] * 77 + rgb[1] * 150 + rgb[2] * 29) >> 8, 12);
+    }
 }
 
 static void test_errors_name_the_file(void **state)
@@ -503,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_jpeg_cut_short_refused),
         cmocka_unit_test(test_jpeg_padding_accepted),
         cmocka_unit_test(test_jpeg_scan_limit),
+        cmocka_unit_test(test_jpeg_cmyk_and_ycck),
         cmocka_unit_test(test_errors_name_the_file),
         cmocka_unit_test(test_resize_sweep),
         cmocka_unit_test(test_zero_size_pnm_refused),
