@@ -250,8 +250,6 @@ static cnn_status read_labels(hid_t file, const char *path, int64_t total, int64
 
 enum { MAX_NAME = 4096 }; /* bytes of a fixed-length class name */
 
-/* /classes, if present, into d (variable- or fixed-length strings): at
- * most CNN_MAX_CLASSES names, none a null string. */
 /* The strings HDF5 allocates while it converts variable-length /classes,
  * kept here so that they are freed whether the read succeeds or not: when
  * a damaged heap reference makes the conversion fail part-way, HDF5 1.10.8
@@ -294,6 +292,8 @@ static void vlen_pool_free(vlen_pool *pool)
     *pool = (vlen_pool){0};
 }
 
+/* /classes, if present, into d (variable- or fixed-length strings): at
+ * most CNN_MAX_CLASSES names, none a null string. */
 static cnn_status read_classes(hid_t file, const char *path, cnn_dataset *d, cnn_error *err)
 {
     if (H5Lexists(file, "classes", H5P_DEFAULT) <= 0)

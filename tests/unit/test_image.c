@@ -1,7 +1,8 @@
 /* test_image.c - one image file into (C, H, W): decoding of each format,
  * channel conversion, bilinear resizing with exact expected values, JPEG's
  * shrinking in the IDCT, CMYK and YCCK JPEGs through stb_image, and errors
- * that name the file. Images are written with stb_image_write. */
+ * that name the file. Images are written with stb_image_write, and the
+ * progressive and four-component JPEGs with libjpeg. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -410,8 +411,9 @@ static void test_jpeg_padding_accepted(void **state)
 }
 
 /* Writes the 16 x 16 image px of comps components in color space in with
- * libjpeg: defaults, then setup(c, arg) before compressing. */
-static void write_libjpeg(const char *path, const uint8_t *px, int comps, J_COLOR_SPACE in,
+ * libjpeg: defaults, then setup(c, arg) before compressing. Returns the
+ * number of scans setup asked for (0: libjpeg's own). */
+static int write_libjpeg(const char *path, const uint8_t *px, int comps, J_COLOR_SPACE in,
                           void (*setup)(struct jpeg_compress_struct *, void *), void *arg)
 {
     struct jpeg_compress_struct c;
@@ -433,8 +435,10 @@ static void write_libjpeg(const char *path, const uint8_t *px, int comps, J_COLO
         jpeg_write_scanlines(&c, &row, 1);
     }
     jpeg_finish_compress(&c);
+    const int scans = c.num_scans;
     jpeg_destroy_compress(&c);
     fclose(f);
+    return scans;
 }
 
 /* The scans of a progressive JPEG: 2 + 3 x 63 x r of them, the DC of all
@@ -462,8 +466,7 @@ static int write_progressive(const char *path, int r)
 {
     uint8_t px[16 * 16 * 3];
     pattern(px, 16, 16);
-    write_libjpeg(path, px, 3, JCS_RGB, progressive_scans, &r);
-    return 2 + 3 * 63 * r;
+    return write_libjpeg(path, px, 3, JCS_RGB, progressive_scans, &r);
 }
 
 /* Up to 500 progressive scans decode; more are refused, naming the file. */
@@ -501,11 +504,12 @@ static void write_cmyk(const char *path, J_COLOR_SPACE stored)
         memcpy(px + 4 * k, rgb + 3 * k, 3);
         px[4 * k + 3] = 255;
     }
-    write_libjpeg(path, px, 4, JCS_CMYK, cmyk_stored, &stored);
+    (void)write_libjpeg(path, px, 4, JCS_CMYK, cmyk_stored, &stored);
 }
 
 /* CMYK and YCCK JPEGs, which libjpeg cannot turn into RGB, decode through
- * stb_image: the pattern comes back as RGB (and its mean as gray). */
+ * stb_image: the pattern comes back as RGB, and its first pixel's luma as
+ * gray. */
 static void test_jpeg_cmyk_and_ycck(void **state)
 {
     (void)state;
